@@ -1,0 +1,18 @@
+"""The authenticator interface shared by every credential kind."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..context import RequestContext
+from .identity import Identity
+
+
+class Authenticator(Protocol):
+    name: str
+    # The value a 401 carries in WWW-Authenticate when this authenticator found no credential.
+    challenge: str | None
+
+    async def authenticate(self, ctx: RequestContext) -> Identity | None:
+        """None: the request has no credential of my kind. Raise InvalidCredential: it has, but bad."""
+        ...

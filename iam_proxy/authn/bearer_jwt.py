@@ -1,0 +1,183 @@
+"""Bearer JWT authentication (RFC 6750 transport, RFC 7519 tokens, OIDC access and ID tokens).
+
+This module is the project's only JOSE verification path (joserfc). For each token:
+  1. peek at the unverified header and `iss` only to choose the configured provider;
+  2. refuse any `alg` not pinned for that provider (no `none`, no HS256-with-a-public-key);
+  3. verify the signature with the provider's JWKS (refetched once, rate-limited, on unknown kid);
+  4. check `iss`, `aud`, `exp`, `nbf` with the provider's leeway;
+  5. map the claims into an Identity as the provider's ClaimMapping says.
+Verified identities are cached by token digest until the token expires, and a cached entry is only
+used while its signing key is still in the provider's key set.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from joserfc import jws
+from joserfc.errors import JoseError
+
+from ..context import RequestContext
+from ..errors import AuthUnavailable, InvalidCredential
+from ..settings import JWTAuthenticatorSettings, JWTProvider
+from .identity import Identity
+from .jwks import JWKSCache, JWKSUnavailable
+from .mapping import identity_from_claims
+
+MAX_TOKEN_BYTES = 16 * 1024
+
+
+def _b64json(segment: str) -> dict[str, Any]:
+    padded = segment + "=" * (-len(segment) % 4)
+    value = orjson.loads(base64.urlsafe_b64decode(padded))
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+def bearer_token(ctx: RequestContext, header: str) -> str | None:
+    """The token of an `Authorization: Bearer` header, None when the header is absent or not Bearer."""
+    value = ctx.headers.get(header)
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    if not token:
+        raise InvalidCredential("token_malformed", message="The bearer token is empty.")
+    return token
+
+
+class _VerifiedCache:
+    """Token digest -> (identity, provider id, kid, expiry). Bounded LRU."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, tuple[Identity, str, str | None, float]] = OrderedDict()
+
+    def get(self, digest: bytes, now: float) -> tuple[Identity, str, str | None] | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        identity, provider, kid, expires = entry
+        if now >= expires:
+            del self._entries[digest]
+            return None
+        self._entries.move_to_end(digest)
+        return identity, provider, kid
+
+    def put(self, digest: bytes, identity: Identity, provider: str, kid: str | None, expires: float) -> None:
+        if self.max_entries <= 0:
+            return
+        self._entries[digest] = (identity, provider, kid, expires)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class JWTAuthenticator:
+    challenge = 'Bearer realm="iam-proxy"'
+
+    def __init__(self, name: str, settings: JWTAuthenticatorSettings,
+                 providers: dict[str, JWTProvider], jwks: dict[str, JWKSCache],
+                 clock=time.time) -> None:
+        self.name = name
+        self.settings = settings
+        self._providers = {pid: providers[pid] for pid in settings.providers}
+        self._by_issuer = {p.issuer: p for p in self._providers.values()}
+        self._jwks = jwks
+        self._clock = clock
+        self._cache = _VerifiedCache(settings.cache_entries)
+
+    async def authenticate(self, ctx: RequestContext) -> Identity | None:
+        token = bearer_token(ctx, self.settings.header)
+        if token is None:
+            return None
+        return await self.verify(token)
+
+    async def verify(self, token: str) -> Identity:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidCredential("token_too_large", message="The bearer token is too large.")
+        now = self._clock()
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._cache.get(digest, now)
+        if cached is not None:
+            identity, provider_id, kid = cached
+            if kid is None or kid in self._jwks[provider_id].kids:
+                return identity
+
+        header, unverified = self._peek(token)
+        provider = self._by_issuer.get(unverified.get("iss"))  # type: ignore[arg-type]
+        if provider is None:
+            raise InvalidCredential("issuer_unknown", message="The token's issuer is not accepted here.")
+        alg = header.get("alg")
+        if alg not in provider.algorithms:
+            raise InvalidCredential("algorithm_not_allowed", message="The token's algorithm is not accepted.")
+        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+
+        try:
+            keys = await self._jwks[provider.id].get(kid)
+        except JWKSUnavailable:
+            raise AuthUnavailable("jwks_unavailable", detail=f"no keys for provider {provider.id}") from None
+        if kid is not None and kid not in self._jwks[provider.id].kids:
+            raise InvalidCredential("key_unknown", message="The token was signed with an unknown key.")
+        try:
+            compact = jws.deserialize_compact(token, keys, algorithms=provider.algorithms)
+        except JoseError as exc:
+            raise InvalidCredential("bad_signature", message="The token's signature is not valid.",
+                                    detail=type(exc).__name__) from None
+        try:
+            claims = orjson.loads(compact.payload)
+        except orjson.JSONDecodeError:
+            raise InvalidCredential("token_malformed", message="The token is malformed.") from None
+        if not isinstance(claims, dict):
+            raise InvalidCredential("token_malformed", message="The token is malformed.")
+        self._check_claims(claims, provider, now)
+        identity = identity_from_claims(claims, provider.claims, method="jwt", provider=provider.id)
+        if not identity.sub:
+            raise InvalidCredential("subject_missing", message="The token has no subject.")
+        expires = float(claims["exp"]) + provider.leeway_seconds if "exp" in claims else now + 300
+        self._cache.put(digest, identity, provider.id, kid, expires)
+        return identity
+
+    @staticmethod
+    def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidCredential("token_malformed", message="The bearer token is not a JWT.")
+        try:
+            return _b64json(parts[0]), _b64json(parts[1])
+        except (ValueError, orjson.JSONDecodeError):
+            raise InvalidCredential("token_malformed", message="The bearer token is not a JWT.") from None
+
+    @staticmethod
+    def _check_claims(claims: dict[str, Any], provider: JWTProvider, now: float) -> None:
+        leeway = provider.leeway_seconds
+        if claims.get("iss") != provider.issuer:
+            raise InvalidCredential("issuer_mismatch", message="The token's issuer is not accepted here.")
+        exp = claims.get("exp")
+        if exp is None and provider.require_exp:
+            raise InvalidCredential("token_malformed", message="The token has no expiry.")
+        if exp is not None:
+            if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+                raise InvalidCredential("token_malformed", message="The token's expiry is malformed.")
+            if now > exp + leeway:
+                raise InvalidCredential("token_expired", message="The token has expired.")
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
+                raise InvalidCredential("token_malformed", message="The token's nbf is malformed.")
+            if now + leeway < nbf:
+                raise InvalidCredential("token_not_yet_valid", message="The token is not valid yet.")
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(a in provider.audiences for a in audiences if isinstance(a, str)):
+            raise InvalidCredential("audience_mismatch", message="The token is not meant for this service.")

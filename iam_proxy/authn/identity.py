@@ -1,0 +1,50 @@
+"""The normalized identity every authenticator produces (see DESIGN.md, "Identity")."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    sub: str
+    method: str  # jwt, oidc, introspection, saml, ldap, x509, kerberos, apikey, anonymous
+    iss: str | None = None
+    username: str | None = None
+    email: str | None = None
+    name: str | None = None
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    tenant: str | None = None
+    auth_time: int | None = None
+    acr: str | None = None
+    amr: tuple[str, ...] = ()
+    expires_at: int | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    cert: dict[str, Any] | None = None
+    provider: str | None = None  # the configured identity provider id
+
+    @property
+    def anonymous(self) -> bool:
+        return self.method == "anonymous"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("groups", "roles", "scopes", "amr"):
+            data[key] = list(data[key])
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """What an audit event carries about the identity."""
+        return {
+            "sub": self.sub,
+            "method": self.method,
+            "iss": self.iss,
+            "provider": self.provider,
+            "username": self.username,
+            "email": self.email,
+            "groups": list(self.groups),
+            "roles": list(self.roles),
+        }

@@ -1,0 +1,96 @@
+"""RequestContext: what the pipeline knows about one request, built once from the ASGI scope."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+from .errors import BadRequest
+
+if TYPE_CHECKING:
+    from .authn.identity import Identity
+    from .routes.matcher import CompiledRoute
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    decision_id: str
+    method: str
+    scheme: str
+    host: str
+    raw_path: str  # as sent, percent-encoded, without the query
+    path: str  # decoded
+    query_string: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    raw_headers: list[tuple[bytes, bytes]]
+    peer: str
+    http_version: str
+    started: float = field(default_factory=time.perf_counter)
+    received_at: float = field(default_factory=time.time)
+    route: "CompiledRoute | None" = None
+    identity: "Identity | None" = None
+    # Filled as the pipeline goes; the audit event reads them.
+    decision: Any = None
+    upstream_status: int | None = None
+    upstream_latency_ms: float | None = None
+
+    @property
+    def parsed_path(self) -> list[str]:
+        return [unquote(p) for p in self.raw_path.split("/")[1:]] if self.raw_path != "/" else []
+
+    @property
+    def parsed_query(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, value in parse_qsl(self.query_string, keep_blank_values=True):
+            out.setdefault(name, []).append(value)
+        return out
+
+    @property
+    def path_with_query(self) -> str:
+        return f"{self.raw_path}?{self.query_string}" if self.query_string else self.raw_path
+
+
+def _has_dot_segments(path: str) -> bool:
+    return any(seg in (".", "..") for seg in path.split("/"))
+
+
+def context_from_scope(scope: dict[str, Any]) -> RequestContext:
+    raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+    headers: dict[str, str] = {}
+    for name, value in raw_headers:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    raw_path_bytes = scope.get("raw_path") or scope["path"].encode()
+    raw_path = raw_path_bytes.decode("latin-1").split("?", 1)[0]
+    lowered = raw_path.lower()
+    # Encoded separators and NULs let a path mean one thing to us and another to the upstream.
+    if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or "\\" in raw_path:
+        raise BadRequest("path_not_normalized", message="Encoded separators are not allowed in the path.")
+    decoded = unquote(raw_path)
+    if not raw_path.startswith("/") or _has_dot_segments(raw_path) or _has_dot_segments(decoded):
+        raise BadRequest("path_not_normalized", message="The path must be absolute and free of dot segments.")
+
+    client = scope.get("client") or ("0.0.0.0", 0)
+    request_id = headers.get("x-request-id") or uuid.uuid4().hex
+    if len(request_id) > 128 or not request_id.isprintable():
+        request_id = uuid.uuid4().hex
+    return RequestContext(
+        request_id=request_id,
+        decision_id=str(uuid.uuid4()),
+        method=scope["method"],
+        scheme=scope.get("scheme", "http"),
+        host=headers.get("host", ""),
+        raw_path=raw_path,
+        path=decoded,
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        raw_headers=raw_headers,
+        peer=client[0],
+        http_version=scope.get("http_version", "1.1"),
+    )

@@ -1,0 +1,1 @@
+"""Forwarding: strip spoofable headers, add identity headers and a signed assertion, stream upstream."""

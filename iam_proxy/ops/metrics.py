@@ -1,0 +1,19 @@
+"""Prometheus metrics, on a registry per proxy instance (so tests can build several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("iam_proxy_requests_total", "Requests by route, outcome and reason",
+                                ["route", "outcome", "reason"], registry=self.registry)
+        self.latency = Histogram("iam_proxy_request_seconds", "Time from request to response end",
+                                 ["outcome"], registry=self.registry,
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+        self.policy_reloads = Counter("iam_proxy_policy_reloads_total", "Policy reloads by result",
+                                      ["result"], registry=self.registry)
+        self.audit_failures = Counter("iam_proxy_audit_sink_failures_total", "Audit sink write failures",
+                                      ["sink"], registry=self.registry)

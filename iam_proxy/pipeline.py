@@ -1,0 +1,151 @@
+"""The only module that orders the stages of a request:
+
+    route match -> authenticate -> build policy input -> decide -> mutate headers -> forward -> audit
+
+Every request, whatever happens to it, ends in exactly one audit event (the `finally` below).
+Every failure maps to a ProxyError with a status and a reason code; anything unexpected is a 500
+`internal_error` whose details go only to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .audit.event import build_event
+from .audit.sinks import Auditor
+from .authn.base import Authenticator
+from .authn.identity import Identity
+from .context import RequestContext, context_from_scope
+from .errors import AccessDenied, AuthenticationRequired, InvalidCredential, PolicyError, ProxyError
+from .forward.assertion import AssertionSigner
+from .forward.headers import HeaderRewriter
+from .forward.upstream import ClientDisconnected, UpstreamClient, UpstreamResponseFailed
+from .ops.metrics import Metrics
+from .policy.engine import DecisionOutcome, PolicyEngine, decide
+from .policy.input import build_input
+from .responses import send_error
+from .routes.matcher import RouteTable
+
+log = logging.getLogger("iam_proxy.pipeline")
+
+
+@dataclass
+class _Outcome:
+    status: int = 500
+    outcome: str = "error"
+    reason: str = "internal_error"
+
+
+class Pipeline:
+    def __init__(self, *, routes: RouteTable, authenticators: dict[str, Authenticator], engine: PolicyEngine,
+                 rewriter: HeaderRewriter, signer: AssertionSigner, upstream: UpstreamClient,
+                 auditor: Auditor, metrics: Metrics, include_input: bool = True) -> None:
+        self.routes = routes
+        self.authenticators = authenticators
+        self.engine = engine
+        self.rewriter = rewriter
+        self.signer = signer
+        self.upstream = upstream
+        self.auditor = auditor
+        self.metrics = metrics
+        self.include_input = include_input
+
+    async def authenticate(self, ctx: RequestContext) -> Identity:
+        """First authenticator that recognises its credential wins; a bad credential stops the chain."""
+        assert ctx.route is not None
+        chain = [self.authenticators[name] for name in ctx.route.settings.authenticators]
+        for authenticator in chain:
+            try:
+                identity = await authenticator.authenticate(ctx)
+            except InvalidCredential as exc:
+                exc.challenge = authenticator.challenge  # type: ignore[attr-defined]
+                raise
+            if identity is not None:
+                return identity
+        error = AuthenticationRequired()
+        error.challenges = [a.challenge for a in chain if a.challenge]  # type: ignore[attr-defined]
+        raise error
+
+    async def handle(self, scope: dict[str, Any], receive, send) -> None:
+        ctx: RequestContext | None = None
+        result = _Outcome()
+        outcome: DecisionOutcome | None = None
+        policy_input: dict[str, Any] | None = None
+        dry_run = False
+        started = time.perf_counter()
+        try:
+            ctx = context_from_scope(scope)
+            ctx.route = self.routes.match(ctx.method, ctx.host, ctx.path)
+            ctx.identity = await self.authenticate(ctx)
+            policy_input = build_input(ctx)
+            route_policy = ctx.route.settings.policy
+            try:
+                outcome = await decide(self.engine, route_policy.path, policy_input)
+                allowed = outcome.decision.allowed
+            except PolicyError:
+                if not route_policy.dry_run:
+                    raise
+                allowed = False
+            if not allowed:
+                if not route_policy.dry_run:
+                    decision = outcome.decision  # type: ignore[union-attr]
+                    raise AccessDenied(list(decision.reasons), status=decision.http_status or 403,
+                                       headers=decision.headers, body=decision.body)
+                dry_run = True  # dry run: the real decision is audited, the request goes through
+
+            decision = outcome.decision if outcome is not None else None
+            identity = ctx.identity
+            assertion = None
+            if not identity.anonymous:
+                assertion = self.signer.sign(identity, audience=ctx.route.id, jti=ctx.decision_id)
+            headers = self.rewriter.upstream_request_headers(
+                ctx, identity, assertion,
+                extra=decision.headers if decision and decision.allowed else {},
+                remove=decision.request_headers_to_remove if decision and decision.allowed else (),
+                preserve_host=ctx.route.settings.preserve_host,
+            )
+            result.status = await self.upstream.forward(
+                ctx, ctx.route, headers, receive, send,
+                extra_response_headers=decision.response_headers_to_add if decision and decision.allowed else {},
+            )
+            result.outcome, result.reason = "allowed", "dry_run_denied" if dry_run else "allowed"
+        except ProxyError as exc:
+            if exc.status >= 500 or isinstance(exc, PolicyError):
+                log.warning("request %s failed: %s", ctx.decision_id if ctx else "-", exc)
+            result.outcome = "denied" if exc.status in (401, 403) or isinstance(exc, AccessDenied) else "error"
+            if exc.status == 404:
+                result.outcome = "denied"
+            result.reason = exc.reason
+            error_id = ctx.decision_id if ctx else "-"
+            result.status = await send_error(send, exc, error_id, head_only=scope.get("method") == "HEAD")
+        except ClientDisconnected:
+            result.status, result.outcome, result.reason = 499, "error", "client_disconnected"
+        except UpstreamResponseFailed as exc:
+            log.warning("upstream failed mid-response for %s: %s", ctx.decision_id if ctx else "-", exc)
+            result.outcome, result.reason = "error", "upstream_response_failed"
+            raise
+        except Exception:
+            log.exception("unexpected error in request %s", ctx.decision_id if ctx else "-")
+            result.status, result.outcome, result.reason = 500, "error", "internal_error"
+            await send_error(send, ProxyError(), ctx.decision_id if ctx else "-")
+        finally:
+            self._audit(scope, ctx, result, outcome, policy_input, dry_run)
+            self.metrics.requests.labels(route=ctx.route.id if ctx and ctx.route else "",
+                                         outcome=result.outcome, reason=result.reason).inc()
+            self.metrics.latency.labels(outcome=result.outcome).observe(time.perf_counter() - started)
+
+    def _audit(self, scope, ctx, result: _Outcome, outcome, policy_input, dry_run: bool) -> None:
+        try:
+            event = build_event(
+                ctx=ctx, scope=scope, status=result.status, outcome=result.outcome, reason=result.reason,
+                decision=outcome, policy_input=policy_input, policy_revision=self.engine.revision,
+                client_address=self.rewriter.client_address(ctx) if ctx else None,
+                dry_run=dry_run, include_input=self.include_input,
+            )
+        except Exception:  # noqa: BLE001 - an audit bug must not hide the request
+            log.exception("could not build audit event")
+            return
+        self.auditor.emit(event)

@@ -1,0 +1,220 @@
+"""The embedded Rego engine: rego-cpp through `regopy`, compiled once per policy revision.
+
+Guards (see ../shared recipes and docs/policies.md; each is a security requirement):
+- a policy that calls a built-in the engine does not implement, or implements wrongly, is refused at
+  load time with file and line: such calls evaluate to undefined, so a `deny if net.cidr_contains(..)`
+  would silently never fire;
+- each entry point is evaluated once at load time, so a reference to an unknown function or variable
+  is refused instead of silently denying (or worse, silently not denying) at run time;
+- decisions are read through a prebuilt bundle entry point (a plain query reports `false` as undefined
+  and recompiles per call);
+- a reload builds a new Interpreter and bundle and swaps them in only when the build succeeded;
+- an Interpreter is never shared between threads: the engine is only called from the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from regopy import Input, Interpreter, LogLevel, RegoError
+from regopy.rego_shared import (
+    rego_bundle_query_entrypoint,
+    rego_free_output,
+    rego_output_ok,
+    rego_output_string,
+)
+
+from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
+from .source import PolicyProblem, PolicyLoadError, PolicySource, dotted_calls, load_source, scan
+
+log = logging.getLogger("iam_proxy.policy")
+
+# Namespaces of OPA built-ins. A dotted call in one of these that the engine does not know is an
+# unsupported built-in (a user function is called through `data.` or an import alias instead).
+BUILTIN_NAMESPACES = frozenset({
+    "array", "base64", "base64url", "bits", "crypto", "glob", "graph", "graphql", "hex", "http", "io",
+    "json", "net", "numbers", "object", "opa", "providers", "rand", "regex", "rego", "semver", "strings",
+    "time", "trace", "units", "urlquery", "uuid", "yaml",
+})
+
+# Built-ins the engine has, but whose results differ from OPA's (verified against OPA, see
+# docs/policies.md): refused like the missing ones, since a wrong answer is worse than none.
+WRONG_BUILTINS = {
+    "object.union": "not recursive (OPA merges nested objects)",
+    "object.union_n": "not recursive (OPA merges nested objects)",
+    "time.parse_rfc3339_ns": "fails on timestamps ending in 'Z'",
+    "time.parse_ns": "fails on timestamps ending in 'Z'",
+}
+
+_ERROR_AT = re.compile(r"\(error (\d+):")
+_ERROR_MSG = re.compile(r"\(errormsg \d+:([^\n]*?)\)?\n")
+
+
+def rego_error_to_policy_errors(text: str, source: PolicySource) -> list[PolicyProblem]:
+    """rego-cpp reports `(error 15:policies/x.rego|26|2 (errormsg 24:...))`: file, byte offset, length."""
+    errors: list[PolicyProblem] = []
+    messages = _ERROR_MSG.findall(text)
+    for i, match in enumerate(_ERROR_AT.finditer(text)):
+        length = int(match.group(1))
+        location = text[match.end():match.end() + length]
+        file, _, rest = location.partition("|")
+        offset = int(rest.split("|", 1)[0]) if rest else 0
+        message = messages[i].strip() if i < len(messages) else "compile error"
+        errors.append(PolicyProblem(file, source.line_of(file, offset), message))
+    if not errors:
+        first = messages[0].strip() if messages else text.strip().splitlines()[0] if text.strip() else "error"
+        errors.append(PolicyProblem(next(iter(source.modules), "?"), 0, first))
+    return errors
+
+
+def _module_alias_names(text: str) -> set[str]:
+    return set(re.findall(r"^\s*import\s+\S+\s+as\s+([A-Za-z_]\w*)", text, re.M)) | {
+        m.split(".")[-1] for m in re.findall(r"^\s*import\s+(data\.[\w.]+)\s*$", text, re.M)
+    }
+
+
+def check_builtins(interpreter: Interpreter, source: PolicySource) -> list[PolicyProblem]:
+    errors: list[PolicyProblem] = []
+    for file, text in source.modules.items():
+        aliases = _module_alias_names(text)
+        for name, line in dotted_calls(text):
+            head = name.split(".", 1)[0]
+            if head in ("data", "input") or head in aliases:
+                continue
+            if name in WRONG_BUILTINS:
+                errors.append(PolicyProblem(file, line, f"built-in {name} is not reliable in the embedded engine "
+                                          f"({WRONG_BUILTINS[name]}); use engine 'opa'"))
+            elif head in BUILTIN_NAMESPACES and not interpreter.is_builtin(name):
+                errors.append(PolicyProblem(file, line, f"built-in {name} is not supported by the embedded "
+                                          "engine (it would evaluate to undefined); use engine 'opa'"))
+    return errors
+
+
+def _evaluate(interpreter: Interpreter, bundle: Any, entrypoint: str) -> Any:
+    """One entry point's value; raises UndefinedDecision or PolicyEvaluationError."""
+    impl = rego_bundle_query_entrypoint(interpreter._impl, bundle._impl, entrypoint)
+    try:
+        ok = rego_output_ok(impl)
+        text = rego_output_string(impl)
+    finally:
+        rego_free_output(impl)
+    if not ok or text.startswith("("):
+        messages = _ERROR_MSG.findall(text)
+        raise PolicyEvaluationError(messages[0].strip() if messages else "evaluation failed")
+    if text == "undefined":
+        raise UndefinedDecision(entrypoint)
+    try:
+        result = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise PolicyEvaluationError("engine returned malformed JSON") from None
+    if isinstance(result, list):
+        if len(result) != 1:
+            raise PolicyEvaluationError(f"{len(result)} results for one decision")
+        result = result[0]
+    expressions = result.get("expressions") if isinstance(result, dict) else None
+    if not expressions:
+        raise UndefinedDecision(entrypoint)
+    return expressions[0]
+
+
+@dataclass
+class _Compiled:
+    interpreter: Interpreter
+    bundle: Any
+    source: PolicySource
+
+
+def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
+    interpreter = Interpreter()
+    interpreter.log_level = LogLevel.NONE
+    errors: list[PolicyProblem] = []
+    for file, text in source.modules.items():
+        try:
+            interpreter.add_module(file, text)
+        except RegoError as exc:
+            errors.extend(rego_error_to_policy_errors(str(exc), source))
+    if errors:
+        raise PolicyLoadError(errors)
+    errors = check_builtins(interpreter, source)
+    if errors:
+        raise PolicyLoadError(errors)
+    if source.data:
+        interpreter.add_data_json(orjson.dumps(source.data).decode())
+    try:
+        bundle = interpreter.build(None, list(entrypoints))
+    except RegoError as exc:
+        raise PolicyLoadError(rego_error_to_policy_errors(str(exc), source)) from None
+    if not bundle.ok():
+        raise PolicyLoadError([PolicyProblem(next(iter(source.modules)), 0, "the policy bundle did not build")])
+    # A smoke evaluation per entry point surfaces unknown functions and unsafe variables now.
+    interpreter.set_input(Input({}))
+    for entrypoint in entrypoints:
+        try:
+            _evaluate(interpreter, bundle, entrypoint)
+        except UndefinedDecision:
+            pass
+        except PolicyEvaluationError as exc:
+            raise PolicyLoadError([PolicyProblem(_file_of(source, entrypoint), 0,
+                                               f"entry point {entrypoint} fails to evaluate: {exc}")]) from None
+    return _Compiled(interpreter, bundle, source)
+
+
+def _file_of(source: PolicySource, entrypoint: str) -> str:
+    package = ".".join(entrypoint.split("/")[:-1])
+    for file, text in source.modules.items():
+        if re.search(rf"^\s*package\s+{re.escape(package)}\s*$", text, re.M):
+            return file
+    return next(iter(source.modules))
+
+
+class EmbeddedEngine:
+    name = "embedded"
+
+    def __init__(self, policy_dir: Path, entrypoints: list[str], metrics: Any = None) -> None:
+        self.policy_dir = policy_dir
+        self.entrypoints = sorted(set(entrypoints))
+        self._metrics = metrics
+        self._compiled = compile_policies(load_source(policy_dir), self.entrypoints)
+        log.info("policies compiled: revision %s, %d modules", self.revision, len(self._compiled.source.modules))
+
+    @property
+    def revision(self) -> str:
+        return self._compiled.source.revision
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def reload_if_changed(self) -> bool:
+        """Recompile when files changed; a broken edit keeps the last good policy. True if swapped."""
+        if scan(self.policy_dir) == self._compiled.source.stamp:
+            return False
+        try:
+            compiled = compile_policies(load_source(self.policy_dir), self.entrypoints)
+        except (PolicyLoadError, OSError) as exc:
+            log.error("policy reload failed, keeping revision %s: %s", self.revision, exc)
+            if self._metrics is not None:
+                self._metrics.policy_reloads.labels(result="error").inc()
+            # Remember the broken stamp so the same broken files are not recompiled every tick.
+            self._compiled.source = PolicySource(self._compiled.source.modules, self._compiled.source.data,
+                                                 self._compiled.source.revision, scan(self.policy_dir))
+            return False
+        self._compiled = compiled
+        log.info("policies reloaded: revision %s", self.revision)
+        if self._metrics is not None:
+            self._metrics.policy_reloads.labels(result="ok").inc()
+        return True
+
+    async def decide(self, path: str, policy_input: dict[str, Any]) -> EngineResult:
+        compiled = self._compiled
+        compiled.interpreter.set_input(Input(policy_input))
+        value = _evaluate(compiled.interpreter, compiled.bundle, path)
+        return EngineResult(value=value, revision=compiled.source.revision, engine=self.name)
+
+    async def close(self) -> None:
+        return None

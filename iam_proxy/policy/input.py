@@ -1,0 +1,55 @@
+"""The policy input document: a superset of opa-envoy-plugin's, plus `identity` and `route`.
+
+A policy written for opa-envoy-plugin (reading `input.attributes.request.http.*`, `input.parsed_path`,
+`input.parsed_query`) works unchanged; see DESIGN.md, "Policy input".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import __version__
+from ..context import RequestContext
+
+INPUT_VERSION = {"ext_authz": "v3", "encoding": "iam-proxy", "iam_proxy": __version__}
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_input(ctx: RequestContext) -> dict[str, Any]:
+    route = ctx.route
+    identity = ctx.identity
+    size = ctx.headers.get("content-length")
+    return {
+        "attributes": {
+            "source": {"address": {"socketAddress": {"address": ctx.peer}}},
+            "destination": {"address": {"socketAddress": {"address": ctx.host}}},
+            "request": {
+                "time": _rfc3339(ctx.received_at),
+                "http": {
+                    "id": ctx.request_id,
+                    "method": ctx.method,
+                    "headers": ctx.headers,
+                    "path": ctx.path_with_query,
+                    "host": ctx.host,
+                    "scheme": ctx.scheme,
+                    "query": ctx.query_string,
+                    "fragment": "",
+                    "size": int(size) if size and size.isdigit() else 0,
+                    "protocol": f"HTTP/{ctx.http_version}",
+                },
+            },
+        },
+        "parsed_path": ctx.parsed_path,
+        "parsed_query": ctx.parsed_query,
+        "version": INPUT_VERSION,
+        "identity": identity.to_dict() if identity is not None else None,
+        "route": {
+            "id": route.id,
+            "upstream": route.settings.upstream,
+            "labels": dict(route.settings.labels),
+        } if route is not None else None,
+    }

@@ -1,0 +1,68 @@
+"""Error responses as RFC 9457 problem details: a reason code and an error id, never internals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import AccessDenied, AuthenticationRequired, InvalidCredential, ProxyError
+
+PROBLEM_TYPE = "https://iam-proxy.dev/problems/"
+
+
+def problem_body(error: ProxyError, error_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + error.reason,
+        "title": error.message,
+        "status": error.status,
+        "reason": error.reason,
+        "error_id": error_id,
+    }
+    if isinstance(error, AccessDenied) and error.reasons:
+        body["reasons"] = error.reasons
+    return body
+
+
+def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = []
+    if isinstance(error, AuthenticationRequired):
+        for challenge in getattr(error, "challenges", ()):
+            headers.append((b"www-authenticate", challenge.encode()))
+    elif isinstance(error, InvalidCredential):
+        challenge = getattr(error, "challenge", None)
+        if challenge:
+            scheme = challenge.split(" ", 1)[0]
+            value = challenge
+            if scheme.lower() == "bearer":
+                value = f'{challenge}, error="invalid_token", error_description="{error.reason}"'
+            headers.append((b"www-authenticate", value.encode()))
+    elif isinstance(error, AccessDenied):
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    return headers
+
+
+async def send_error(send, error: ProxyError, error_id: str, head_only: bool = False) -> int:
+    if isinstance(error, AccessDenied) and error.body is not None:
+        payload = error.body.encode()
+        content_type = b"text/plain; charset=utf-8"
+    else:
+        payload = orjson.dumps(problem_body(error, error_id))
+        content_type = b"application/problem+json"
+    headers = [(b"content-type", content_type), (b"content-length", str(len(payload)).encode()),
+               (b"cache-control", b"no-store"), (b"x-iam-error-id", error_id.encode())]
+    extra = error_headers(error)
+    names = {n for n, _ in extra}
+    headers = [h for h in headers if h[0] not in names or h[0] == b"www-authenticate"] + extra
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head_only else payload})
+    return error.status
+
+
+async def send_json(send, status: int, payload: Any, extra_headers: list[tuple[bytes, bytes]] = ()) -> int:
+    body = orjson.dumps(payload)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *extra_headers]})
+    await send({"type": "http.response.body", "body": body})
+    return status
