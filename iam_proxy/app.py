@@ -32,6 +32,7 @@ from .settings import Settings
 log = logging.getLogger("iam_proxy")
 
 JWKS_PATH = "/.well-known/jwks.json"
+FORWARD_AUTH_PATH = "/.iam/auth"
 
 
 def build_engine(settings: Settings, metrics: Metrics) -> PolicyEngine:
@@ -112,6 +113,9 @@ class Proxy:
             return  # websockets arrive in a later issue; the server closes the connection
         if scope["path"] == JWKS_PATH and scope["method"] in ("GET", "HEAD"):
             await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
+            return
+        if scope["path"] == FORWARD_AUTH_PATH:
+            await self.pipeline.handle(scope, receive, send, forward_auth=True)
             return
         await self.pipeline.handle(scope, receive, send)
 

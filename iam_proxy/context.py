@@ -58,6 +58,27 @@ def _has_dot_segments(path: str) -> bool:
     return any(seg in (".", "..") for seg in path.split("/"))
 
 
+def forward_auth_scope(scope: dict[str, Any]) -> dict[str, Any]:
+    """The original request described by a forward-auth subrequest, as a scope of its own.
+
+    nginx `auth_request` sends X-Original-URI and X-Original-Method (set them in the location);
+    Traefik and Caddy send X-Forwarded-Method, X-Forwarded-Uri, X-Forwarded-Host, X-Forwarded-Proto.
+    """
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri")
+    method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
+    if not uri or not uri.startswith("/"):
+        raise BadRequest("forward_auth_uri_missing",
+                         message="Forward-auth requests need X-Original-URI or X-Forwarded-Uri.")
+    path, _, query = uri.partition("?")
+    rewritten = [(k, v) for k, v in scope["headers"] if k.lower() != b"host"]
+    host = headers.get("x-forwarded-host") or headers.get("host", "")
+    rewritten.append((b"host", host.encode("latin-1")))
+    return {**scope, "method": method.upper(), "path": unquote(path), "raw_path": path.encode("latin-1"),
+            "query_string": query.encode("latin-1"), "headers": rewritten,
+            "scheme": headers.get("x-forwarded-proto", scope.get("scheme", "http"))}
+
+
 def context_from_scope(scope: dict[str, Any]) -> RequestContext:
     raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
     headers: dict[str, str] = {}

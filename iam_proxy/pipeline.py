@@ -18,7 +18,7 @@ from .audit.event import build_event
 from .audit.sinks import Auditor
 from .authn.base import Authenticator
 from .authn.identity import Identity
-from .context import RequestContext, context_from_scope
+from .context import RequestContext, context_from_scope, forward_auth_scope
 from .errors import AccessDenied, AuthenticationRequired, InvalidCredential, PolicyError, ProxyError
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter
@@ -69,7 +69,9 @@ class Pipeline:
         error.challenges = [a.challenge for a in chain if a.challenge]  # type: ignore[attr-defined]
         raise error
 
-    async def handle(self, scope: dict[str, Any], receive, send) -> None:
+    async def handle(self, scope: dict[str, Any], receive, send, forward_auth: bool = False) -> None:
+        """Proxy one request; with `forward_auth`, answer a front proxy's auth subrequest instead
+        (200 with the identity headers to copy upstream, or the error) and forward nothing."""
         ctx: RequestContext | None = None
         result = _Outcome()
         outcome: DecisionOutcome | None = None
@@ -77,7 +79,7 @@ class Pipeline:
         dry_run = False
         started = time.perf_counter()
         try:
-            ctx = context_from_scope(scope)
+            ctx = context_from_scope(forward_auth_scope(scope) if forward_auth else scope)
             ctx.route = self.routes.match(ctx.method, ctx.host, ctx.path)
             ctx.identity = await self.authenticate(ctx)
             policy_input = build_input(ctx)
@@ -107,10 +109,13 @@ class Pipeline:
                 remove=decision.request_headers_to_remove if decision and decision.allowed else (),
                 preserve_host=ctx.route.settings.preserve_host,
             )
-            result.status = await self.upstream.forward(
-                ctx, ctx.route, headers, receive, send,
-                extra_response_headers=decision.response_headers_to_add if decision and decision.allowed else {},
-            )
+            if forward_auth:
+                result.status = await self._answer_forward_auth(send, headers)
+            else:
+                result.status = await self.upstream.forward(
+                    ctx, ctx.route, headers, receive, send,
+                    extra_response_headers=decision.response_headers_to_add if decision and decision.allowed else {},
+                )
             result.outcome, result.reason = "allowed", "dry_run_denied" if dry_run else "allowed"
         except ProxyError as exc:
             if exc.status >= 500 or isinstance(exc, PolicyError):
@@ -136,6 +141,15 @@ class Pipeline:
             self.metrics.requests.labels(route=ctx.route.id if ctx and ctx.route else "",
                                          outcome=result.outcome, reason=result.reason).inc()
             self.metrics.latency.labels(outcome=result.outcome).observe(time.perf_counter() - started)
+
+    async def _answer_forward_auth(self, send, headers: list[tuple[str, str]]) -> int:
+        """200 carrying only what the front proxy should set upstream: identity headers and assertion."""
+        wanted = self.rewriter.identity_names
+        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers if k.lower() in wanted]
+        out += [(b"content-length", b"0"), (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": 200, "headers": out})
+        await send({"type": "http.response.body", "body": b""})
+        return 200
 
     def _audit(self, scope, ctx, result: _Outcome, outcome, policy_input, dry_run: bool) -> None:
         try:
