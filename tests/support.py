@@ -1,0 +1,189 @@
+"""Shared test helpers: free ports, real processes (proxy, upstream, peers), dev keys and tokens.
+
+Every server a test starts listens on 127.0.0.1 on a free port, so tests never collide with each
+other or with `make run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DEV_ISSUER = "https://dev-idp.iam-proxy.localhost"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+class Process:
+    """A child process with its output in a log file; stop() is idempotent."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path = REPO) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def start_upstream(tmp: Path) -> tuple[Process, str]:
+    port = free_port()
+    proc = Process([PYTHON, str(REPO / "examples" / "echo_upstream.py"), "--port", str(port)],
+                   tmp / f"upstream-{port}.log")
+    wait_for_port(port, proc.proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+# ---------------------------------------------------------------- keys and tokens
+
+
+class DevIssuer:
+    """An RSA signing key with a JWKS, as an identity provider would have."""
+
+    def __init__(self, directory: Path, kid: str = "k1", issuer: str = DEV_ISSUER) -> None:
+        self.directory = directory
+        self.issuer = issuer
+        directory.mkdir(parents=True, exist_ok=True)
+        self.keys: dict[str, RSAKey] = {}
+        self.jwks_path = directory / "jwks.json"
+        self.add_key(kid)
+
+    def add_key(self, kid: str) -> None:
+        self.keys[kid] = RSAKey.generate_key(2048, private=True)
+        self.write_jwks()
+
+    def remove_key(self, kid: str) -> None:
+        del self.keys[kid]
+        self.write_jwks()
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [{**k.as_dict(private=False), "kid": kid, "alg": "RS256", "use": "sig"}
+                         for kid, k in self.keys.items()]}
+
+    def write_jwks(self) -> None:
+        tmp = self.jwks_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.jwks()))
+        tmp.replace(self.jwks_path)
+
+    def token(self, sub: str = "alice", groups: list[str] | None = None, *, kid: str | None = None,
+              ttl: int = 3600, aud: str | list[str] = "iam-proxy", alg: str = "RS256", **claims: Any) -> str:
+        kid = kid or next(iter(self.keys))
+        now = int(time.time())
+        body = {"iss": self.issuer, "aud": aud, "sub": sub, "iat": now, "nbf": now, "exp": now + ttl,
+                "jti": uuid.uuid4().hex, "groups": groups or [], "preferred_username": sub,
+                "email": f"{sub}@example.org", **claims}
+        return jwt.encode({"alg": alg, "kid": kid, "typ": "JWT"}, body, self.keys[kid])
+
+
+# ---------------------------------------------------------------- the proxy as a real process
+
+
+def base_config(upstream: str, jwks_path: Path, audit_path: Path, policy_dir: Path,
+                issuer: str = DEV_ISSUER) -> dict[str, Any]:
+    return {
+        "listeners": {"proxy": {"host": "127.0.0.1", "port": free_port()},
+                      "admin": {"host": "127.0.0.1", "port": free_port()}},
+        "identity_providers": [{"id": "dev", "issuer": issuer, "jwks_file": str(jwks_path),
+                                "audiences": ["iam-proxy"], "algorithms": ["RS256"], "leeway_seconds": 5,
+                                "jwks_min_refetch_seconds": 0}],
+        "authenticators": {"bearer": {"type": "jwt", "providers": ["dev"]}, "public": {"type": "anonymous"}},
+        "routes": [
+            {"id": "api", "match": {"path": "/api/**"}, "upstream": upstream, "authenticators": ["bearer"],
+             "policy": {"path": "iam/authz/decision"}, "timeout_seconds": 2},
+            {"id": "public", "match": {"path": "/public/**"}, "upstream": upstream,
+             "authenticators": ["bearer", "public"], "policy": {"path": "iam/authz/decision"},
+             "labels": {"access": "public"}},
+        ],
+        "policy": {"dir": str(policy_dir), "reload_interval_seconds": 0.2},
+        "audit": {"sinks": [{"type": "file", "path": str(audit_path)}]},
+    }
+
+
+class ProxyProcess:
+    def __init__(self, config: dict[str, Any], tmp: Path, name: str = "proxy") -> None:
+        self.config = config
+        self.config_path = tmp / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.port = config["listeners"]["proxy"]["port"]
+        self.admin_port = config["listeners"]["admin"]["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        sinks = config.get("audit", {}).get("sinks", [])
+        self.audit_path = Path(sinks[0]["path"]) if sinks and sinks[0].get("type") == "file" else None
+        self.process = Process([PYTHON, "-m", "iam_proxy", "run", "--config", str(self.config_path)],
+                               tmp / f"{name}.log")
+
+    def wait_ready(self, timeout: float = 20.0) -> "ProxyProcess":
+        wait_for_port(self.admin_port, self.process.proc, timeout)
+        wait_for_port(self.port, self.process.proc, timeout)
+        return self
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        if self.audit_path is None or not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 10), **kw)
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "iam_proxy", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
