@@ -33,7 +33,9 @@ def _config(app, listener: Listener, lifespan: str) -> uvicorn.Config:
         app, host=listener.host, port=listener.port, loop="none", http="httptools", lifespan=lifespan,
         interface="asgi3",
         access_log=False, server_header=False, date_header=True, log_level="warning",
-        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024, **kwargs,
+        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
+        proxy_headers=False,  # X-Forwarded-* are judged by our own trusted_proxies, never by uvicorn
+        **kwargs,
     )
 
 
