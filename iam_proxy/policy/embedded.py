@@ -52,18 +52,20 @@ WRONG_BUILTINS = {
 }
 
 _ERROR_AT = re.compile(r"\(error (\d+):")
+_OFFSET = re.compile(r"\|(\d+)\|\d+")
 _ERROR_MSG = re.compile(r"\(errormsg \d+:([^\n]*?)\)?\n")
 
 
 def rego_error_to_policy_errors(text: str, source: PolicySource) -> list[PolicyProblem]:
-    """rego-cpp reports `(error 15:policies/x.rego|26|2 (errormsg 24:...))`: file, byte offset, length."""
+    """rego-cpp reports `(error 15:policies/x.rego|26|2 (errormsg 24:...))`: the file name prefixed by
+    its length, then the byte offset and length of the offending text."""
     errors: list[PolicyProblem] = []
     messages = _ERROR_MSG.findall(text)
     for i, match in enumerate(_ERROR_AT.finditer(text)):
         length = int(match.group(1))
-        location = text[match.end():match.end() + length]
-        file, _, rest = location.partition("|")
-        offset = int(rest.split("|", 1)[0]) if rest else 0
+        file = text[match.end():match.end() + length]
+        position = _OFFSET.match(text, match.end() + length)
+        offset = int(position.group(1)) if position else 0
         message = messages[i].strip() if i < len(messages) else "compile error"
         errors.append(PolicyProblem(file, source.line_of(file, offset), message))
     if not errors:

@@ -40,8 +40,8 @@ class PolicySource:
     revision: str
     stamp: tuple[tuple[str, int, int], ...]  # (path, mtime_ns, size) of everything read
 
-    def line_of(self, file: str, offset: int) -> int:
-        return self.modules.get(file, "")[:offset].count("\n") + 1
+    def line_of(self, file: str, byte_offset: int) -> int:
+        return self.modules.get(file, "").encode()[:byte_offset].count(b"\n") + 1
 
 
 def scan(root: Path) -> tuple[tuple[str, int, int], ...]:
