@@ -177,6 +177,15 @@ class ProxyProcess:
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
 
+    def wait_audit(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The audit events once at least `count` are written (events land after the response)."""
+        deadline = time.monotonic() + timeout
+        events = self.audit_events()
+        while len(events) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            events = self.audit_events()
+        return events
+
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 10), **kw)
 

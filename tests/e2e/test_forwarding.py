@@ -123,7 +123,7 @@ def test_forwarded_headers_from_a_trusted_proxy_are_extended(proxy_factory, prox
     assert headers["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
     assert headers["x-forwarded-proto"] == "https"
     assert headers["x-forwarded-host"] == "api.example"
-    event = [e for e in proxy.audit_events() if e["route"] and e["route"]["id"] == "api"][-1]
+    event = proxy.wait_audit(1)[-1]
     assert event["client"]["address"] == "203.0.113.7"
 
 
