@@ -114,15 +114,16 @@ class Pipeline:
             else:
                 result.status = await self.upstream.forward(
                     ctx, ctx.route, headers, receive, send,
-                    extra_response_headers=decision.response_headers_to_add if decision and decision.allowed else {},
+                    extra_response_headers={**ctx.response_headers, **(decision.response_headers_to_add
+                                            if decision and decision.allowed else {})},
                 )
             result.outcome, result.reason = "allowed", "dry_run_denied" if dry_run else "allowed"
         except ProxyError as exc:
             if exc.status >= 500 or isinstance(exc, PolicyError):
                 log.warning("request %s failed: %s", ctx.decision_id if ctx else "-", exc)
-            result.outcome = "denied" if exc.status in (401, 403) or isinstance(exc, AccessDenied) else "error"
-            if exc.status == 404:
-                result.outcome = "denied"
+            # A refusal the client caused (no route, no or bad credential, policy) is "denied";
+            # anything the proxy or a dependency failed at is "error".
+            result.outcome = "denied" if exc.status < 500 else "error"
             result.reason = exc.reason
             error_id = ctx.decision_id if ctx else "-"
             result.status = await send_error(send, exc, error_id, head_only=scope.get("method") == "HEAD")
