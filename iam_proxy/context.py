@@ -37,6 +37,12 @@ class RequestContext:
     decision: Any = None
     upstream_status: int | None = None
     upstream_latency_ms: float | None = None
+    # The verified client certificate (PEM, leaf first) from our own TLS handshake; an x509
+    # authenticator may set it from a trusted front proxy's header once it has verified it.
+    client_cert_chain: list[str] = field(default_factory=list)
+    # Headers an authenticator adds to the response that goes back to the client (for example a
+    # Negotiate mutual-authentication token).
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def parsed_path(self) -> list[str]:
@@ -114,4 +120,5 @@ def context_from_scope(scope: dict[str, Any]) -> RequestContext:
         raw_headers=raw_headers,
         peer=client[0],
         http_version=scope.get("http_version", "1.1"),
+        client_cert_chain=list((scope.get("extensions") or {}).get("tls", {}).get("client_cert_chain") or []),
     )
