@@ -14,20 +14,26 @@ from typing import Any
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .audit.sinks import Auditor, build_sink
+from .audit.auditor import Auditor
 from .authn.base import Authenticator
 from .authn.jwks import JWKSCache
+from .authn.oidc_session import build_browser_login
 from .authn.registry import Deps, build_authenticators
+from .authn.saml import SAMLRuntime, saml_settings
+from .directory import LdapDirectoryClient
+from .enrich.registry import Deps as EnricherDeps
+from .enrich.registry import build_enrichers
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter, TrustedProxies
 from .forward.upstream import UpstreamClient
 from .ops.metrics import Metrics
 from .pipeline import Pipeline
-from .policy.embedded import EmbeddedEngine
-from .policy.engine import PolicyEngine
+from .portal import Portal
+from .policy.runtime import PolicyRuntime
 from .responses import send_json
 from .routes.matcher import RouteTable
 from .settings import Settings
+from .session import build_session_manager
 
 log = logging.getLogger("iam_proxy")
 
@@ -35,31 +41,40 @@ JWKS_PATH = "/.well-known/jwks.json"
 FORWARD_AUTH_PATH = "/.iam/auth"
 
 
-def build_engine(settings: Settings, metrics: Metrics) -> PolicyEngine:
-    entrypoints = [route.policy.path for route in settings.routes]
-    return EmbeddedEngine(settings.policy.dir, entrypoints, metrics=metrics)
-
-
 class Proxy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.engine = build_engine(settings, self.metrics)
+        self.policy = PolicyRuntime(settings, self.metrics)
+        self.engine = self.policy.default_engine
         self._http: aiohttp.ClientSession | None = None
         providers = {p.id: p for p in settings.identity_providers}
         self.jwks = {pid: JWKSCache(p, self._outbound_session) for pid, p in providers.items()}
+        self.directories = {d.id: LdapDirectoryClient(d) for d in settings.directories}
+        self.sessions = build_session_manager(settings.sessions) if settings.sessions.secret else None
+        self.saml = SAMLRuntime(settings, self.sessions, RouteTable(settings.routes), self._outbound_session,
+                                audit=lambda event: self.auditor.emit(event)) \
+            if saml_settings(settings) and self.sessions else None
+        self.browser_login = build_browser_login(settings, self.sessions, self.jwks, self._outbound_session)
         self.authenticators: dict[str, Authenticator] = build_authenticators(
-            Deps(settings=settings, jwks=self.jwks, http_session=self._outbound_session, metrics=self.metrics))
+            Deps(settings=settings, jwks=self.jwks, http_session=self._outbound_session, metrics=self.metrics,
+                 directories=self.directories, saml=self.saml, browser_login=self.browser_login))
+        self.enrichers = build_enrichers(EnricherDeps(settings=settings, directories=self.directories,
+                                                      http_session=self._outbound_session, metrics=self.metrics))
         assertion = settings.identity_headers.assertion
         self.signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds)
         self.upstream = UpstreamClient()
-        self.auditor = Auditor([build_sink(s) for s in settings.audit.sinks], self.metrics)
+        self.auditor = Auditor(settings.audit, self.metrics.registry)
         self.rewriter = HeaderRewriter(settings.identity_headers, TrustedProxies(settings.listeners.trusted_proxies))
         self.pipeline = Pipeline(
             routes=RouteTable(settings.routes), authenticators=self.authenticators, engine=self.engine,
             rewriter=self.rewriter, signer=self.signer, upstream=self.upstream, auditor=self.auditor,
             metrics=self.metrics, include_input=settings.audit.include_input,
+            decider=self.policy.decider, decision_log=self.policy.decision_log,
+            enrichers=self.enrichers,
         )
+        self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor.emit) \
+            if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _outbound_session(self) -> aiohttp.ClientSession:
@@ -71,11 +86,15 @@ class Proxy:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self.auditor.start()  # delivery tasks first: they ship what a previous run left spooled
         await asyncio.gather(*(cache.refresh() for cache in self.jwks.values()))
         for cache in self.jwks.values():
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
-        if self.settings.policy.reload_interval_seconds > 0:
-            self._tasks.append(asyncio.create_task(self._watch_policies()))
+        for job in self.policy.background():
+            self._tasks.append(asyncio.create_task(job))
+        if self.saml is not None:
+            await self.saml.start()
+            self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -84,23 +103,23 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.upstream.close()
-        await self.engine.close()
+        await self.policy.close()
+        for directory in self.directories.values():
+            await directory.close()
+        if self.saml is not None:
+            await self.saml.close()
+        if self.sessions is not None:
+            await self.sessions.close()
         if self._http is not None:
             await self._http.close()
-        self.auditor.close()
-
-    async def _watch_policies(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.policy.reload_interval_seconds)
-            try:
-                self.engine.reload_if_changed()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
-                log.exception("policy watcher error")
+        await self.auditor.stop()
 
     @property
     def ready(self) -> tuple[bool, dict[str, bool]]:
-        checks = {"policies": self.engine.ready}
+        checks = {"policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
         checks.update({f"jwks:{pid}": cache.ready for pid, cache in self.jwks.items()})
+        if self.saml is not None:
+            checks[f"saml:{self.saml.sp.name}"] = self.saml.sp.ready
         return all(checks.values()), checks
 
     # ------------------------------------------------------------------ ASGI apps
@@ -116,6 +135,12 @@ class Proxy:
             return
         if scope["path"] == FORWARD_AUTH_PATH:
             await self.pipeline.handle(scope, receive, send, forward_auth=True)
+            return
+        if self.saml is not None and scope["path"].startswith("/.iam/saml/"):
+            await self.saml.portal.handle(scope, receive, send)
+            return
+        if self.portal is not None and self.portal.handles(scope["path"]):
+            await self.portal.handle(scope, receive, send)
             return
         await self.pipeline.handle(scope, receive, send)
 

@@ -1,4 +1,4 @@
-"""iam-proxy command line: run | check | policy test | token | version.
+"""iam-proxy command line: run | check | policy test | explain | token | apikey | audit verify | version.
 
 Exit codes: 0 success, 1 test failures, 2 configuration or policy errors (the message names the
 config key path, or the policy file and line).
@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from . import __version__
+from .authn.apikey_cli import add_apikey_commands
 from .errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -28,8 +29,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_credential_stores(settings) -> None:
+    """API key files load with the configured pepper; LDAP CA bundles load (ConfigError otherwise)."""
+    from .authn.apikey import ApiKeyAuthenticator
+    from .directory import LdapDirectoryClient
+    from .settings import ApiKeyAuthenticatorSettings
+
+    for name, auth in settings.authenticators.items():
+        if isinstance(auth, ApiKeyAuthenticatorSettings):
+            ApiKeyAuthenticator(name, auth)
+    for directory in settings.directories:
+        LdapDirectoryClient(directory)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .policy.embedded import EmbeddedEngine
+    from .ops.metrics import Metrics
+    from .policy.runtime import PolicyRuntime
     from .settings import load_settings
 
     settings = load_settings(args.config)
@@ -39,9 +54,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     key_file = settings.identity_headers.assertion.key_file
     if key_file is not None and not key_file.is_file():
         raise ConfigError(f"identity_headers.assertion.key_file: {key_file} does not exist")
-    engine = EmbeddedEngine(settings.policy.dir, [r.policy.path for r in settings.routes])
-    print(f"ok: {len(settings.routes)} routes, {len(settings.authenticators)} authenticators, "
-          f"policy revision {engine.revision} ({settings.policy.dir})")
+    _check_credential_stores(settings)
+    runtime = PolicyRuntime(settings, Metrics())
+    embedded = runtime.engines.get("embedded")
+    if embedded is not None:
+        from .policy.embedded_lint import embedded_warnings
+
+        for warning in embedded_warnings(embedded.modules):
+            print(f"warning: {warning}", file=sys.stderr)
+    engines = ", ".join(f"{kind} revision {engine.revision}" for kind, engine in runtime.engines.items())
+    print(f"ok: {len(settings.routes)} routes, {len(settings.authenticators)} authenticators, policy {engines}")
     return 0
 
 
@@ -80,6 +102,37 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import orjson
+
+    from .explain import explain, identity_from_json, render_text
+    from .settings import load_settings
+
+    settings = load_settings(args.config)
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header: expected 'Name: value', got {header!r}")
+        headers.append((name.strip(), value.strip()))
+    if args.token:
+        headers.append(("authorization", f"Bearer {args.token}"))
+    identity = None
+    if args.identity:
+        text = Path(args.identity[1:]).read_text() if args.identity.startswith("@") else args.identity
+        identity = identity_from_json(text)
+    report = asyncio.run(explain(settings, args.method, args.url, headers, identity, args.client_ip,
+                                 show_secrets=args.show_secrets))
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    else:
+        print(render_text(report))
+    decision = report.get("decision") or {}
+    return 0 if decision.get("allowed") or decision.get("dry_run_would_allow") else 1
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
     from joserfc import jwt
     from joserfc.jwk import RSAKey
@@ -102,6 +155,58 @@ def _cmd_token(args: argparse.Namespace) -> int:
         claims[name] = value
     print(jwt.encode({"alg": "RS256", "kid": args.kid or DEV_KID, "typ": "JWT"}, claims, key))
     return 0
+
+
+def _cmd_saml_metadata(args: argparse.Namespace) -> int:
+    from .authn.saml import saml_settings
+    from .authn.saml.metadata import sp_metadata
+    from .settings import load_settings
+
+    found = saml_settings(load_settings(args.config))
+    if found is None:
+        raise ConfigError("authenticators: no authenticator of type saml")
+    name, saml = found
+    for key in ("key_file", "cert_file"):
+        if not getattr(saml, key).is_file():
+            raise ConfigError(f"authenticators.{name}.{key}: {getattr(saml, key)} does not exist")
+    xml = sp_metadata(saml)
+    if args.out:
+        Path(args.out).write_bytes(xml)
+    else:
+        sys.stdout.write(xml.decode() + "\n")
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the chain is intact, 1 at the first modified, inserted or deleted event."""
+    import os
+
+    from .audit.chain import CheckpointVerifier, load_public_key, verify_files
+
+    hmac_key = None
+    if args.hmac_key_env:
+        if args.hmac_key_env not in os.environ:
+            raise ConfigError(f"--hmac-key-env: environment variable {args.hmac_key_env} is not set")
+        hmac_key = os.environ[args.hmac_key_env].encode()
+    public_key = None
+    if args.public_key:
+        try:
+            public_key = load_public_key(Path(args.public_key))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--public-key: {exc}") from None
+    paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+    report = verify_files(paths, CheckpointVerifier(hmac_key, public_key))
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in report.problems:
+        print(f"TAMPERED: {problem}")
+    status = "FAIL" if report.problems else "OK"
+    print(f"{status}: {report.events} events, {report.checkpoints} checkpoints "
+          f"({report.verified_checkpoints} verified) in {len(paths)} file(s)")
+    return 1 if report.problems else 0
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -130,6 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): the real OPA when installed, else the embedded engine")
     p.set_defaults(func=_cmd_policy_test)
 
+    p = sub.add_parser("explain", help="show what the proxy would do with a request (forwards nothing)")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--method", "-X", default="GET")
+    p.add_argument("--url", required=True, help="absolute URL as the client would send it")
+    p.add_argument("--header", "-H", action="append", default=[], help="'Name: value' (repeatable)")
+    p.add_argument("--token", help="a bearer token, sent as Authorization: Bearer <token>")
+    p.add_argument("--identity", help="identity JSON (or @file) to use instead of authenticating")
+    p.add_argument("--client-ip", default="127.0.0.1", help="the client's address as the proxy sees it")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--show-secrets", action="store_true", help="do not mask credentials in the report")
+    p.set_defaults(func=_cmd_explain)
+
     p = sub.add_parser("token", help="DEV ONLY: mint a JWT with the quick start's dev key")
     p.add_argument("--sub", required=True)
     p.add_argument("--group", action="append", default=[])
@@ -144,6 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid")
     p.add_argument("--key", default="certs/dev-idp-key.pem")
     p.set_defaults(func=_cmd_token)
+
+    add_apikey_commands(sub)
+
+    saml = sub.add_parser("saml", help="SAML service provider tooling").add_subparsers(dest="saml_command",
+                                                                                        required=True)
+    p = saml.add_parser("metadata", help="print the SP metadata to register the proxy with an IdP")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--out", "-o", help="write to this file instead of stdout")
+    p.set_defaults(func=_cmd_saml_metadata)
+
+    audit = sub.add_parser("audit", help="audit tooling").add_subparsers(dest="audit_command", required=True)
+    p = audit.add_parser("verify", help="check the hash chain and signed checkpoints of audit files")
+    p.add_argument("files", nargs="+", help="the file, or a rotated series oldest first")
+    p.add_argument("--hmac-key-env", help="environment variable holding the checkpoint HMAC key")
+    p.add_argument("--public-key", help="Ed25519 public key (PEM) of the checkpoint signer")
+    p.set_defaults(func=_cmd_audit_verify)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=_cmd_version)

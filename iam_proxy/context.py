@@ -43,6 +43,9 @@ class RequestContext:
     # Headers an authenticator adds to the response that goes back to the client (for example a
     # Negotiate mutual-authentication token).
     response_headers: dict[str, str] = field(default_factory=dict)
+    # Request headers (lower-case) whose credential an authenticator consumed and that must not reach
+    # the upstream: a Basic password checked against LDAP, an API key.
+    consumed_headers: set[str] = field(default_factory=set)
 
     @property
     def parsed_path(self) -> list[str]:

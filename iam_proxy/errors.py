@@ -10,6 +10,8 @@
     ├── AuthUnavailable (503)       a dependency of authentication is down (JWKS unreachable, ...)
     ├── AccessDenied (403 or policy's http_status)
     ├── PolicyError (403)           undefined or malformed decision, engine failure: fail closed
+    │                               (503 for policy_unavailable and policy_timeout: OPA down or slow)
+    ├── AuditUnavailable (503)      the audit spool is full (overflow: block) or the audit file unwritable
     ├── UpstreamTimeout (504)
     └── UpstreamUnavailable (502)
 
@@ -87,6 +89,10 @@ class PolicyError(ProxyError):
 
 class UpstreamTimeout(ProxyError):
     status, reason, message = 504, "upstream_timeout", "The upstream did not answer in time."
+
+
+class AuditUnavailable(ProxyError):
+    status, reason, message = 503, "audit_unavailable", "The request cannot be audited right now."
 
 
 class UpstreamUnavailable(ProxyError):

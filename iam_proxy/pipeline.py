@@ -1,6 +1,6 @@
 """The only module that orders the stages of a request:
 
-    route match -> authenticate -> build policy input -> decide -> mutate headers -> forward -> audit
+    route match -> authenticate -> enrich -> build policy input -> decide -> mutate headers -> forward -> audit
 
 Every request, whatever happens to it, ends in exactly one audit event (the `finally` below).
 Every failure maps to a ProxyError with a status and a reason code; anything unexpected is a 500
@@ -15,16 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from .audit.event import build_event
-from .audit.sinks import Auditor
+from .audit.auditor import Auditor
 from .authn.base import Authenticator
 from .authn.identity import Identity
 from .context import RequestContext, context_from_scope, forward_auth_scope
-from .errors import AccessDenied, AuthenticationRequired, InvalidCredential, PolicyError, ProxyError
+from .enrich.base import Enricher
+from .errors import (AccessDenied, AuditUnavailable, AuthenticationRequired, InvalidCredential, PolicyError,
+                     ProxyError)
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter
 from .forward.upstream import ClientDisconnected, UpstreamClient, UpstreamResponseFailed
 from .ops.metrics import Metrics
-from .policy.engine import DecisionOutcome, PolicyEngine, decide
+from .policy.decider import Decider
+from .policy.decision import Decision
+from .policy.decision_log import DecisionLogWriter
+from .policy.engine import DecisionOutcome, PolicyEngine
 from .policy.input import build_input
 from .responses import send_error
 from .routes.matcher import RouteTable
@@ -42,10 +47,17 @@ class _Outcome:
 class Pipeline:
     def __init__(self, *, routes: RouteTable, authenticators: dict[str, Authenticator], engine: PolicyEngine,
                  rewriter: HeaderRewriter, signer: AssertionSigner, upstream: UpstreamClient,
-                 auditor: Auditor, metrics: Metrics, include_input: bool = True) -> None:
+                 auditor: Auditor, metrics: Metrics, include_input: bool = True,
+                 decider: Decider | None = None, decision_log: DecisionLogWriter | None = None,
+                 enrichers: dict[str, Enricher] | None = None) -> None:
         self.routes = routes
         self.authenticators = authenticators
+        self.enrichers = enrichers or {}
         self.engine = engine
+        # The route's engine, the decision cache and decision metrics; one engine for all by default.
+        self.decider = decider or Decider({engine.name: engine}, {r.id: engine.name for r in routes.routes},
+                                          frozenset(), None, metrics)
+        self.decision_log = decision_log
         self.rewriter = rewriter
         self.signer = signer
         self.upstream = upstream
@@ -67,7 +79,19 @@ class Pipeline:
                 return identity
         error = AuthenticationRequired()
         error.challenges = [a.challenge for a in chain if a.challenge]  # type: ignore[attr-defined]
+        # A browser on a route with interactive sign-in is sent to log in; API clients get the 401.
+        login_urls = [a.login_url(ctx) for a in chain if hasattr(a, "login_url")]
+        error.login_url = next((url for url in login_urls if url), None)  # type: ignore[attr-defined]
         raise error
+
+    async def enrich(self, ctx: RequestContext, identity: Identity) -> Identity:
+        """The route's enrichers in order; a failing one fails the request (never a half-enriched pass)."""
+        assert ctx.route is not None
+        if identity.anonymous:
+            return identity
+        for name in ctx.route.settings.enrichers:
+            identity = await self.enrichers[name].enrich(identity, ctx)
+        return identity
 
     async def handle(self, scope: dict[str, Any], receive, send, forward_auth: bool = False) -> None:
         """Proxy one request; with `forward_auth`, answer a front proxy's auth subrequest instead
@@ -80,17 +104,23 @@ class Pipeline:
         started = time.perf_counter()
         try:
             ctx = context_from_scope(forward_auth_scope(scope) if forward_auth else scope)
+            if not self.auditor.admit():
+                raise AuditUnavailable()  # the request is refused, not left unaudited
             ctx.route = self.routes.match(ctx.method, ctx.host, ctx.path)
-            ctx.identity = await self.authenticate(ctx)
+            ctx.identity = await self.enrich(ctx, await self.authenticate(ctx))
             policy_input = build_input(ctx)
             route_policy = ctx.route.settings.policy
             try:
-                outcome = await decide(self.engine, route_policy.path, policy_input)
+                outcome = await self.decider.decide(ctx.route.id, route_policy.path, policy_input)
                 allowed = outcome.decision.allowed
-            except PolicyError:
+            except PolicyError as exc:
                 if not route_policy.dry_run:
                     raise
                 allowed = False
+                # dry run lets it through, but the event must still say which failure happened
+                engine = self.decider.engine_for(ctx.route.id)
+                outcome = DecisionOutcome(Decision(allowed=False, reasons=(exc.reason,)), route_policy.path,
+                                          engine.revision, engine.name)
             if not allowed:
                 if not route_policy.dry_run:
                     decision = outcome.decision  # type: ignore[union-attr]
@@ -126,7 +156,8 @@ class Pipeline:
             result.outcome = "denied" if exc.status < 500 else "error"
             result.reason = exc.reason
             error_id = ctx.decision_id if ctx else "-"
-            result.status = await send_error(send, exc, error_id, head_only=scope.get("method") == "HEAD")
+            result.status = await send_error(send, exc, error_id, head_only=scope.get("method") == "HEAD",
+                                             authn_headers=ctx.response_headers if ctx else None)
         except ClientDisconnected:
             result.status, result.outcome, result.reason = 499, "error", "client_disconnected"
         except UpstreamResponseFailed as exc:
@@ -156,7 +187,9 @@ class Pipeline:
         try:
             event = build_event(
                 ctx=ctx, scope=scope, status=result.status, outcome=result.outcome, reason=result.reason,
-                decision=outcome, policy_input=policy_input, policy_revision=self.engine.revision,
+                decision=outcome, policy_input=policy_input,
+                policy_revision=self.decider.engine_for(ctx.route.id).revision if ctx and ctx.route
+                else self.engine.revision,
                 client_address=self.rewriter.client_address(ctx) if ctx else None,
                 dry_run=dry_run, include_input=self.include_input,
             )
@@ -164,3 +197,5 @@ class Pipeline:
             log.exception("could not build audit event")
             return
         self.auditor.emit(event)
+        if self.decision_log is not None and policy_input is not None:
+            self.decision_log.emit(event, policy_input)

@@ -42,7 +42,17 @@ def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def send_error(send, error: ProxyError, error_id: str, head_only: bool = False) -> int:
+async def send_error(send, error: ProxyError, error_id: str, head_only: bool = False,
+                     authn_headers: dict[str, str] | None = None) -> int:
+    """`authn_headers`: what authenticators set for the client (a refreshed or cleared session cookie)."""
+    authn = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (authn_headers or {}).items()]
+    login_url = getattr(error, "login_url", None)
+    if isinstance(error, AuthenticationRequired) and login_url:
+        await send({"type": "http.response.start", "status": 302,
+                    "headers": [(b"location", login_url.encode("latin-1")), (b"content-length", b"0"),
+                                (b"cache-control", b"no-store"), (b"x-iam-error-id", error_id.encode()), *authn]})
+        await send({"type": "http.response.body", "body": b""})
+        return 302
     if isinstance(error, AccessDenied) and error.body is not None:
         payload = error.body.encode()
         content_type = b"text/plain; charset=utf-8"
@@ -53,7 +63,7 @@ async def send_error(send, error: ProxyError, error_id: str, head_only: bool = F
                (b"cache-control", b"no-store"), (b"x-iam-error-id", error_id.encode())]
     extra = error_headers(error)
     names = {n for n, _ in extra}
-    headers = [h for h in headers if h[0] not in names or h[0] == b"www-authenticate"] + extra
+    headers = [h for h in headers if h[0] not in names or h[0] == b"www-authenticate"] + extra + authn
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head_only else payload})
     return error.status

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
+import socket
 
 import uvicorn
 
 from .app import Proxy
 from .settings import Listener, Settings
+from .tls import ClientCertHttpToolsProtocol, ServerTLS
 
 
 class _Server(uvicorn.Server):
@@ -23,14 +24,13 @@ class _Server(uvicorn.Server):
 
 
 def _config(app, listener: Listener, lifespan: str) -> uvicorn.Config:
-    kwargs = {}
+    kwargs: dict = {"http": "httptools"}
     if listener.tls is not None:
-        kwargs = {"ssl_certfile": str(listener.tls.cert_file), "ssl_keyfile": str(listener.tls.key_file),
-                  "ssl_version": ssl.PROTOCOL_TLS_SERVER}
-        if listener.tls.ciphers:
-            kwargs["ssl_ciphers"] = listener.tls.ciphers
+        # Our own context (client certificates, CRLs, reload) and a protocol that hands the verified
+        # client certificate to the app in the scope: see tls.py.
+        kwargs = {"ssl_context_factory": ServerTLS(listener.tls), "http": ClientCertHttpToolsProtocol}
     return uvicorn.Config(
-        app, host=listener.host, port=listener.port, loop="none", http="httptools", lifespan=lifespan,
+        app, host=listener.host, port=listener.port, loop="none", lifespan=lifespan,
         interface="asgi3",
         access_log=False, server_header=False, date_header=True, log_level="warning",
         timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
@@ -39,12 +39,12 @@ def _config(app, listener: Listener, lifespan: str) -> uvicorn.Config:
     )
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, proxy_socket: socket.socket | None = None, admin: bool = True) -> None:
+    """Serve one process's listeners; a worker gets its pre-bound proxy socket (see workers.py)."""
     proxy = Proxy(settings)
-    servers = [
-        _Server(_config(proxy.proxy_app, settings.listeners.proxy, "on")),
-        _Server(_config(proxy.admin_app, settings.listeners.admin, "off")),
-    ]
+    servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on"))]
+    if admin:
+        servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off")))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -57,10 +57,24 @@ async def serve(settings: Settings) -> None:
     log.warning("iam-proxy listening on %s:%d (admin %s:%d), policy revision %s",
                 settings.listeners.proxy.host, settings.listeners.proxy.port,
                 settings.listeners.admin.host, settings.listeners.admin.port, proxy.engine.revision)
-    await asyncio.gather(*(s.serve() for s in servers))
+    await asyncio.gather(servers[0].serve(sockets=[proxy_socket] if proxy_socket else None),
+                         *(s.serve() for s in servers[1:]))
+
+
+def _serve_worker(settings: Settings, proxy_socket: socket.socket, admin: bool) -> None:
+    import uvloop
+
+    uvloop.run(serve(settings, proxy_socket, admin))
 
 
 def run(settings: Settings) -> None:
     import uvloop
 
+    if settings.listeners.workers > 1:
+        from .workers import run_workers
+
+        code = run_workers(settings, _serve_worker)
+        if code:
+            raise SystemExit(code)
+        return
     uvloop.run(serve(settings))

@@ -14,6 +14,7 @@ declare -A DEBS=(
   [nginx]=nginx [wrk]=wrk [rsyslogd]=rsyslog [redis-server]=redis-server
   [slapd]=slapd [ldapsearch]=ldap-utils [krb5kdc]=krb5-kdc [kadmin.local]=krb5-admin-server
   [kinit]=krb5-user [xmlsec1]=xmlsec1 [gnutls-cli]=gnutls-bin [openssl]=openssl [curl]=curl
+  [chromium]=chromium [mvn]=maven [npm]=npm
 )
 missing=()
 for bin in "${!DEBS[@]}"; do
@@ -44,4 +45,26 @@ go_install() {  # name module version
   ln -sf "$dest/$name" "$TOOLS/bin/$name"
 }
 go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
+
+# Keycloak (the OIDC IdP of tests/keycloak/), fetched once from Maven Central with mvn and unpacked
+keycloak_dir="$TOOLS/keycloak-$KEYCLOAK_VERSION"
+if [ ! -x "$keycloak_dir/bin/kc.sh" ]; then
+  echo "fetching keycloak $KEYCLOAK_VERSION with mvn (first time only)"
+  mvn -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
+    -DoutputDirectory="$TOOLS/downloads"
+  mkdir -p "$keycloak_dir.tmp"
+  tar -xzf "$TOOLS/downloads/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$keycloak_dir.tmp" --strip-components=1
+  rm -rf "$keycloak_dir" && mv "$keycloak_dir.tmp" "$keycloak_dir"
+fi
+# saml-idp (npm), the second SAML IdP of tests/saml/, installed with `npm ci` from tests/saml/idp/ (the
+# lock file pins every package; an override replaces a git dependency with the registry's samlp) into
+# the cache, outside the clone
+saml_idp_dir="$TOOLS/saml-idp"
+if ! cmp -s tests/saml/idp/package-lock.json "$saml_idp_dir/package-lock.json" \
+    || [ ! -x "$saml_idp_dir/node_modules/.bin/saml-idp" ]; then
+  echo "installing saml-idp with npm ci"
+  mkdir -p "$saml_idp_dir"
+  cp tests/saml/idp/package.json tests/saml/idp/package-lock.json "$saml_idp_dir/"
+  (cd "$saml_idp_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 echo "peers ready: $TOOLS/bin"

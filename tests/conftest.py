@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from support import REPO, DevIssuer, ProxyProcess, base_config, start_upstream
+from support import REPO, DevIssuer, OpaServer, ProxyProcess, base_config, start_upstream
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +60,36 @@ def proxy_config(upstream: str, issuer: DevIssuer, policy_dir: Path, tmp_path: P
 def proxy(proxy_factory, proxy_config) -> ProxyProcess:
     """The real proxy process with the shipped policies in front of the echo upstream."""
     return proxy_factory(proxy_config)
+
+
+@pytest.fixture(scope="session")
+def opa_server(session_tmp: Path) -> Iterator[OpaServer]:
+    """The real OPA server (`opa run --server`) with the shipped policies/, shared by the session."""
+    server = OpaServer([REPO / "policies"], session_tmp, "opa-session")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def opa_factory(tmp_path: Path) -> Iterator[Callable[..., OpaServer]]:
+    """Private OPA servers for one test (to kill and restart, or to load other policies)."""
+    started: list[OpaServer] = []
+
+    def start(paths: list[Path], extra: list[str] | None = None) -> OpaServer:
+        server = OpaServer(paths, tmp_path, f"opa{len(started)}", extra)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def slapd(session_tmp: Path):
+    """A real OpenLDAP slapd (LDAPS and StartTLS) with the test directory of tests/peers/slapd.py."""
+    from peers.slapd import start_slapd
+
+    server = start_slapd(session_tmp / "slapd")
+    yield server
+    server.stop()

@@ -154,7 +154,8 @@ def base_config(upstream: str, jwks_path: Path, audit_path: Path, policy_dir: Pa
 
 
 class ProxyProcess:
-    def __init__(self, config: dict[str, Any], tmp: Path, name: str = "proxy") -> None:
+    def __init__(self, config: dict[str, Any], tmp: Path, name: str = "proxy",
+                 env: dict[str, str] | None = None) -> None:
         self.config = config
         self.config_path = tmp / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -165,7 +166,7 @@ class ProxyProcess:
         sinks = config.get("audit", {}).get("sinks", [])
         self.audit_path = Path(sinks[0]["path"]) if sinks and sinks[0].get("type") == "file" else None
         self.process = Process([PYTHON, "-m", "iam_proxy", "run", "--config", str(self.config_path)],
-                               tmp / f"{name}.log")
+                               tmp / f"{name}.log", env=env)
 
     def wait_ready(self, timeout: float = 20.0) -> "ProxyProcess":
         wait_for_port(self.admin_port, self.process.proc, timeout)
@@ -175,7 +176,9 @@ class ProxyProcess:
     def audit_events(self) -> list[dict[str, Any]]:
         if self.audit_path is None or not self.audit_path.exists():
             return []
-        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+        # only complete lines: the proxy may be appending the next event right now
+        text = self.audit_path.read_text()
+        return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
 
     def wait_audit(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The audit events once at least `count` are written (events land after the response)."""
@@ -191,6 +194,51 @@ class ProxyProcess:
 
     def stop(self) -> int | None:
         return self.process.stop()
+
+
+# ---------------------------------------------------------------- the real OPA server
+
+
+def opa_binary() -> str:
+    """The pinned OPA that scripts/install-peers.sh builds; a missing binary fails the test."""
+    path = Path(os.environ.get("IAM_PROXY_OPA") or Path.home() / ".cache" / "iam-proxy" / "bin" / "opa")
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"OPA not found at {path}: run scripts/install-peers.sh (make peers)")
+    return str(path)
+
+
+class OpaServer:
+    """`opa run --server` on a loopback port, loading `paths`; restartable on the same port."""
+
+    def __init__(self, paths: list[Path], tmp: Path, name: str = "opa", extra: list[str] | None = None) -> None:
+        self.paths = paths
+        self.tmp = tmp
+        self.name = name
+        self.extra = extra or []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: Process | None = None
+        self.start()
+
+    def start(self) -> "OpaServer":
+        argv = [opa_binary(), "run", "--server", "--skip-version-check", "--addr", f"127.0.0.1:{self.port}",
+                "--log-level", "error", *self.extra, *map(str, self.paths)]
+        self.process = Process(argv, self.tmp / f"{self.name}-{self.port}.log")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.proc.poll() is not None:
+                raise RuntimeError(f"opa exited {self.process.proc.returncode}: {self.process.logs()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"OPA not healthy on {self.url}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            self.process.stop(sig)
 
 
 def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

@@ -70,6 +70,7 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
             "engine": decision.engine if decision is not None else None,
             "revision": decision.revision if decision is not None else policy_revision,
             "dry_run": dry_run,
+            "cached": decision.cached if decision is not None else False,
         },
         "upstream": {"status": ctx.upstream_status if ctx else None,
                      "latency_ms": ctx.upstream_latency_ms if ctx else None},

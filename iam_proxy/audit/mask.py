@@ -14,6 +14,13 @@ SECRET_QUERY = frozenset({
     "access_token", "id_token", "refresh_token", "token", "code", "client_secret", "password",
     "samlresponse", "samlrequest", "api_key", "apikey",
 })
+# Credential headers named in this deployment's config (an API key header such as X-Partner-Key),
+# registered by the authenticators that read them.
+_configured_secret_headers: set[str] = set()
+
+
+def register_secret_header(name: str) -> None:
+    _configured_secret_headers.add(name.lower())
 
 
 def mask_authorization(value: str) -> str:
@@ -27,7 +34,7 @@ def mask_headers(headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if name in ("authorization", "proxy-authorization"):
             out[name] = mask_authorization(value)
-        elif name in SECRET_HEADERS:
+        elif name in SECRET_HEADERS or name in _configured_secret_headers:
             out[name] = MASK
         else:
             out[name] = value

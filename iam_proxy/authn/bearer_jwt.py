@@ -114,6 +114,21 @@ class JWTAuthenticator:
             if kid is None or kid in self._jwks[provider_id].kids:
                 return identity
 
+        claims, provider, kid = await self.verify_claims(token, now)
+        identity = identity_from_claims(claims, provider.claims, method="jwt", provider=provider.id)
+        if not identity.sub:
+            raise InvalidCredential("subject_missing", message="The token has no subject.")
+        expires = float(claims["exp"]) + provider.leeway_seconds if "exp" in claims else now + 300
+        self._cache.put(digest, identity, provider.id, kid, expires)
+        return identity
+
+    async def verify_claims(self, token: str, now: float | None = None
+                            ) -> tuple[dict[str, Any], JWTProvider, str | None]:
+        """Verify signature, `iss`, `aud`, `exp`, `nbf`: the checked claims, their provider and the key id.
+        Other token kinds (OIDC ID tokens, logout tokens) use this too, to keep one JOSE path."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidCredential("token_too_large", message="The token is too large.")
+        now = self._clock() if now is None else now
         header, unverified = self._peek(token)
         provider = self._by_issuer.get(unverified.get("iss"))  # type: ignore[arg-type]
         if provider is None:
@@ -141,12 +156,7 @@ class JWTAuthenticator:
         if not isinstance(claims, dict):
             raise InvalidCredential("token_malformed", message="The token is malformed.")
         self._check_claims(claims, provider, now)
-        identity = identity_from_claims(claims, provider.claims, method="jwt", provider=provider.id)
-        if not identity.sub:
-            raise InvalidCredential("subject_missing", message="The token has no subject.")
-        expires = float(claims["exp"]) + provider.leeway_seconds if "exp" in claims else now + 300
-        self._cache.put(digest, identity, provider.id, kid, expires)
-        return identity
+        return claims, provider, kid
 
     @staticmethod
     def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 from joserfc.jwk import KeySet
 
+from ..outbound import read_limited
 from ..settings import JWTProvider
 
 log = logging.getLogger("iam_proxy.jwks")
@@ -104,9 +105,7 @@ class JWKSCache:
         async with session.get(url, timeout=timeout, allow_redirects=False) as resp:
             if resp.status != 200:
                 raise ValueError(f"GET {url} answered {resp.status}")
-            body = await resp.content.read(_MAX_JWKS_BYTES + 1)
-            if len(body) > _MAX_JWKS_BYTES:
-                raise ValueError(f"GET {url}: document too large")
+            body = await read_limited(resp, _MAX_JWKS_BYTES)
             document = orjson.loads(body)
             if not isinstance(document, dict):
                 raise ValueError(f"GET {url}: not a JSON object")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidCredential
 from ..settings import ClaimMapping
 from .identity import Identity
 
@@ -44,6 +45,10 @@ def _collect(claims: dict[str, Any], paths: list[str]) -> tuple[str, ...]:
 
 def identity_from_claims(claims: dict[str, Any], mapping: ClaimMapping, *, method: str,
                          provider: str | None) -> Identity:
+    for path in mapping.reject_if_present:
+        if claim(claims, path) is not None:
+            raise InvalidCredential("claims_incomplete", message="The token's claims are incomplete for this service.",
+                                    detail=f"claim {path} present")
     sub = claim(claims, mapping.sub)
     amr = claims.get("amr")
     return Identity(

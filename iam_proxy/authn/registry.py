@@ -7,13 +7,30 @@ to BUILDERS below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..settings import AnonymousAuthenticatorSettings, JWTAuthenticatorSettings, Settings
+from ..settings import (
+    AnonymousAuthenticatorSettings,
+    ApiKeyAuthenticatorSettings,
+    JWTAuthenticatorSettings,
+    KerberosAuthenticatorSettings,
+    LdapAuthenticatorSettings,
+    IntrospectionAuthenticatorSettings,
+    OIDCSessionAuthenticatorSettings,
+    SAMLAuthenticatorSettings,
+    Settings,
+    X509AuthenticatorSettings,
+)
 from .anonymous import AnonymousAuthenticator
+from .apikey import ApiKeyAuthenticator
 from .base import Authenticator
 from .bearer_jwt import JWTAuthenticator
+from .introspection import IntrospectionAuthenticator
+from .kerberos import KerberosAuthenticator
+from .ldap_basic import LdapBasicAuthenticator
+from .oidc_session import OIDCSessionAuthenticator
+from .x509 import X509Authenticator
 
 
 @dataclass
@@ -24,6 +41,9 @@ class Deps:
     jwks: dict[str, Any]
     http_session: Callable[[], Any]
     metrics: Any
+    directories: dict[str, Any] = field(default_factory=dict)  # LDAP directory clients by id
+    saml: Any = None  # the SAML runtime (authn/saml), which owns the SAML session authenticator
+    browser_login: Any = None  # oidc_session.BrowserLogin (sessions, relying parties), when configured
 
 
 def _jwt(name: str, cfg: JWTAuthenticatorSettings, deps: Deps) -> Authenticator:
@@ -35,9 +55,45 @@ def _anonymous(name: str, cfg: AnonymousAuthenticatorSettings, deps: Deps) -> Au
     return AnonymousAuthenticator(name, cfg)
 
 
+def _x509(name: str, cfg: X509AuthenticatorSettings, deps: Deps) -> Authenticator:
+    return X509Authenticator(name, cfg, deps.settings.listeners.trusted_proxies)
+
+
+def _kerberos(name: str, cfg: KerberosAuthenticatorSettings, deps: Deps) -> Authenticator:
+    return KerberosAuthenticator(name, cfg)
+
+
+def _ldap(name: str, cfg: LdapAuthenticatorSettings, deps: Deps) -> Authenticator:
+    return LdapBasicAuthenticator(name, cfg, deps.directories[cfg.directory])
+
+
+def _apikey(name: str, cfg: ApiKeyAuthenticatorSettings, deps: Deps) -> Authenticator:
+    return ApiKeyAuthenticator(name, cfg)
+
+
+def _saml(name: str, cfg: SAMLAuthenticatorSettings, deps: Deps) -> Authenticator:
+    return deps.saml.authenticator
+
+
+def _oidc_session(name: str, cfg: OIDCSessionAuthenticatorSettings, deps: Deps) -> Authenticator:
+    return OIDCSessionAuthenticator(name, cfg, deps.browser_login)
+
+
+def _introspection(name: str, cfg: IntrospectionAuthenticatorSettings, deps: Deps) -> Authenticator:
+    provider = next(p for p in deps.settings.identity_providers if p.id == cfg.provider)
+    return IntrospectionAuthenticator(name, cfg, provider, deps.http_session)
+
+
 BUILDERS: dict[type, Callable[[str, Any, Deps], Authenticator]] = {
     JWTAuthenticatorSettings: _jwt,
     AnonymousAuthenticatorSettings: _anonymous,
+    X509AuthenticatorSettings: _x509,
+    KerberosAuthenticatorSettings: _kerberos,
+    LdapAuthenticatorSettings: _ldap,
+    ApiKeyAuthenticatorSettings: _apikey,
+    SAMLAuthenticatorSettings: _saml,
+    OIDCSessionAuthenticatorSettings: _oidc_session,
+    IntrospectionAuthenticatorSettings: _introspection,
 }
 
 

@@ -18,6 +18,9 @@ HOP_BY_HOP = frozenset({
     "transfer-encoding", "upgrade", "proxy-connection",
 })
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+# A front proxy's client certificate headers (Envoy, nginx): consumed by the x509 authenticator,
+# never passed on, whoever sent them.
+CLIENT_CERT_HEADERS = frozenset({"x-forwarded-client-cert", "ssl-client-cert"})
 
 
 def connection_listed(headers: list[tuple[bytes, bytes]]) -> set[str]:
@@ -49,7 +52,7 @@ class HeaderRewriter:
             settings.user.lower(), settings.email.lower(), settings.groups.lower(),
             settings.preferred_username.lower(), settings.assertion.header.lower(),
         }
-        self.stripped = self.identity_names | {h.lower() for h in settings.spoofable}
+        self.stripped = self.identity_names | {h.lower() for h in settings.spoofable} | CLIENT_CERT_HEADERS
 
     def forwarded_for(self, ctx: RequestContext) -> tuple[str, str, str]:
         """X-Forwarded-For/-Proto/-Host, believing the client's own values only from trusted proxies."""
@@ -71,7 +74,7 @@ class HeaderRewriter:
                                  extra: dict[str, str], remove: tuple[str, ...],
                                  preserve_host: bool) -> list[tuple[str, str]]:
         drop = HOP_BY_HOP | FORWARDED | self.stripped | connection_listed(ctx.raw_headers) | {"x-request-id"}
-        drop |= {r.lower() for r in remove}
+        drop |= {r.lower() for r in remove} | ctx.consumed_headers
         if not preserve_host:
             drop = drop | {"host"}
         out: list[tuple[str, str]] = []

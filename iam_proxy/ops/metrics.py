@@ -15,5 +15,16 @@ class Metrics:
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
         self.policy_reloads = Counter("iam_proxy_policy_reloads_total", "Policy reloads by result",
                                       ["result"], registry=self.registry)
+        self.policy_decisions = Counter("iam_proxy_policy_decisions_total",
+                                        "Policy decisions by engine and result (allowed, denied, or the reason code)",
+                                        ["engine", "result"], registry=self.registry)
+        self.policy_seconds = Histogram("iam_proxy_policy_decision_seconds", "Time to a policy decision",
+                                        ["engine"], registry=self.registry,
+                                        buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1))
+        self.decision_cache = Counter("iam_proxy_decision_cache_total", "Decision cache lookups (hit, miss)",
+                                      ["result"], registry=self.registry)
+        self.bundle_loads = Counter("iam_proxy_bundle_loads_total",
+                                    "Policy bundle activations by result (ok, not_modified, refused, error)",
+                                    ["result"], registry=self.registry)
         self.audit_failures = Counter("iam_proxy_audit_sink_failures_total", "Audit sink write failures",
                                       ["sink"], registry=self.registry)

@@ -6,6 +6,11 @@ Guards (see ../shared recipes and docs/policies.md; each is a security requireme
   would silently never fire;
 - each entry point is evaluated once at load time, so a reference to an unknown function or variable
   is refused instead of silently denying (or worse, silently not denying) at run time;
+- constructs where rego-cpp answers differently from OPA (unsafe variables, v0 bodies, `in` used as
+  a value, unsupported regex syntax, ...) are refused at load by embedded_lint.py; the differential
+  suite (tests/differential) evaluates every case in both engines;
+- the input is handed over as JSON text and the decision read from the result tree, never from its
+  JSON text (embedded_output.py): a quote in the request cannot rewrite the decision;
 - decisions are read through a prebuilt bundle entry point (a plain query reports `false` as undefined
   and recompiles per call);
 - a reload builds a new Interpreter and bundle and swaps them in only when the build succeeded;
@@ -29,6 +34,8 @@ from regopy.rego_shared import (
     rego_output_string,
 )
 
+from .embedded_lint import lint
+from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
 from .source import PolicyProblem, PolicyLoadError, PolicySource, dotted_calls, load_source, scan
 
@@ -49,6 +56,12 @@ WRONG_BUILTINS = {
     "object.union_n": "not recursive (OPA merges nested objects)",
     "time.parse_rfc3339_ns": "fails on timestamps ending in 'Z'",
     "time.parse_ns": "fails on timestamps ending in 'Z'",
+    "time.format": "writes nanoseconds OPA leaves out",
+    "sort": "returns a set for a set (OPA: an array), so indexing the result is undefined",
+    "urlquery.encode": "encodes a space as %20 (OPA: +)",
+    "urlquery.encode_object": "encodes a space as %20 (OPA: +)",
+    "urlquery.decode": "leaves + undecoded (OPA: a space)",
+    "urlquery.decode_object": "leaves + undecoded (OPA: a space)",
 }
 
 _ERROR_AT = re.compile(r"\(error (\d+):")
@@ -103,25 +116,15 @@ def _evaluate(interpreter: Interpreter, bundle: Any, entrypoint: str) -> Any:
     try:
         ok = rego_output_ok(impl)
         text = rego_output_string(impl)
+        if ok and not text.startswith("(") and text != "undefined":
+            # from the result tree, not the text: the text can carry unescaped quotes (embedded_output.py)
+            return read_value(impl, entrypoint)
     finally:
         rego_free_output(impl)
     if not ok or text.startswith("("):
         messages = _ERROR_MSG.findall(text)
         raise PolicyEvaluationError(messages[0].strip() if messages else "evaluation failed")
-    if text == "undefined":
-        raise UndefinedDecision(entrypoint)
-    try:
-        result = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise PolicyEvaluationError("engine returned malformed JSON") from None
-    if isinstance(result, list):
-        if len(result) != 1:
-            raise PolicyEvaluationError(f"{len(result)} results for one decision")
-        result = result[0]
-    expressions = result.get("expressions") if isinstance(result, dict) else None
-    if not expressions:
-        raise UndefinedDecision(entrypoint)
-    return expressions[0]
+    raise UndefinedDecision(entrypoint)
 
 
 @dataclass
@@ -142,7 +145,7 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
             errors.extend(rego_error_to_policy_errors(str(exc), source))
     if errors:
         raise PolicyLoadError(errors)
-    errors = check_builtins(interpreter, source)
+    errors = check_builtins(interpreter, source) + lint(source, interpreter.is_builtin, WRONG_BUILTINS).errors
     if errors:
         raise PolicyLoadError(errors)
     if source.data:
@@ -177,11 +180,19 @@ def _file_of(source: PolicySource, entrypoint: str) -> str:
 class EmbeddedEngine:
     name = "embedded"
 
-    def __init__(self, policy_dir: Path, entrypoints: list[str], metrics: Any = None) -> None:
+    def __init__(self, policy_dir: Path | None, entrypoints: list[str], metrics: Any = None,
+                 source: PolicySource | None = None) -> None:
+        """From a policy directory (reloaded when it changes), or from a `source` the caller swaps
+        in with `activate` (bundles)."""
         self.policy_dir = policy_dir
         self.entrypoints = sorted(set(entrypoints))
         self._metrics = metrics
-        self._compiled = compile_policies(load_source(policy_dir), self.entrypoints)
+        if source is None:
+            if policy_dir is None:
+                raise ValueError("EmbeddedEngine needs a policy_dir or a source")
+            source = load_source(policy_dir)
+        self._compiled = compile_policies(source, self.entrypoints)
+        self.generation = 1  # bumps on every swap, even when a bundle keeps its manifest revision
         log.info("policies compiled: revision %s, %d modules", self.revision, len(self._compiled.source.modules))
 
     @property
@@ -189,12 +200,22 @@ class EmbeddedEngine:
         return self._compiled.source.revision
 
     @property
+    def modules(self) -> dict[str, str]:
+        return self._compiled.source.modules
+
+    def activate(self, source: PolicySource) -> None:
+        """Compile `source` and swap it in; raises PolicyLoadError and keeps the current one if it fails."""
+        self._compiled = compile_policies(source, self.entrypoints)
+        self.generation += 1
+        log.info("policies activated: revision %s", self.revision)
+
+    @property
     def ready(self) -> bool:
         return True
 
     def reload_if_changed(self) -> bool:
         """Recompile when files changed; a broken edit keeps the last good policy. True if swapped."""
-        if scan(self.policy_dir) == self._compiled.source.stamp:
+        if self.policy_dir is None or scan(self.policy_dir) == self._compiled.source.stamp:
             return False
         try:
             compiled = compile_policies(load_source(self.policy_dir), self.entrypoints)
@@ -207,6 +228,7 @@ class EmbeddedEngine:
                                                  self._compiled.source.revision, scan(self.policy_dir))
             return False
         self._compiled = compiled
+        self.generation += 1
         log.info("policies reloaded: revision %s", self.revision)
         if self._metrics is not None:
             self._metrics.policy_reloads.labels(result="ok").inc()
@@ -214,7 +236,10 @@ class EmbeddedEngine:
 
     async def decide(self, path: str, policy_input: dict[str, Any]) -> EngineResult:
         compiled = self._compiled
-        compiled.interpreter.set_input(Input(policy_input))
+        # As JSON text, never Input(dict): rego-cpp keeps literals and data in JSON-escaped form and
+        # writes strings out unescaped, so a raw input string with a quote compares wrong and can break
+        # out of a reason string into the decision (`"allowed": true`); tests/differential/cases/strings.yaml
+        compiled.interpreter.set_input_term(orjson.dumps(policy_input).decode())
         value = _evaluate(compiled.interpreter, compiled.bundle, path)
         return EngineResult(value=value, revision=compiled.source.revision, engine=self.name)
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from .. import __version__
+from ..audit.mask import mask_authorization
 from ..context import RequestContext
 
 INPUT_VERSION = {"ext_authz": "v3", "encoding": "iam-proxy", "iam_proxy": __version__}
@@ -23,16 +25,23 @@ def build_input(ctx: RequestContext) -> dict[str, Any]:
     route = ctx.route
     identity = ctx.identity
     size = ctx.headers.get("content-length")
+    headers = ctx.headers
+    if ctx.consumed_headers:
+        # A password or API key the proxy itself checked is never handed to the policy (or to OPA).
+        headers = {k: mask_authorization(v) if k in ctx.consumed_headers else v for k, v in headers.items()}
+    source: dict[str, Any] = {"address": {"socketAddress": {"address": ctx.peer}}}
+    if ctx.client_cert_chain:
+        source["certificate"] = quote(ctx.client_cert_chain[0], safe="")  # URL-encoded PEM, as Envoy
     return {
         "attributes": {
-            "source": {"address": {"socketAddress": {"address": ctx.peer}}},
+            "source": source,
             "destination": {"address": {"socketAddress": {"address": ctx.host}}},
             "request": {
                 "time": _rfc3339(ctx.received_at),
                 "http": {
                     "id": ctx.request_id,
                     "method": ctx.method,
-                    "headers": ctx.headers,
+                    "headers": headers,
                     "path": ctx.path_with_query,
                     "host": ctx.host,
                     "scheme": ctx.scheme,
