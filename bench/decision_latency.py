@@ -1,0 +1,132 @@
+"""Per-decision latency of the policy engines, measured in one run on the same input and policies:
+
+    embedded          rego-cpp in process (the default engine)
+    embedded + cache  the same, through the decision cache (request id and time change every call)
+    opa rest          the real `opa run --server` over its REST data API, pooled keep-alive connection
+
+Each figure is the time of `Decider.decide` (engine choice, cache, strict parsing included), one
+decision at a time, after a warm-up. Usage:
+
+    .venv/bin/python bench/decision_latency.py [--n 5000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from iam_proxy.ops.metrics import Metrics  # noqa: E402
+from iam_proxy.policy.cache import DecisionCache  # noqa: E402
+from iam_proxy.policy.decider import Decider  # noqa: E402
+from iam_proxy.policy.embedded import EmbeddedEngine  # noqa: E402
+from iam_proxy.policy.opa_http import OpaHttpEngine  # noqa: E402
+from iam_proxy.settings import DecisionCacheSettings, OpaServerSettings  # noqa: E402
+
+PATH = "iam/authz/decision"
+
+
+def policy_input() -> dict:
+    """What the proxy builds for `GET /api/invoices/7` by a finance user (fresh id and time)."""
+    return {
+        "attributes": {
+            "source": {"address": {"socketAddress": {"address": "127.0.0.1"}}},
+            "destination": {"address": {"socketAddress": {"address": "api.example"}}},
+            "request": {"time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "http": {
+                "id": uuid.uuid4().hex, "method": "GET", "path": "/api/invoices/7", "host": "api.example",
+                "scheme": "http", "query": "", "fragment": "", "size": 0, "protocol": "HTTP/1.1",
+                "headers": {"host": "api.example", "authorization": "Bearer eyJ...", "accept": "*/*",
+                            "user-agent": "bench"}}},
+        },
+        "parsed_path": ["api", "invoices", "7"], "parsed_query": {},
+        "version": {"ext_authz": "v3", "encoding": "iam-proxy"},
+        "identity": {"sub": "alice", "method": "jwt", "iss": "https://idp", "username": "alice",
+                     "email": "alice@example.org", "groups": ["finance"], "roles": [], "scopes": [],
+                     "attributes": {}},
+        "route": {"id": "api", "upstream": "http://upstream", "labels": {}},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def measure(decider: Decider, route: str, n: int) -> list[float]:
+    for _ in range(min(200, n)):
+        await decider.decide(route, PATH, policy_input())
+    samples = []
+    for _ in range(n):
+        doc = policy_input()
+        started = time.perf_counter_ns()
+        outcome = await decider.decide(route, PATH, doc)
+        samples.append((time.perf_counter_ns() - started) / 1000)
+        if not outcome.decision.allowed:
+            raise SystemExit("benchmark input was denied: the policies changed?")
+    return samples
+
+
+def summary(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    return {"n": len(samples), "mean_us": round(statistics.fmean(samples), 1),
+            "p50_us": round(ordered[len(ordered) // 2], 1), "p99_us": round(ordered[int(len(ordered) * 0.99)], 1)}
+
+
+async def run(n: int) -> dict:
+    metrics = Metrics()
+    embedded = EmbeddedEngine(REPO / "policies", [PATH])
+    opa_binary = os.environ.get("IAM_PROXY_OPA") or str(Path.home() / ".cache" / "iam-proxy" / "bin" / "opa")
+    port = free_port()
+    opa = subprocess.Popen([opa_binary, "run", "--server", "--skip-version-check", "--log-level", "error",
+                            "--addr", f"127.0.0.1:{port}", str(REPO / "policies")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    remote = OpaHttpEngine(OpaServerSettings(url=f"http://127.0.0.1:{port}", timeout_seconds=2))
+    try:
+        deadline = time.monotonic() + 20
+        while not await remote.check_health():
+            if time.monotonic() > deadline or opa.poll() is not None:
+                raise SystemExit("OPA did not start (run scripts/install-peers.sh)")
+            await asyncio.sleep(0.1)
+        decider = Decider({"embedded": embedded, "opa": remote},
+                          {"embedded": "embedded", "cached": "embedded", "opa": "opa"},
+                          frozenset({"cached"}), DecisionCache(DecisionCacheSettings()), metrics)
+        results = {
+            "embedded": summary(await measure(decider, "embedded", n)),
+            "embedded + cache": summary(await measure(decider, "cached", n)),
+            "opa rest": summary(await measure(decider, "opa", n)),
+        }
+    finally:
+        await remote.close()
+        opa.terminate()
+        opa.wait(10)
+    return {"policy": "policies/ (iam/authz/decision)", "cores": os.cpu_count(), "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000, help="decisions per engine")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    report = asyncio.run(run(args.n))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{'engine':<18}{'mean µs':>10}{'p50 µs':>10}{'p99 µs':>10}   (n={args.n}, {report['cores']} cores)")
+    for name, row in report["results"].items():
+        print(f"{name:<18}{row['mean_us']:>10}{row['p50_us']:>10}{row['p99_us']:>10}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The decision cache: engine results keyed by (policy revision, decision path, input digest).
+
+The digest leaves out what changes on every request without deciding anything: the request id, the
+request time, and tracing headers (`volatile_headers`). Entries are bounded in number (least recently
+used evicted first) and in age (TTL), and the whole cache is dropped the moment the engine reports a
+new revision, so a policy or data change is never answered from the old revision.
+
+A policy that reads the clock, randomness or the outside world would be answered wrongly from a
+cache; `volatile_reasons` finds such reads, and the decider refuses to cache while any are present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+import orjson
+
+from ..settings import DecisionCacheSettings
+from .engine import EngineResult
+from .source import code_only
+
+# Built-ins whose result depends on the current time, randomness or the network.
+_VOLATILE_CALLS = re.compile(
+    r"(?<![\w.])(time\.now_ns|io\.jwt\.decode_verify|crypto\.x509\.parse_and_verify_certificates\w*|"
+    r"rand\.intn|uuid\.rfc4122|http\.send|net\.lookup_ip_addr|opa\.runtime)\s*\(")
+# Input fields the cache key leaves out, so a policy reading them must not be cached.
+_VOLATILE_INPUT = re.compile(r"\brequest\.time\b|\brequest\.http\.id\b|\[\s*\"time\"\s*\]")
+
+
+def volatile_reasons(modules: dict[str, str]) -> list[str]:
+    """`file:line: what` for every read of time, randomness or the network in the policies."""
+    reasons = []
+    for file, text in modules.items():
+        if file.endswith("_test.rego"):
+            continue
+        code = code_only(text)
+        for match in list(_VOLATILE_CALLS.finditer(code)) + list(_VOLATILE_INPUT.finditer(code)):
+            line = code[:match.start()].count("\n") + 1
+            reasons.append(f"{file}:{line}: {match.group(0).rstrip('(').strip()}")
+    return reasons
+
+
+class DecisionCache:
+    def __init__(self, settings: DecisionCacheSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = settings.max_entries
+        self.ttl = settings.ttl_seconds
+        self.volatile_headers = frozenset(settings.volatile_headers)
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, EngineResult]] = OrderedDict()
+        self._revision: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, revision: str, path: str, policy_input: dict[str, Any]) -> bytes:
+        request = policy_input.get("attributes", {}).get("request", {})
+        http = request.get("http", {})
+        stable_http = {k: v for k, v in http.items() if k != "id"}
+        stable_http["headers"] = {k: v for k, v in http.get("headers", {}).items()
+                                  if k not in self.volatile_headers}
+        stable = {**policy_input, "attributes": {
+            **policy_input.get("attributes", {}),
+            "request": {**{k: v for k, v in request.items() if k != "time"}, "http": stable_http}}}
+        digest = hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).digest()
+        return f"{revision}\0{path}\0".encode() + digest
+
+    def _check_revision(self, revision: str) -> None:
+        if revision != self._revision:
+            self._entries.clear()
+            self._revision = revision
+
+    def get(self, revision: str, key: bytes) -> EngineResult | None:
+        self._check_revision(revision)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, result = entry
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return result
+
+    def put(self, revision: str, key: bytes, result: EngineResult) -> None:
+        """`revision` is the one the key was made with; if the engine has moved on since, the
+        entry is dropped with the rest at the next lookup."""
+        self._check_revision(revision)
+        self._entries[key] = (self._clock() + self.ttl, result)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

@@ -1,0 +1,76 @@
+"""The decision step: pick the route's engine, consult the cache, ask the engine, count the result.
+
+    route id -> engine ("embedded" | "opa") -> cache hit? -> engine -> strict parse
+
+Failures propagate as `PolicyError` with their reason code (see engine.py); each is counted in
+`iam_proxy_policy_decisions_total{engine, result}` before it leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..errors import PolicyError
+from .cache import DecisionCache, volatile_reasons
+from .engine import DecisionOutcome, PolicyEngine, ask, interpret
+
+log = logging.getLogger("iam_proxy.policy")
+
+
+class Decider:
+    def __init__(self, engines: dict[str, PolicyEngine], route_engines: dict[str, str],
+                 cached_routes: frozenset[str], cache: DecisionCache | None, metrics: Any) -> None:
+        self.engines = engines
+        self.route_engines = route_engines
+        self.cached_routes = cached_routes if cache is not None else frozenset()
+        self.cache = cache
+        self.metrics = metrics
+        self._cacheable: dict[tuple[str, str], bool] = {}  # (engine, revision) -> no volatile reads
+
+    def engine_for(self, route_id: str) -> PolicyEngine:
+        return self.engines[self.route_engines[route_id]]
+
+    def cacheable(self, engine: PolicyEngine) -> bool:
+        """Only for an engine whose sources the proxy holds, and whose policies read no clock."""
+        modules = getattr(engine, "modules", None)
+        if modules is None:
+            return False
+        key = (engine.name, f"{engine.revision}#{getattr(engine, 'generation', 0)}")
+        if key not in self._cacheable:
+            reasons = volatile_reasons(modules)
+            if reasons:
+                log.warning("decision cache off for revision %s: the policies read volatile values (%s)",
+                            engine.revision, "; ".join(reasons[:5]))
+            self._cacheable = {key: not reasons}  # one revision at a time
+        return self._cacheable[key]
+
+    async def decide(self, route_id: str, path: str, policy_input: dict[str, Any]) -> DecisionOutcome:
+        engine = self.engine_for(route_id)
+        started = time.perf_counter()
+        cache_key: bytes | None = None
+        revision = ""
+        try:
+            hit = None
+            if route_id in self.cached_routes and self.cache is not None and self.cacheable(engine):
+                # The generation changes on every swap, even when a bundle keeps its revision string.
+                revision = f"{engine.revision}#{getattr(engine, 'generation', 0)}"
+                cache_key = self.cache.key(revision, path, policy_input)
+                hit = self.cache.get(revision, cache_key)
+                self.metrics.decision_cache.labels(result="hit" if hit else "miss").inc()
+            if hit is not None:
+                outcome = interpret(hit, path, cached=True)
+            else:
+                result = await ask(engine, path, policy_input)
+                outcome = interpret(result, path)
+                if cache_key is not None and self.cache is not None:
+                    self.cache.put(revision, cache_key, result)  # only well-formed decisions get here
+            self.metrics.policy_decisions.labels(
+                engine=engine.name, result="allowed" if outcome.decision.allowed else "denied").inc()
+            return outcome
+        except PolicyError as exc:
+            self.metrics.policy_decisions.labels(engine=engine.name, result=exc.reason).inc()
+            raise
+        finally:
+            self.metrics.policy_seconds.labels(engine=engine.name).observe(time.perf_counter() - started)

@@ -1,0 +1,92 @@
+"""Everything the policy stage needs at run time, built once from validated settings:
+
+- one engine per kind the routes use: `embedded` (policy dir, or a bundle file/URL) and/or `opa`;
+- the Decider (route -> engine, decision cache, metrics);
+- the OPA-compatible decision-log writer, when configured;
+- the background work: policy-dir reloads, bundle polling, OPA health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Coroutine
+
+from ..settings import Settings
+from .bundle import BundleSource, poll_once
+from .cache import DecisionCache
+from .decider import Decider
+from .decision_log import DecisionLogWriter
+from .embedded import EmbeddedEngine
+from .engine import PolicyEngine
+from .opa_http import OpaHttpEngine
+
+log = logging.getLogger("iam_proxy.policy")
+
+
+class PolicyRuntime:
+    def __init__(self, settings: Settings, metrics: Any) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        policy = settings.policy
+        route_engines = {route.id: settings.engine_for(route) for route in settings.routes}
+        self.engines: dict[str, PolicyEngine] = {}
+        self.bundle: BundleSource | None = None
+        if "embedded" in route_engines.values():
+            entrypoints = [r.policy.path for r in settings.routes if route_engines[r.id] == "embedded"]
+            if policy.bundle is not None:
+                self.bundle = BundleSource(policy.bundle)
+                self.engines["embedded"] = EmbeddedEngine(None, entrypoints, metrics, source=self.bundle.load_initial())
+            else:
+                self.engines["embedded"] = EmbeddedEngine(policy.dir, entrypoints, metrics)
+        if "opa" in route_engines.values() and policy.opa is not None:
+            self.engines["opa"] = OpaHttpEngine(policy.opa)
+        self.default_engine = self.engines.get(policy.engine) or next(iter(self.engines.values()))
+        cached_routes = frozenset(r.id for r in settings.routes if r.policy.cache)
+        cache = DecisionCache(policy.cache) if cached_routes else None
+        self.decider = Decider(self.engines, route_engines, cached_routes, cache, metrics)
+        self.decision_log = DecisionLogWriter(policy.decision_log.path) if policy.decision_log else None
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        jobs: list[Coroutine[Any, Any, None]] = []
+        embedded = self.engines.get("embedded")
+        interval = self.settings.policy.reload_interval_seconds
+        if isinstance(embedded, EmbeddedEngine):
+            if self.bundle is not None:
+                bundle_interval = interval if self.bundle.settings.file is not None else self.bundle.poll_interval
+                if bundle_interval > 0:
+                    jobs.append(self._poll_bundle(self.bundle, embedded, bundle_interval))
+            elif interval > 0:
+                jobs.append(self._watch_dir(embedded, interval))
+        opa = self.engines.get("opa")
+        if isinstance(opa, OpaHttpEngine):
+            jobs.append(opa.run_health_checks())
+        return jobs
+
+    async def _watch_dir(self, engine: EmbeddedEngine, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                engine.reload_if_changed()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
+                log.exception("policy watcher error")
+
+    async def _poll_bundle(self, source: BundleSource, engine: EmbeddedEngine, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await poll_once(source, engine, self.metrics)
+            except Exception:  # noqa: BLE001
+                log.exception("bundle poller error")
+
+    def ready_checks(self) -> dict[str, bool]:
+        return {f"policy:{kind}": engine.ready for kind, engine in self.engines.items()}
+
+    def revision_for(self, route_id: str) -> str:
+        return self.decider.engine_for(route_id).revision
+
+    async def close(self) -> None:
+        for engine in self.engines.values():
+            await engine.close()
+        if self.decision_log is not None:
+            self.decision_log.close()
