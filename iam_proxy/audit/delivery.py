@@ -1,0 +1,117 @@
+"""One delivery task per spooled sink: read a batch after the cursor, render it, send it, and move
+the cursor only when the sink acknowledged it. Failures retry the same batch forever with
+exponential backoff and jitter (nothing is dropped here; only the spool's overflow policy drops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from .config import RetrySettings
+from .metrics import AuditMetrics
+from .privacy import PrivacyFilter
+from .sinks import DeliveredSink
+from .spool import SpoolReader
+
+log = logging.getLogger("iam_proxy.audit.delivery")
+
+
+_JITTER = random.Random()
+
+
+def backoff_seconds(retry: RetrySettings, attempt: int) -> float:
+    """initial * 2^attempt, capped, then spread by +-jitter so that proxies do not retry in step."""
+    base = min(retry.max_backoff_seconds, retry.initial_backoff_seconds * (2 ** min(attempt, 30)))
+    return max(0.0, base * (1 + retry.jitter * (2 * _JITTER.random() - 1)))
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for the log: its type and message; messages here never carry credentials
+    (they come from sockets, TLS and our own CollectorRefused, not from request headers)."""
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:300]
+
+
+class DeliveryWorker:
+    def __init__(self, name: str, sink: DeliveredSink, reader: SpoolReader, privacy: PrivacyFilter, *,
+                 batch_max_events: int, timeout_seconds: float, retry: RetrySettings,
+                 metrics: AuditMetrics) -> None:
+        self.name, self.sink, self.reader, self.privacy = name, sink, reader, privacy
+        self.batch_max_events = batch_max_events
+        self.timeout_seconds = timeout_seconds
+        self.retry = retry
+        self.metrics = metrics
+        self._delivered = metrics.delivered.labels(sink=name)
+        self._drops_at_read = 0
+
+    def _next_batch(self) -> tuple[list[bytes], Any]:
+        self._drops_at_read = self.reader.drops
+        return self.reader.read_batch(self.batch_max_events)
+
+    async def run(self) -> None:
+        while True:
+            records, cursor = self._next_batch()
+            if not records:
+                self.reader.wakeup.clear()
+                records, cursor = self._next_batch()  # an append may have landed before clear()
+                if not records:
+                    await self.reader.wakeup.wait()
+                    continue
+            # Decoding, privacy rules and rendering are CPU work (ECS ~100 µs an event): a thread
+            # keeps a large batch from holding the event loop that serves requests.
+            count, oldest, payload = await asyncio.to_thread(self._prepare, records)
+            if oldest is not None:
+                self.reader.oldest_time = oldest
+            if count and not await self._deliver(payload, count):
+                continue
+            self.reader.commit(cursor, len(records))
+            if count:
+                self._delivered.inc(count)
+
+    def _prepare(self, records: list[bytes]) -> tuple[int, float | None, Any]:
+        events = self._decode(records)
+        if not events:
+            return 0, None, None
+        stamp = events[0].get("timestamp")
+        oldest = datetime.fromisoformat(stamp).timestamp() if stamp else None
+        return len(events), oldest, self.sink.encode([self.privacy.apply(event) for event in events])
+
+    def _decode(self, records: list[bytes]) -> list[dict[str, Any]]:
+        events = []
+        for record in records:
+            try:
+                events.append(orjson.loads(record))
+            except orjson.JSONDecodeError:
+                # Only disk corruption gets here; sending garbage would not help the SIEM either.
+                self.metrics.dropped.labels(sink=self.name, reason="corrupt").inc()
+                log.error("audit sink %s: skipping an unreadable spool record (%d bytes)", self.name, len(record))
+        return events
+
+    async def _deliver(self, payload: Any, count: int) -> bool:
+        """True once the sink took the batch; False if overflow=drop_oldest dropped (part of) it
+        meanwhile: those events are counted as dropped, the rest is read again from the new cursor."""
+        attempt = 0
+        while True:
+            if self.reader.drops != self._drops_at_read:
+                return False
+            try:
+                await asyncio.wait_for(self.sink.send(payload), self.timeout_seconds)
+                if attempt:
+                    log.warning("audit sink %s: delivered after %d retries", self.name, attempt)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is retried
+                delay = backoff_seconds(self.retry, attempt)
+                self.metrics.failed.labels(sink=self.name).inc()
+                log.warning("audit sink %s: delivering %d events failed (%s); retry %d in %.2fs",
+                            self.name, count, _describe(exc), attempt + 1, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+                self.metrics.retried.labels(sink=self.name).inc()
