@@ -1,0 +1,41 @@
+"""Builds each configured enricher from its validated settings: one entry per enricher kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..settings import KeycloakEnricherSettings, LdapEnricherSettings, Settings
+from .base import Enricher
+
+
+@dataclass
+class Deps:
+    """What enrichers may share: settings, LDAP directories (by id), an outbound HTTP session, metrics."""
+
+    settings: Settings
+    directories: dict[str, Any] = field(default_factory=dict)
+    http_session: Callable[[], Any] | None = None
+    metrics: Any = None
+
+
+def _ldap(name: str, cfg: LdapEnricherSettings, deps: Deps) -> Enricher:
+    from .ldap_groups import LdapGroupEnricher
+
+    return LdapGroupEnricher(name, cfg, deps.directories[cfg.directory])
+
+
+def _keycloak(name: str, cfg: KeycloakEnricherSettings, deps: Deps) -> Enricher:
+    from .keycloak import KeycloakEnricher
+
+    return KeycloakEnricher(name, cfg)
+
+
+BUILDERS: dict[type, Callable[[str, Any, Deps], Enricher]] = {
+    LdapEnricherSettings: _ldap,
+    KeycloakEnricherSettings: _keycloak,
+}
+
+
+def build_enrichers(deps: Deps) -> dict[str, Enricher]:
+    return {name: BUILDERS[type(cfg)](name, cfg, deps) for name, cfg in deps.settings.enrichers.items()}
