@@ -1,0 +1,81 @@
+"""Attacks on the ACS with responses crafted from a real response of the saml-idp npm IdP.
+
+One browser login is captured before it reaches the proxy (the original is never posted until the
+last test). Each variant is then posted with the browser's login-state cookie, so the only thing
+wrong with it is the tampering. Variants that change signed content are re-signed with the IdP's
+own key (the test generated it), so they prove the semantic checks, not just the signature check.
+Every refusal must be a 401 with its reason code, audited, and must leave no session behind.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from crafting import VARIANTS, Captured, assert_refused
+from idp_kit import b64, unb64
+from saml_support import NpmSamlIdP, audit_events, saml_proxy_config, wait_event, wait_saml_ready
+
+from support import ProxyProcess
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory, saml_proxy_port, upstream, saml_sp_keys, npm_idp: NpmSamlIdP, chromium_browser):
+    tmp = tmp_path_factory.mktemp("saml-attacks")
+    config = saml_proxy_config(port=saml_proxy_port, upstream=upstream, tmp=tmp, sp_keys=saml_sp_keys,
+                               idp={"url": npm_idp.metadata_url})
+    proxy = wait_saml_ready(ProxyProcess(config, tmp).wait_ready())
+    context = chromium_browser.new_context()
+    page = context.new_page()
+    posted: dict[str, str] = {}
+
+    def intercept(route):
+        posted["body"] = route.request.post_data
+        route.fulfill(status=200, body="captured")
+
+    page.route(f"{proxy.url}/.iam/saml/acs", intercept)
+    page.goto(f"{proxy.url}/.iam/saml/login?rd=/app/hello")
+    page.fill("#userName", "alice@example.org")
+    page.click("#btn-sign-in")
+    page.wait_for_url(f"{proxy.url}/.iam/saml/acs")
+    cookie = next(c for c in context.cookies() if c["name"] == "iam_saml_login")
+    context.close()
+    xml = unb64(parse_qs(posted["body"])["SAMLResponse"][0])
+    yield Captured(proxy, xml, (cookie["name"], cookie["value"]), npm_idp.key_file, tmp, npm_idp.entity_id)
+    proxy.stop()
+
+
+@pytest.mark.parametrize("craft,reason", VARIANTS, ids=[v[0].__name__ for v in VARIANTS])
+def test_crafted_response_is_refused(captured: Captured, craft, reason):
+    assert_refused(captured, captured.post(craft(captured)), reason)
+
+
+def test_garbage_is_refused(captured: Captured):
+    assert_refused(captured, captured.post(raw="not base64 at all!"), "saml_message_malformed")
+    assert_refused(captured, captured.post(raw=b64("<samlp:Response")), "saml_message_malformed")
+
+
+def test_nothing_reached_the_upstream(captured: Captured):
+    with httpx.Client(base_url=captured.proxy.url, timeout=10) as client:
+        refused = client.get("/app/hello", headers={"accept": "application/json"})
+    assert refused.status_code == 401
+    wait_event(captured.proxy, lambda e: e["decision_id"] == refused.json()["error_id"])
+    app_events = [e for e in audit_events(captured.proxy) if (e.get("route") or {}).get("id") == "app"]
+    assert app_events and all(e["outcome"] == "denied" and e["upstream"]["status"] is None for e in app_events)
+
+
+def test_original_is_accepted_once_then_replay_is_refused(captured: Captured):
+    first = captured.post()
+    assert first.status_code == 303, first.text
+    assert first.headers["location"] == "/app/hello"
+    session = next(v for v in first.headers.get_list("set-cookie") if v.startswith("iam_session="))
+    with httpx.Client(base_url=captured.proxy.url, timeout=10) as client:
+        client.cookies.set("iam_session", session.split(";")[0].split("=", 1)[1])
+        reached = client.get("/app/hello")
+    assert reached.status_code == 200
+    headers = {k.lower(): v for k, v in reached.json()["headers"].items()}
+    assert headers["x-forwarded-user"] == "alice@example.org"
+    assert_refused(captured, captured.post(), "saml_replayed")
+    # Without the login-state cookie the same response answers no pending request.
+    assert_refused(captured, captured.post(cookie=False), "saml_in_response_to_mismatch")
