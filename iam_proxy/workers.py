@@ -1,0 +1,98 @@
+"""Worker processes: `listeners.workers` copies of the proxy, one event loop each, on one port.
+
+Python runs one request at a time per process, so a proxy that should use every core needs one
+process per core. The parent binds one SO_REUSEPORT socket per worker before forking (a port that
+is taken fails here, before anything starts), and the kernel spreads new connections evenly across
+those sockets. Each worker builds its own Proxy after the fork: its own policy engine, token cache,
+upstream pool and audit file descriptor (audit lines are single O_APPEND writes, so workers never
+interleave).
+
+Only worker 0 serves the admin listener, so `/metrics` and `/readyz` describe worker 0.
+
+The parent only supervises: SIGTERM and SIGINT are passed to every worker; when a worker dies on its
+own, the others are stopped and the parent exits non-zero so that the service manager restarts the
+whole set rather than running with fewer workers than configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Callable
+
+from .settings import Listener, Settings
+
+log = logging.getLogger("iam_proxy.workers")
+
+ServeOne = Callable[[Settings, socket.socket, bool], None]
+
+
+def reuseport_socket(listener: Listener) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((listener.host, listener.port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def run_workers(settings: Settings, serve_one: ServeOne) -> int:
+    """Fork the workers and supervise them; returns the exit code for the parent."""
+    count = settings.listeners.workers
+    sockets = [reuseport_socket(settings.listeners.proxy) for _ in range(count)]
+    children: dict[int, int] = {}
+    for index, sock in enumerate(sockets):
+        pid = os.fork()
+        if pid == 0:
+            for other in sockets:
+                if other is not sock:
+                    other.close()
+            code = 0
+            try:
+                serve_one(settings, sock, index == 0)
+            except BaseException:  # noqa: BLE001 - the worker's failure is reported by its exit code
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+        children[pid] = index
+    for sock in sockets:
+        sock.close()
+
+    stopping = False
+
+    def stop(signum: int, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    exit_code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            log.error("worker %d exited with %d; stopping the other workers", index, code)
+            exit_code = 1
+            stop(signal.SIGTERM, None)
+        elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
+            exit_code = 1
+    return exit_code
