@@ -101,13 +101,25 @@ class Pipeline:
         outcome: DecisionOutcome | None = None
         policy_input: dict[str, Any] | None = None
         dry_run = False
+        audited = False
         started = time.perf_counter()
+
+        def audit_allowed(status: int) -> None:
+            # Written before the response completes: a client never sees a finished answer whose
+            # event could still be lost to a crash.
+            nonlocal audited
+            result.status, result.outcome = status, "allowed"
+            result.reason = "dry_run_denied" if dry_run else "allowed"
+            self._audit(scope, ctx, result, outcome, policy_input, dry_run)
+            audited = True
+
         try:
             ctx = context_from_scope(forward_auth_scope(scope) if forward_auth else scope)
             if not self.auditor.admit():
                 raise AuditUnavailable()  # the request is refused, not left unaudited
             ctx.route = self.routes.match(ctx.method, ctx.host, ctx.path)
             ctx.identity = await self.enrich(ctx, await self.authenticate(ctx))
+            self.rewriter.check_forwardable(ctx.identity)
             policy_input = build_input(ctx)
             route_policy = ctx.route.settings.policy
             try:
@@ -140,14 +152,14 @@ class Pipeline:
                 preserve_host=ctx.route.settings.preserve_host,
             )
             if forward_auth:
-                result.status = await self._answer_forward_auth(send, headers)
+                result.status = await self._answer_forward_auth(send, headers, audit_allowed)
             else:
                 result.status = await self.upstream.forward(
                     ctx, ctx.route, headers, receive, send,
                     extra_response_headers={**ctx.response_headers, **(decision.response_headers_to_add
                                             if decision and decision.allowed else {})},
+                    before_last_chunk=audit_allowed,
                 )
-            result.outcome, result.reason = "allowed", "dry_run_denied" if dry_run else "allowed"
         except ProxyError as exc:
             if exc.status >= 500 or isinstance(exc, PolicyError):
                 log.warning("request %s failed: %s", ctx.decision_id if ctx else "-", exc)
@@ -169,16 +181,18 @@ class Pipeline:
             result.status, result.outcome, result.reason = 500, "error", "internal_error"
             await send_error(send, ProxyError(), ctx.decision_id if ctx else "-")
         finally:
-            self._audit(scope, ctx, result, outcome, policy_input, dry_run)
+            if not audited:
+                self._audit(scope, ctx, result, outcome, policy_input, dry_run)
             self.metrics.requests.labels(route=ctx.route.id if ctx and ctx.route else "",
                                          outcome=result.outcome, reason=result.reason).inc()
             self.metrics.latency.labels(outcome=result.outcome).observe(time.perf_counter() - started)
 
-    async def _answer_forward_auth(self, send, headers: list[tuple[str, str]]) -> int:
+    async def _answer_forward_auth(self, send, headers: list[tuple[str, str]], before_last_chunk) -> int:
         """200 carrying only what the front proxy should set upstream: identity headers and assertion."""
         wanted = self.rewriter.identity_names
-        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers if k.lower() in wanted]
+        out = [(k.lower().encode("latin-1"), v.encode()) for k, v in headers if k.lower() in wanted]
         out += [(b"content-length", b"0"), (b"cache-control", b"no-store")]
+        before_last_chunk(200)  # the answer is complete at its headers (no body)
         await send({"type": "http.response.start", "status": 200, "headers": out})
         await send({"type": "http.response.body", "body": b""})
         return 200

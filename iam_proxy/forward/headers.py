@@ -7,11 +7,16 @@ inbound copy of a header the proxy sets or that is configured as spoofable, then
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 
 from ..authn.identity import Identity
 from ..context import RequestContext
+from ..errors import InvalidCredential
 from ..settings import IdentityHeaders
+
+# C0 controls, DEL, NEL and the Unicode line and paragraph separators
+_UNSAFE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -53,6 +58,15 @@ class HeaderRewriter:
             settings.preferred_username.lower(), settings.assertion.header.lower(),
         }
         self.stripped = self.identity_names | {h.lower() for h in settings.spoofable} | CLIENT_CERT_HEADERS
+
+    @staticmethod
+    def check_forwardable(identity: Identity) -> None:
+        """Refuse an identity whose values cannot travel in a header as they are: a line break in a
+        username could forge a header, a comma in a group name would read as two groups."""
+        values = [identity.sub, identity.email or "", identity.username or "", *identity.groups]
+        if any(_UNSAFE.search(v) for v in values) or any("," in g for g in identity.groups):
+            raise InvalidCredential("identity_unsafe",
+                                    message="The identity contains characters that cannot be forwarded.")
 
     def forwarded_for(self, ctx: RequestContext) -> tuple[str, str, str]:
         """X-Forwarded-For/-Proto/-Host, believing the client's own values only from trusted proxies."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 from yarl import URL
@@ -82,8 +82,12 @@ class UpstreamClient:
         return URL(target, encoded=True)
 
     async def forward(self, ctx: RequestContext, route: CompiledRoute, headers: list[tuple[str, str]],
-                      receive, send, extra_response_headers: dict[str, str]) -> int:
-        """Send the request upstream and stream the answer to the client; returns the status sent."""
+                      receive, send, extra_response_headers: dict[str, str],
+                      before_last_chunk: Callable[[int], None] | None = None) -> int:
+        """Send the request upstream and stream the answer to the client; returns the status sent.
+
+        `before_last_chunk(status)` runs just before the response is completed, so the caller can
+        record the request (audit) before the client can see it finished."""
         settings = route.settings
         timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout_seconds,
                                         sock_connect=settings.connect_timeout_seconds,
@@ -108,14 +112,24 @@ class UpstreamClient:
             out_headers = response_headers(list(response.raw_headers))
             out_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
                             for k, v in extra_response_headers.items()]
-            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-            if ctx.method == "HEAD":
+            # A response with no body is complete, for the client, at its headers.
+            if ctx.method == "HEAD" or response.status in (204, 304) or response.content_length == 0:
+                if before_last_chunk is not None:
+                    before_last_chunk(response.status)
+                await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
                 await send({"type": "http.response.body", "body": b""})
                 return response.status
+            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+            # One chunk is held back, so the hook runs before the client has the whole body.
+            held = b""
             try:
                 async for chunk in response.content.iter_chunked(CHUNK):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if held:
+                        await send({"type": "http.response.body", "body": held, "more_body": True})
+                    held = chunk
             except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise UpstreamResponseFailed(f"{type(exc).__name__}: {exc}") from None
-            await send({"type": "http.response.body", "body": b""})
+            if before_last_chunk is not None:
+                before_last_chunk(response.status)
+            await send({"type": "http.response.body", "body": held})
         return response.status

@@ -144,3 +144,15 @@ def test_bad_token_never_falls_back_to_anonymous(proxy, issuer):
         r = c.get("/public/x", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401
     assert _reason(r) == "token_expired"
+
+
+@pytest.mark.parametrize("claims", [
+    {"preferred_username": "alice\r\nX-Forwarded-User: admin"},
+    {"email": "alice@example.org\u2028x"},
+    {"groups": ["finance,admin"]},
+])
+def test_identities_that_cannot_travel_in_headers_are_refused(proxy, issuer, claims):
+    groups = claims.pop("groups", ["finance"])
+    r = _get(proxy, issuer.token("alice", groups, **claims))
+    assert r.status_code == 401
+    assert _reason(r) == "identity_unsafe"
