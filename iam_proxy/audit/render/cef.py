@@ -1,7 +1,7 @@
 """ArcSight Common Event Format (CEF:0), one line per event.
 
 Header fields escape `\\` and `|`; extension values escape `\\`, `=`, CR and LF (as `\\r`, `\\n`).
-Every other control character, U+2028/U+2029 and DEL become a visible `\\\\uXXXX` (an escaped
+Every other control character, U+2028/U+2029 and DEL become a visible `\\\\u` and four hex digits (an escaped
 backslash, then the code point), so an ANSI escape or a line separator in a username can neither
 start a new record nor reach a terminal raw.
 """
