@@ -1,0 +1,294 @@
+"""Side-by-side benchmark: the same upstream, the same tokens, the same load generator, in one run.
+
+    python -m bench.harness [--quick] [--targets a,b] [--out bench/results]
+
+For each target, in order: a smoke request (must be 200), a warm-up, `repeats` closed-loop runs at
+a fixed concurrency (median rps, p50, p99, CPU seconds per 1,000 requests of the proxy's own
+processes), a paced run at a light fixed rate, the same for every target (p50 over the upstream),
+paced runs at fractions of the target's own peak (the latency-versus-load curve, including p99 at
+half the peak), and for iam-proxy and oauth2-proxy a pass over N distinct valid tokens; peak RSS
+(the kernel's high-water mark per process) is read last.
+Results go to `latest.json`, `latest.md`, `latest-meta.json` and `latency-vs-load.png` in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import procstat
+from .loadgen import LoadResult, run_wrk, walk_tokens, write_script
+from .report import evaluate_targets, write_markdown, write_plot
+from .targets import (
+    REPO,
+    REQUEST_PATH,
+    TARGETS,
+    TOOLS,
+    DISTINCT_TOKEN_TARGETS,
+    BenchContext,
+    Running,
+    oauth2_proxy_binary,
+    opa_binary,
+    start_upstream,
+)
+from .tokens import TokenMinter, distinct_tokens
+
+LIGHT_CONNECTIONS = 4
+DEFAULT_TARGETS = ["upstream-direct", "nginx-proxy", "iam-proxy", "iam-proxy-cached", "iam-proxy-opa", "iam-proxy-forward-auth",
+                   "iam-proxy-forward-auth-nocache", "oauth2-proxy"]
+
+
+@dataclass
+class Plan:
+    duration: float
+    warmup: float
+    repeats: int
+    threads: int
+    connections: int
+    paced_connections: int
+    light_rate: float
+    fractions: list[float]
+    distinct_tokens: int
+
+
+FULL = Plan(duration=10, warmup=3, repeats=3, threads=2, connections=64, paced_connections=32,
+            light_rate=200, fractions=[0.1, 0.25, 0.5, 0.75, 0.9], distinct_tokens=100_000)
+QUICK = Plan(duration=3, warmup=1, repeats=3, threads=2, connections=64, paced_connections=32,
+             light_rate=200, fractions=[0.5], distinct_tokens=2_000)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def smoke(url: str, token: str) -> None:
+    request = urllib.request.Request(url + REQUEST_PATH, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    if status != 200:
+        raise RuntimeError(f"smoke request answered {status}, expected 200")
+
+
+def _delay_ms(connections: int, rate: float, latency_ms: float) -> float:
+    """Per-connection pause that makes `connections` paced connections offer about `rate` req/s."""
+    return max(0.05, connections * 1000.0 / rate - latency_ms)
+
+
+def measure_target(name: str, running: Running, token: str, token_file: Path | None, plan: Plan,
+                   workdir: Path) -> dict[str, Any]:
+    url = running.url + REQUEST_PATH
+    fixed = write_script(workdir, path=REQUEST_PATH, token=token)
+    smoke(running.url, token)
+    run_wrk(url, fixed, threads=plan.threads, connections=plan.connections, seconds=plan.warmup)
+
+    peaks: list[LoadResult] = []
+    cpu_per_1k: list[float] = []
+    for i in range(plan.repeats):
+        pids = [p for root in running.proxy_pids for p in procstat.descendants(root)]
+        before = procstat.cpu_seconds(pids)
+        result = run_wrk(url, fixed, threads=plan.threads, connections=plan.connections, seconds=plan.duration)
+        used = procstat.cpu_seconds(pids) - before
+        peaks.append(result)
+        cpu_per_1k.append(used / result.requests * 1000 if result.requests else float("nan"))
+        log(f"{name}: run {i + 1}/{plan.repeats}: {result.rps:,.0f} req/s p50 {result.p50_ms:.2f} ms "
+            f"p99 {result.p99_ms:.2f} ms errors {result.errors}")
+    peak_rps = statistics.median(r.rps for r in peaks)
+
+    light_script = write_script(workdir, path=REQUEST_PATH, token=token,
+                                delay_ms=_delay_ms(LIGHT_CONNECTIONS, plan.light_rate, 0.5))
+    light = run_wrk(url, light_script, threads=1, connections=LIGHT_CONNECTIONS, seconds=plan.duration)
+    log(f"{name}: light load {light.rps:,.0f} req/s p50 {light.p50_ms:.3f} ms p99 {light.p99_ms:.3f} ms")
+
+    curve = []
+    for fraction in plan.fractions:
+        offered = peak_rps * fraction
+        script = write_script(workdir, path=REQUEST_PATH, token=token,
+                              delay_ms=_delay_ms(plan.paced_connections, offered, light.p50_ms))
+        paced = run_wrk(url, script, threads=plan.threads, connections=plan.paced_connections,
+                        seconds=plan.duration)
+        curve.append({"fraction": fraction, "offered_rps": round(offered, 1), "rps": round(paced.rps, 1),
+                      "p50_ms": round(paced.p50_ms, 3), "p90_ms": round(paced.p90_ms, 3),
+                      "p99_ms": round(paced.p99_ms, 3), "errors": paced.errors})
+        log(f"{name}: {fraction:.0%} of peak: {paced.rps:,.0f} req/s p99 {paced.p99_ms:.2f} ms")
+    half = min(curve, key=lambda c: abs(c["fraction"] - 0.5)) if curve else None
+
+    distinct = None
+    if token_file is not None and name in DISTINCT_TOKEN_TARGETS:
+        distinct = walk_tokens(url, token_file)
+        log(f"{name}: {distinct.requests:,} distinct tokens in {distinct.seconds:.1f} s, errors {distinct.errors}")
+
+    pids = [p for root in running.proxy_pids for p in procstat.descendants(root)]
+    rss_total, rss_max = procstat.peak_rss_mb(pids)
+    errors = sum(r.errors for r in peaks) + light.errors + sum(c["errors"] for c in curve)
+    errors += distinct.errors if distinct else 0
+    return {
+        "name": name,
+        "rps": round(peak_rps, 1),
+        "p50_ms": round(statistics.median(r.p50_ms for r in peaks), 3),
+        "p99_ms": round(statistics.median(r.p99_ms for r in peaks), 3),
+        "cpu_s_per_1k": round(statistics.median(cpu_per_1k), 4),
+        "rss_mb": round(rss_total, 1),
+        "rss_max_process_mb": round(rss_max, 1),
+        "processes": len(pids),
+        "errors": errors,
+        "light_rps": round(light.rps, 1),
+        "light_p50_ms": round(light.p50_ms, 3),
+        "light_p99_ms": round(light.p99_ms, 3),
+        "half_peak_rps": half["rps"] if half else None,
+        "p99_at_half_peak_ms": half["p99_ms"] if half else None,
+        "distinct_tokens": distinct.requests if distinct else 0,
+        "runs": [{"rps": round(r.rps, 1), "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3),
+                  "errors": r.errors, "requests": r.requests} for r in peaks],
+        "cpu_s_per_1k_runs": [round(c, 4) for c in cpu_per_1k],
+        "curve": curve,
+        "notes": running.notes,
+    }
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    text = (proc.stdout + proc.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    tools: dict[str, str] = {
+        "python": platform.python_version(),
+        "nginx": _version(["nginx", "-v"]) if shutil.which("nginx") else _version(["/usr/sbin/nginx", "-v"]),
+        "wrk": _version(["wrk", "-v"]),
+    }
+    try:
+        tools["opa"] = _version([str(opa_binary()), "version"])
+    except RuntimeError:
+        tools["opa"] = "missing"
+    try:
+        # `go install` builds carry no version string ("undefined"); the pin is what was built.
+        tools["oauth2-proxy"] = f"{oauth2_proxy_binary().parent.name.removeprefix('oauth2-proxy-')} (go install)"
+    except RuntimeError:
+        tools["oauth2-proxy"] = "missing"
+    return {"cores": os.cpu_count(), "cpu_model": model, "load_average": list(os.getloadavg()), "memory_gb": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(), "tools": tools}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (about two minutes in all)")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--duration", type=float, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--connections", type=int)
+    parser.add_argument("--fractions", help="comma-separated fractions of each target's peak")
+    parser.add_argument("--distinct-tokens", type=int, help="0 skips the distinct-token memory pass")
+    parser.add_argument("--iam-workers", type=int, default=int(os.environ.get("IAM_PROXY_BENCH_WORKERS", "2")),
+                        help="iam-proxy worker processes (listeners.workers)")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    args = parser.parse_args(argv)
+
+    plan = QUICK if args.quick else FULL
+    overrides = {"duration": args.duration, "warmup": args.warmup, "repeats": args.repeats,
+                 "connections": args.connections, "distinct_tokens": args.distinct_tokens,
+                 "fractions": [float(f) for f in args.fractions.split(",") if f] if args.fractions else None}
+    plan = Plan(**{**asdict(plan), **{k: v for k, v in overrides.items() if v is not None}})
+    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        parser.error(f"unknown targets {unknown}; known: {list(TARGETS)}")
+
+    key_file, jwks_file = REPO / "certs" / "dev-idp-key.pem", REPO / "certs" / "dev-jwks.json"
+    if not key_file.exists() or not jwks_file.exists():
+        parser.error("certs/dev-idp-key.pem is missing: run `make certs`")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="iam-bench-"))
+    workdir.chmod(0o755)  # nginx workers (another user when run as root) read and write below it
+    token = TokenMinter(key_file.read_bytes()).mint("alice", int(time.time()))
+    token_file = None
+    if plan.distinct_tokens > 0:
+        log(f"preparing {plan.distinct_tokens:,} distinct tokens")
+        token_file = distinct_tokens(key_file, plan.distinct_tokens, TOOLS / "bench")
+
+    started = time.time()
+    load_at_start = list(os.getloadavg())
+    log(f"workdir {workdir}; plan {asdict(plan)}; load average {load_at_start}")
+    upstream = start_upstream(workdir, jwks_file)
+    ctx = BenchContext(workdir=workdir, upstream=upstream, jwks_file=jwks_file, iam_workers=args.iam_workers)
+    results: list[dict[str, Any]] = []
+    try:
+        for name in names:
+            log(f"--- {name}")
+            running = None
+            try:
+                running = TARGETS[name](ctx)
+                results.append(measure_target(name, running, token, token_file, plan, workdir))
+            except Exception as exc:  # noqa: BLE001 - one broken target is reported, the others still run
+                log(f"{name}: FAILED: {exc}")
+                results.append({"name": name, "rps": None, "p50_ms": None, "p99_ms": None, "cpu_s_per_1k": None,
+                                "rss_mb": None, "errors": None, "failed": str(exc).splitlines()[0][:300]})
+            finally:
+                if running is not None:
+                    running.stop()
+    finally:
+        upstream.service.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    meta = {
+        "machine": machine_info(),
+        "plan": asdict(plan),
+        "iam_workers": args.iam_workers,
+        "request": f"GET {REQUEST_PATH} with one RS256 bearer token (group finance; allowed by policy)",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "mode": "quick" if args.quick else "full",
+        # Other work on the machine slows every target; compare runs only at similar load.
+        "load_average_at_start": load_at_start,
+    }
+    meta["targets"] = evaluate_targets(results)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "latest-meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    plot = None
+    if not args.no_plot:
+        plot = out / "latency-vs-load.png"
+        write_plot(results, plot, meta)
+    write_markdown(results, meta, out / "latest.md", plot)
+    log(f"wrote {out / 'latest.json'} and {out / 'latest.md'} in {meta['seconds']} s")
+    return 0 if all(not r.get("failed") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Profile iam-proxy's hot path with py-spy while wrk drives the allowed-token request.
+
+    python -m bench.profile [--seconds 10] [--out bench/results]
+
+Starts the shared nginx upstream and one iam-proxy process (one worker, so one profile), runs wrk
+closed-loop, and samples the proxy with `py-spy record --format raw`. Writes `profile.txt` (the
+collapsed stacks, loadable by any flamegraph tool) and `profile.md`: the functions with the most
+samples on top of the stack (self) and anywhere on the stack (inclusive), as shares of all samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from .loadgen import run_wrk, write_script
+from .targets import REPO, REQUEST_PATH, BenchContext, start_iam_proxy, start_upstream
+from .tokens import TokenMinter
+
+
+def py_spy() -> str:
+    candidates = [REPO / ".venv" / "bin" / "py-spy", shutil.which("py-spy")]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise RuntimeError("py-spy is missing: pip install -e '.[bench]'")
+
+
+def summarize(raw: Path, top: int = 25) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    share = (lambda c: [(f, n / total) for f, n in c.most_common(top)]) if total else (lambda c: [])
+    return total, share(own), share(inclusive)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="iam-profile-"))
+    token = TokenMinter((REPO / "certs" / "dev-idp-key.pem").read_bytes()).mint("alice", int(time.time()))
+    upstream = start_upstream(workdir, REPO / "certs" / "dev-jwks.json")
+    running = None
+    try:
+        running = start_iam_proxy(BenchContext(workdir=workdir, upstream=upstream,
+                                               jwks_file=REPO / "certs" / "dev-jwks.json", iam_workers=1))
+        script = write_script(workdir, path=REQUEST_PATH, token=token)
+        url = running.url + REQUEST_PATH
+        run_wrk(url, script, threads=1, connections=args.connections, seconds=2)  # warm-up
+        loads = []
+        load = threading.Thread(target=lambda: loads.append(
+            run_wrk(url, script, threads=1, connections=args.connections, seconds=args.seconds + 2)))
+        load.start()
+        time.sleep(1)
+        raw = out / "profile.txt"
+        subprocess.run([py_spy(), "record", "--pid", str(running.proxy_pids[0]), "--duration",
+                        f"{int(args.seconds)}", "--rate", "250", "--format", "raw", "--output", str(raw),
+                        "--nonblocking"], check=True, capture_output=True, timeout=args.seconds + 60)
+        load.join()
+    finally:
+        if running is not None:
+            running.stop()
+        upstream.service.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    total, own, inclusive = summarize(raw)
+    result = loads[0] if loads else None
+    lines = [f"# iam-proxy hot-path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+             f"py-spy, {total:,} samples at 250 Hz over {args.seconds:g} s; one worker; wrk closed loop, "
+             f"{args.connections} connections" + (f", {result.rps:,.0f} req/s during the profile" if result else ""),
+             "", "| self | function |", "|---:|---|"]
+    lines += [f"| {s:.1%} | `{f}` |" for f, s in own]
+    lines += ["", "| inclusive | function |", "|---:|---|"]
+    lines += [f"| {s:.1%} | `{f}` |" for f, s in inclusive]
+    (out / "profile.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'profile.md'} and {raw}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make bench` / `make bench QUICK=1`: install what the benchmark needs (idempotently), then run the
+# side-by-side harness. Results: bench/results/latest.{json,md}, latency-vs-load.png.
+#   scripts/bench.sh [--quick] [extra harness options, e.g. --targets iam-proxy,oauth2-proxy]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/versions.env
+source scripts/versions.env
+
+TOOLS="${IAM_PROXY_TOOLS:-$HOME/.cache/iam-proxy}"
+PY=.venv/bin/python
+
+# matplotlib and py-spy: the `bench` extra (not needed by `make test`)
+if ! $PY -c "import matplotlib" >/dev/null 2>&1; then
+  .venv/bin/pip install --quiet -e '.[test,bench]'
+fi
+
+# oauth2-proxy, pinned, built once per machine (not part of `make test`)
+dest="$TOOLS/oauth2-proxy-$OAUTH2_PROXY_VERSION"
+if [ ! -x "$dest/oauth2-proxy" ]; then
+  echo "building oauth2-proxy $OAUTH2_PROXY_VERSION with go install (first time only)"
+  GOBIN="$dest" GOFLAGS=-mod=mod go install "github.com/oauth2-proxy/oauth2-proxy/v7@$OAUTH2_PROXY_VERSION"
+fi
+
+# nginx, wrk and OPA come from scripts/install-peers.sh (`make peers`, a prerequisite of `make bench`)
+for bin in wrk; do
+  command -v "$bin" >/dev/null || { echo "missing $bin: run make peers" >&2; exit 2; }
+done
+[ -x "$TOOLS/bin/opa" ] || { echo "missing $TOOLS/bin/opa: run make peers" >&2; exit 2; }
+
+exec $PY -m bench.harness "$@"

@@ -1,0 +1,44 @@
+"""The benchmark harness in a tiny mode, so that `make bench` cannot silently rot.
+
+It runs the real harness (wrk, our own nginx upstream, the real iam-proxy process) for about a
+second per phase and checks the shape of what it writes. No numbers are judged here: the benchmark
+itself lives in bench/ and is run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from support import PYTHON, REPO
+
+REQUIRED = {"name", "rps", "p50_ms", "p99_ms", "cpu_s_per_1k", "rss_mb", "errors"}
+
+
+def test_tiny_run_writes_results_for_upstream_and_iam_proxy(tmp_path):
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [PYTHON, "-m", "bench.harness", "--targets", "upstream-direct,iam-proxy", "--duration", "1",
+         "--warmup", "1", "--repeats", "1", "--fractions", "0.5", "--distinct-tokens", "50",
+         "--iam-workers", "2", "--no-plot", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = json.loads((out / "latest.json").read_text())
+    assert [r["name"] for r in results] == ["upstream-direct", "iam-proxy"]
+    for result in results:
+        assert REQUIRED <= result.keys(), result
+        assert result["errors"] == 0, result
+        assert result["rps"] > 0 and result["p50_ms"] > 0 and result["p99_ms"] >= result["p50_ms"]
+        assert result["rss_mb"] > 0 and result["cpu_s_per_1k"] > 0
+        assert len(result["curve"]) == 1
+    iam = results[1]
+    assert iam["distinct_tokens"] == 50
+    assert iam["processes"] == 3  # the supervising parent and two workers
+
+    meta = json.loads((out / "latest-meta.json").read_text())
+    assert meta["machine"]["cores"] >= 1 and meta["machine"]["cpu_model"]
+    assert len(meta["targets"]) == 5  # the issue's five targets (oauth2-proxy not run: not measured)
+    markdown = (out / "latest.md").read_text()
+    assert "| iam-proxy |" in markdown and "## Targets" in markdown
