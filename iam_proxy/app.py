@@ -19,7 +19,6 @@ from .authn.base import Authenticator
 from .authn.jwks import JWKSCache
 from .authn.oidc_session import build_browser_login
 from .authn.registry import Deps, build_authenticators
-from .authn.saml import SAMLRuntime, saml_settings
 from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
@@ -32,7 +31,7 @@ from .portal import Portal
 from .policy.runtime import PolicyRuntime
 from .responses import send_json
 from .routes.matcher import RouteTable
-from .settings import Settings
+from .settings import SAMLAuthenticatorSettings, Settings
 from .session import build_session_manager
 
 log = logging.getLogger("iam_proxy")
@@ -52,9 +51,7 @@ class Proxy:
         self.jwks = {pid: JWKSCache(p, self._outbound_session) for pid, p in providers.items()}
         self.directories = {d.id: LdapDirectoryClient(d) for d in settings.directories}
         self.sessions = build_session_manager(settings.sessions) if settings.sessions.secret else None
-        self.saml = SAMLRuntime(settings, self.sessions, RouteTable(settings.routes), self._outbound_session,
-                                audit=lambda event: self.auditor.emit(event)) \
-            if saml_settings(settings) and self.sessions else None
+        self.saml = self._build_saml(settings)
         self.browser_login = build_browser_login(settings, self.sessions, self.jwks, self._outbound_session)
         self.authenticators: dict[str, Authenticator] = build_authenticators(
             Deps(settings=settings, jwks=self.jwks, http_session=self._outbound_session, metrics=self.metrics,
@@ -76,6 +73,16 @@ class Proxy:
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor.emit) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _build_saml(self, settings: Settings):
+        """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
+        if self.sessions is None or not any(isinstance(a, SAMLAuthenticatorSettings)
+                                            for a in settings.authenticators.values()):
+            return None
+        from .authn.saml import SAMLRuntime
+
+        return SAMLRuntime(settings, self.sessions, RouteTable(settings.routes), self._outbound_session,
+                           audit=lambda event: self.auditor.emit(event))
 
     def _outbound_session(self) -> aiohttp.ClientSession:
         """One pooled session for the proxy's own calls (JWKS, discovery); bounded by per-call timeouts."""
