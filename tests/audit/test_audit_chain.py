@@ -142,3 +142,24 @@ def test_ed25519_checkpoints_and_rotation_continue_the_chain(tmp_path, capsys):
     # one rotated file missing from the middle of the series is a deletion
     code = main(["audit", "verify", "--public-key", str(public), str(files[0]), *map(str, files[2:])])
     assert code == 1 and "deleted before this line" in capsys.readouterr().out
+
+
+def test_time_based_rotation_keeps_the_chain(tmp_path, monkeypatch, capsys):
+    import iam_proxy.audit.sinks.file as file_sink
+
+    clock = [1000.0]
+    monkeypatch.setattr(file_sink.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "audit.jsonl"
+    sink = FileAuditSink(FileSink(type="file", path=path, rotate_interval_seconds=60))
+    sink.write(sample_event(request_id="first"))
+    clock[0] += 30
+    sink.write(sample_event(request_id="second"))
+    assert rotated_files(path) == []  # not yet due
+    clock[0] += 31
+    sink.write(sample_event(request_id="third"))
+    sink.close()
+    rotated = rotated_files(path)
+    assert len(rotated) == 1
+    assert [json.loads(line)["request_id"] for line in rotated[0].read_text().splitlines()] == ["first", "second"]
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["third"]
+    assert main(["audit", "verify", str(rotated[0]), str(path)]) == 0
