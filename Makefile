@@ -24,6 +24,7 @@ check: venv certs
 	$(BIN)/iam-proxy check --config examples/quickstart.yaml
 
 policy-test: venv
+	scripts/install-peers.sh opa
 	$(BIN)/iam-proxy policy test policies/
 
 peers:

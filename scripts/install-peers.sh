@@ -9,6 +9,22 @@ source scripts/versions.env
 TOOLS="${IAM_PROXY_TOOLS:-$HOME/.cache/iam-proxy}"
 mkdir -p "$TOOLS/bin"
 
+# Go binaries, pinned; each built once per machine
+go_install() {  # name module version
+  local name=$1 module=$2 version=$3
+  local dest="$TOOLS/$name-$version"
+  if [ ! -x "$dest/$name" ]; then
+    echo "building $name $version with go install (first time only)"
+    GOBIN="$dest" GOFLAGS=-mod=mod go install "$module@$version"
+  fi
+  ln -sf "$dest/$name" "$TOOLS/bin/$name"
+}
+
+if [ "${1:-}" = "opa" ]; then  # `make policy-test` needs only OPA
+  go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
+  exit 0
+fi
+
 # Debian packages: binary -> package
 declare -A DEBS=(
   [nginx]=nginx [wrk]=wrk [rsyslogd]=rsyslog [redis-server]=redis-server
@@ -34,16 +50,6 @@ for svc in slapd nginx rsyslog redis-server krb5-kdc; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done
 
-# Go binaries, pinned; each built once per machine
-go_install() {  # name module version
-  local name=$1 module=$2 version=$3
-  local dest="$TOOLS/$name-$version"
-  if [ ! -x "$dest/$name" ]; then
-    echo "building $name $version with go install (first time only)"
-    GOBIN="$dest" GOFLAGS=-mod=mod go install "$module@$version"
-  fi
-  ln -sf "$dest/$name" "$TOOLS/bin/$name"
-}
 go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
 
 # Keycloak (the OIDC IdP of tests/keycloak/), fetched once from Maven Central with mvn and unpacked

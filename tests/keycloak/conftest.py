@@ -25,13 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from iam_proxy.devcerts import issue_cert
+from kc_support import ADMIN_PASSWORD, ARTIFACTS, CHROMIUM, SESSION_SECRET
 from support import REPO, Process, ProxyProcess, free_port, wait_for_port
 
 HERE = Path(__file__).resolve().parent
-ARTIFACTS = REPO / "test-artifacts" / "keycloak"
-CHROMIUM = "/usr/lib/chromium/chromium"
-ADMIN_PASSWORD = "admin-test-password"
-SESSION_SECRET = "test-session-secret-0123456789abcdef-not-for-production"
 POLICY = """package kc.authz
 
 import rego.v1
@@ -203,7 +200,9 @@ def redis_url(session_tmp: Path) -> Iterator[str]:
 # ---------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
+# Module scope: a running sync Playwright owns the main thread's event loop, so it must not outlive
+# the modules that use it (later tests call asyncio.run, and the SAML tests start their own).
+@pytest.fixture(scope="module")
 def chromium(dev_tls: DevTLS) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

@@ -7,7 +7,7 @@ import re
 import time
 
 
-from conftest import ARTIFACTS
+from kc_support import ARTIFACTS
 
 
 def _sign_in(page, username: str, password: str) -> None:

@@ -52,7 +52,7 @@ def test_redis_sessions_are_shared_by_replicas_and_logout_ends_them_everywhere(
 
 
 def test_redis_down_is_503_and_audited_never_anonymous(kc_proxy_factory, dev_tls):
-    from conftest import SESSION_SECRET
+    from kc_support import SESSION_SECRET
     from iam_proxy.session._seal import Sealer
     from support import free_port
 

@@ -44,7 +44,7 @@ def npm_idp(session_tmp: Path, saml_sp_base: str) -> Iterator[NpmSamlIdP]:
     idp.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # a running sync Playwright owns the thread's event loop: keep it short-lived
 def chromium_browser():
     """Headless Debian chromium driven by Playwright (never `playwright install`)."""
     from playwright.sync_api import sync_playwright
