@@ -27,6 +27,7 @@ from pydantic import (
 
 from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink  # noqa: F401 (re-exported)
 from .errors import ConfigError
+from .validators import http_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -628,12 +629,7 @@ class Route(_Model):
     strip_prefix: str | None = None
     labels: dict[str, str] = {}
 
-    @field_validator("upstream")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _http_url = field_validator("upstream")(http_url)
 
 
 # ---------------------------------------------------------------- policy, headers, audit
@@ -649,12 +645,7 @@ class OpaServerSettings(_Model):
     token: SecretStr | None = None  # sent as `Authorization: Bearer` (opa run --authentication=token)
     health_interval_seconds: float = Field(default=2.0, gt=0)
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _http_url = field_validator("url")(http_url)
 
 
 class DecisionCacheSettings(_Model):

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from ..validators import http_url
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -214,12 +216,7 @@ class HttpSink(_DeliveredSink):
     sourcetype: str = "iam-proxy:audit"
     tls: ClientTLSSettings | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+    _http_url = field_validator("url")(http_url)
 
     @model_validator(mode="after")
     def _auth(self) -> "HttpSink":
