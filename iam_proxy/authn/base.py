@@ -16,3 +16,15 @@ class Authenticator(Protocol):
     async def authenticate(self, ctx: RequestContext) -> Identity | None:
         """None: the request has no credential of my kind. Raise InvalidCredential: it has, but bad."""
         ...
+
+
+def authorization_credentials(ctx: RequestContext, scheme: str, header: str = "authorization") -> str | None:
+    """The credentials after `<scheme> ` in an Authorization-style header, stripped ("" when empty);
+    None when the header is absent or carries another scheme (not this authenticator's credential)."""
+    value = ctx.headers.get(header)
+    if value is None:
+        return None
+    found, _, credentials = value.strip().partition(" ")
+    if found.lower() != scheme:
+        return None
+    return credentials.strip()

@@ -25,6 +25,7 @@ from joserfc.errors import JoseError
 from ..context import RequestContext
 from ..errors import AuthUnavailable, InvalidCredential
 from ..settings import JWTAuthenticatorSettings, JWTProvider
+from .base import authorization_credentials
 from .identity import Identity
 from .jwks import JWKSCache, JWKSUnavailable
 from .mapping import identity_from_claims
@@ -42,13 +43,9 @@ def _b64json(segment: str) -> dict[str, Any]:
 
 def bearer_token(ctx: RequestContext, header: str) -> str | None:
     """The token of an `Authorization: Bearer` header, None when the header is absent or not Bearer."""
-    value = ctx.headers.get(header)
-    if value is None:
+    token = authorization_credentials(ctx, "bearer", header)
+    if token is None:
         return None
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    token = token.strip()
     if not token:
         raise InvalidCredential("token_malformed", message="The bearer token is empty.")
     return token

@@ -20,6 +20,7 @@ import gssapi
 from ..context import RequestContext
 from ..errors import AuthUnavailable, InvalidCredential
 from ..settings import KerberosAuthenticatorSettings
+from .base import authorization_credentials
 from .identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.kerberos")
@@ -34,13 +35,9 @@ _KRB5_OID_DERS = (bytes.fromhex("06 09 2a 86 48 86 f7 12 01 02 02"),  # krb5
 
 def negotiate_token(ctx: RequestContext, max_bytes: int) -> bytes | None:
     """The decoded token of `Authorization: Negotiate`, None when the header is absent or another scheme."""
-    value = ctx.headers.get("authorization")
-    if value is None:
+    token = authorization_credentials(ctx, "negotiate")
+    if token is None:
         return None
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "negotiate":
-        return None
-    token = token.strip()
     if not token:
         raise InvalidCredential("negotiate_token_malformed", message="The Negotiate token is empty.")
     if len(token) > max_bytes:

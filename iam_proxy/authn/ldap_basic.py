@@ -27,6 +27,7 @@ from ..directory.cache import ExpiringCache
 from ..directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
 from ..errors import AuthUnavailable, InvalidCredential
 from ..settings import LdapAuthenticatorSettings
+from .base import authorization_credentials
 from .identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.ldap")
@@ -46,13 +47,9 @@ class BasicCredentials:
 
 def basic_credentials(ctx: RequestContext) -> BasicCredentials | None:
     """The `Authorization: Basic` credentials, None when the header is absent or another scheme."""
-    value = ctx.headers.get("authorization")
-    if value is None:
+    encoded = authorization_credentials(ctx, "basic")
+    if encoded is None:
         return None
-    scheme, _, encoded = value.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    encoded = encoded.strip()
     if not encoded or len(encoded) > _MAX_HEADER_BYTES:
         raise InvalidCredential("basic_malformed", message="The Basic credentials are malformed.")
     try:
