@@ -26,5 +26,3 @@ class Metrics:
         self.bundle_loads = Counter("iam_proxy_bundle_loads_total",
                                     "Policy bundle activations by result (ok, not_modified, refused, error)",
                                     ["result"], registry=self.registry)
-        self.audit_failures = Counter("iam_proxy_audit_sink_failures_total", "Audit sink write failures",
-                                      ["sink"], registry=self.registry)
