@@ -2,7 +2,8 @@
 
     route match -> authenticate -> enrich -> build policy input -> decide -> mutate headers -> forward -> audit
 
-Every request, whatever happens to it, ends in exactly one audit event (the `finally` below).
+Every request, whatever happens to it, ends in exactly one audit event: an allowed one just before
+its answer completes (`audit_allowed`), any other in the `finally` below.
 Every failure maps to a ProxyError with a status and a reason code; anything unexpected is a 500
 `internal_error` whose details go only to the log.
 """
