@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from support import REPO, DevIssuer, OpaServer, ProxyProcess, base_config, start_upstream
+from support import DevIssuer, OpaServer, ProxyProcess, REPO, base_config, copy_policies, start_upstream
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +32,7 @@ def issuer(tmp_path: Path) -> DevIssuer:
 def policy_dir(tmp_path: Path) -> Path:
     """A private copy of the shipped policies, so a test may edit it."""
     target = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", target)
-    return target
+    return copy_policies(target)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -239,6 +240,31 @@ class OpaServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None:
             self.process.stop(sig)
+
+
+def copy_policies(target: Path, extra: dict[str, str] | None = None) -> Path:
+    """A private copy of the shipped policies (so a test may edit them), plus `extra` files by relative path."""
+    shutil.copytree(REPO / "policies", target)
+    for relative, text in (extra or {}).items():
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        (target / relative).write_text(text)
+    return target
+
+
+def audit_event(proxy: ProxyProcess, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The audit event of one request (sent with X-Request-Id); events land as its answer completes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in proxy.audit_events() if e.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            assert found, f"no audit event for request {request_id}"
+            return found[-1]
+        time.sleep(0.05)
+
+
+def upstream_headers(response: httpx.Response) -> dict[str, str]:
+    """The headers the echo upstream received, lower-cased."""
+    return {k.lower(): v for k, v in response.json()["headers"].items()}
 
 
 def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

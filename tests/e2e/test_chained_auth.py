@@ -8,7 +8,6 @@ import base64
 import datetime as dt
 import hashlib
 import os
-import shutil
 import time
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -23,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from iam_proxy.authn.apikey import create_key, revoke_key
 from iam_proxy.devcerts import issue_cert
 from peers.slapd import SERVICE_DN, SERVICE_PASSWORD, SUFFIX
-from support import REPO, DevIssuer, ProxyProcess, base_config, free_port
+from support import DevIssuer, ProxyProcess, base_config, copy_policies, free_port
 
 PEPPER = "e2e-pepper-0123456789abcdef"
 FRONT_PROXY = "127.0.0.5"  # the address the "front proxy" forwarding client certificates connects from
@@ -132,9 +131,7 @@ def setup(tmp_path_factory, upstream, slapd):
     """One proxy for the module (a proxy start costs seconds); tests use their own keys and request ids."""
     tmp = tmp_path_factory.mktemp("chained")
     issuer = DevIssuer(tmp / "issuer")
-    policy_dir = tmp / "policies"
-    shutil.copytree(REPO / "policies", policy_dir)
-    (policy_dir / "chain.rego").write_text(CHAIN_POLICY)
+    policy_dir = copy_policies(tmp / "policies", {"chain.rego": CHAIN_POLICY})
     key_file = tmp / "keys.yaml"
     create_key(key_file, PEPPER, "placeholder", [], None)
     client_pki = ClientPKI(tmp)

@@ -10,17 +10,13 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
-import time
-from pathlib import Path
 
 import gssapi
-import httpx
 import pytest
 
 from krb_kdc import KDC, REALM
-from support import DevIssuer, ProxyProcess, base_config
+from support import DevIssuer, ProxyProcess, audit_event, base_config, copy_policies, upstream_headers
 
 pytestmark = pytest.mark.peer("krb5kdc")
 
@@ -49,8 +45,7 @@ def kdc(tmp_path_factory):
 @pytest.fixture(scope="module")
 def krb_proxy(kdc, upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("krb-proxy")
-    policy_dir = tmp / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policy_dir)
+    policy_dir = copy_policies(tmp / "policies")
     issuer = DevIssuer(tmp / "issuer")
     config = base_config(upstream, issuer.jwks_path, tmp / "audit.jsonl", policy_dir)
     config["authenticators"].update({
@@ -89,21 +84,6 @@ def initiate(service: str = "HTTP@localhost") -> tuple[gssapi.SecurityContext, s
     ctx = gssapi.SecurityContext(name=gssapi.Name(service, gssapi.NameType.hostbased_service), usage="initiate",
                                  mech=SPNEGO, flags=gssapi.RequirementFlag.mutual_authentication)
     return ctx, "Negotiate " + base64.b64encode(ctx.step()).decode()
-
-
-def upstream_headers(response: httpx.Response) -> dict[str, str]:
-    return {k.lower(): v for k, v in response.json()["headers"].items()}
-
-
-def audit_event(proxy, request_id: str, timeout: float = 10.0) -> dict:
-    """The audit event of one request (sent with X-Request-Id); events land just after the response."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in proxy.audit_events() if e.get("request_id") == request_id]
-        if found or time.monotonic() > deadline:
-            assert found, f"no audit event for request {request_id}"
-            return found[-1]
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- real clients

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from support import DevIssuer, Process, ProxyProcess, base_config, free_port, wait_for_port
+from support import (DevIssuer, Process, ProxyProcess, audit_event, base_config, copy_policies, free_port,
+                     wait_for_port)
 from x509_pki import CERT_POLICY, PKI
 
 pytestmark = pytest.mark.peer("nginx")
@@ -75,10 +74,7 @@ def pki(tmp_path_factory) -> PKI:
 @pytest.fixture(scope="module")
 def front(pki, upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("x509-front")
-    policy_dir = tmp / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policy_dir)
-    (policy_dir / "x509test").mkdir()
-    (policy_dir / "x509test" / "x509test.rego").write_text(CERT_POLICY)
+    policy_dir = copy_policies(tmp / "policies", {"x509test/x509test.rego": CERT_POLICY})
     issuer = DevIssuer(tmp / "issuer")
     config = base_config(upstream, issuer.jwks_path, tmp / "audit.jsonl", policy_dir)
     config["listeners"]["trusted_proxies"] = [f"{TRUSTED}/32"]
@@ -131,17 +127,6 @@ def curl(url: str, pki: PKI, cert=None) -> tuple[int, dict]:
 
 def trusted_client(proxy) -> httpx.Client:
     return httpx.Client(base_url=proxy.url, timeout=10, transport=httpx.HTTPTransport(local_address=TRUSTED))
-
-
-def audit_event(proxy, request_id: str, timeout: float = 10.0) -> dict:
-    """The audit event of one request (sent with X-Request-Id); events land just after the response."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in proxy.audit_events() if e.get("request_id") == request_id]
-        if found or time.monotonic() > deadline:
-            assert found, f"no audit event for request {request_id}"
-            return found[-1]
-        time.sleep(0.05)
 
 
 def header_names(payload: dict) -> set[str]:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from support import DevIssuer, ProxyProcess, base_config, run_cli
+from support import DevIssuer, ProxyProcess, audit_event, base_config, copy_policies, run_cli, upstream_headers
 from x509_pki import CERT_POLICY, CLIENT, PKI, SERVER
 
 pytestmark = pytest.mark.peer("openssl")
@@ -58,10 +58,7 @@ def pki(tmp_path_factory) -> PKI:
 @pytest.fixture(scope="module")
 def tls_proxy(pki, upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("x509-tls")
-    policy_dir = tmp / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policy_dir)
-    (policy_dir / "x509test").mkdir()
-    (policy_dir / "x509test" / "x509test.rego").write_text(CERT_POLICY)
+    policy_dir = copy_policies(tmp / "policies", {"x509test/x509test.rego": CERT_POLICY})
     issuer = DevIssuer(tmp / "issuer")
     proxy = ProxyProcess(tls_config(pki, upstream, issuer, tmp, policy_dir), tmp).wait_ready()
     proxy.issuer = issuer
@@ -87,21 +84,6 @@ def curl(proxy, pki, path: str, cert=None) -> subprocess.CompletedProcess[str]:
     if cert is not None:
         argv += ["--cert", str(cert.cert_path), "--key", str(cert.key_path)]
     return subprocess.run(argv + [proxy.url + path], capture_output=True, text=True, timeout=20)
-
-
-def upstream_headers(response: httpx.Response) -> dict[str, str]:
-    return {k.lower(): v for k, v in response.json()["headers"].items()}
-
-
-def audit_event(proxy, request_id: str, timeout: float = 10.0) -> dict:
-    """The audit event of one request (sent with X-Request-Id); events land just after the response."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in proxy.audit_events() if e.get("request_id") == request_id]
-        if found or time.monotonic() > deadline:
-            assert found, f"no audit event for request {request_id}"
-            return found[-1]
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- good certificates
@@ -264,7 +246,7 @@ def _until(check, timeout: float = 10.0):
 def test_server_certificate_and_crl_reload_without_restart(upstream, tmp_path):
     pki = PKI.create(tmp_path / "pki")
     policy_dir = tmp_path / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policy_dir)
+    copy_policies(policy_dir)
     issuer = DevIssuer(tmp_path / "issuer")
     proxy = ProxyProcess(tls_config(pki, upstream, issuer, tmp_path, policy_dir), tmp_path).wait_ready()
     proxy.url = f"https://127.0.0.1:{proxy.port}"
