@@ -85,3 +85,10 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
     if include_input and policy_input is not None:
         event["input"] = mask_input(policy_input)
     return event
+
+
+def endpoint_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: int, outcome: str,
+                   reason: str) -> dict[str, Any]:
+    """The event for a request to one of the proxy's own endpoints (/.iam/...): no policy was asked."""
+    return build_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason, decision=None,
+                       policy_input=None, policy_revision=None, client_address=None)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 from authlib.common.security import generate_token
 
-from ..audit.event import build_event
+from ..audit.event import endpoint_event
 from ..authn.oidc_session import (
     CALLBACK_PATH,
     BrowserLogin,
@@ -113,9 +113,7 @@ class Portal:
             status = await self._error(ctx, send, ProxyError())
         finally:
             try:
-                self._audit(build_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason,
-                                        decision=None, policy_input=None, policy_revision=None,
-                                        client_address=None))
+                self._audit(endpoint_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason))
             except Exception:  # noqa: BLE001 - an audit bug must not hide the request
                 log.exception("could not audit a portal request")
 

@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from ...audit.event import build_event
+from ...audit.event import endpoint_event
 from ...context import RequestContext, context_from_scope
 from ...errors import AuthUnavailable, BadRequest, ProxyError, RouteNotFound
 from ...responses import send_error
@@ -85,9 +85,7 @@ class SAMLPortal:
             await send_error(send, ProxyError(), ctx.decision_id if ctx else "-")
         finally:
             try:
-                self._audit(build_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason,
-                                        decision=None, policy_input=None, policy_revision=None,
-                                        client_address=None))
+                self._audit(endpoint_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason))
             except Exception:  # noqa: BLE001 - an audit bug must not hide the request
                 log.exception("could not audit a SAML endpoint request")
 
