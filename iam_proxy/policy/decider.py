@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import PolicyError
 from .cache import DecisionCache, volatile_reasons
 from .engine import DecisionOutcome, PolicyEngine, ask, interpret
+from .input_reads import WHOLE, project
 
 log = logging.getLogger("iam_proxy.policy")
 
@@ -56,7 +57,9 @@ class Decider:
             if route_id in self.cached_routes and self.cache is not None and self.cacheable(engine):
                 # The generation changes on every swap, even when a bundle keeps its revision string.
                 revision = f"{engine.revision}#{getattr(engine, 'generation', 0)}"
-                cache_key = self.cache.key(revision, path, policy_input)
+                # Keyed by what the policies can read: requests differing elsewhere share an entry.
+                read = project(policy_input, getattr(engine, "input_reads", WHOLE))
+                cache_key = self.cache.key(revision, path, read)
                 hit = self.cache.get(revision, cache_key)
                 self.metrics.decision_cache.labels(result="hit" if hit else "miss").inc()
             if hit is not None:
