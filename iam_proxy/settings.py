@@ -602,8 +602,9 @@ class RoutePolicy(_Model):
     dry_run: bool = False
     # "embedded" or "opa"; unset = policy.engine.
     engine: Literal["embedded", "opa"] | None = None
-    # Cache this route's decisions (see policy.cache); refused for engine "opa".
-    cache: bool = False
+    # Cache this route's decisions (see policy.cache). Unset: on for the embedded engine, whose
+    # revision the proxy controls; true is refused for engine "opa".
+    cache: bool | None = None
 
     @field_validator("path")
     @classmethod
@@ -649,7 +650,7 @@ class OpaServerSettings(_Model):
 
 
 class DecisionCacheSettings(_Model):
-    """Sizes the decision cache; routes opt in with `policy.cache: true`."""
+    """Sizes the decision cache (on by default for routes on the embedded engine; `policy.cache`)."""
 
     max_entries: int = Field(default=10_000, ge=1)
     ttl_seconds: float = Field(default=10.0, gt=0)
@@ -819,13 +820,18 @@ class Settings(_Model):
             engine = route.policy.engine or self.policy.engine
             if engine == "opa" and self.policy.opa is None:
                 raise ValueError(f"routes[{i}].policy.engine: engine 'opa' needs policy.opa.url")
-            if engine == "opa" and route.policy.cache:
+            if engine == "opa" and route.policy.cache is True:
                 raise ValueError(f"routes[{i}].policy.cache: the decision cache needs a policy revision "
                                  "the proxy controls; it is not available with engine 'opa'")
         return self
 
     def engine_for(self, route: Route) -> str:
         return route.policy.engine or self.policy.engine
+
+    def caches_decisions(self, route: Route) -> bool:
+        if route.policy.cache is not None:
+            return route.policy.cache
+        return self.engine_for(route) == "embedded"
 
 
 def _check_saml(settings: "Settings") -> None:

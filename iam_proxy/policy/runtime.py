@@ -42,7 +42,7 @@ class PolicyRuntime:
         if "opa" in route_engines.values() and policy.opa is not None:
             self.engines["opa"] = OpaHttpEngine(policy.opa)
         self.default_engine = self.engines.get(policy.engine) or next(iter(self.engines.values()))
-        cached_routes = frozenset(r.id for r in settings.routes if r.policy.cache)
+        cached_routes = frozenset(r.id for r in settings.routes if settings.caches_decisions(r))
         cache = DecisionCache(policy.cache) if cached_routes else None
         self.decider = Decider(self.engines, route_engines, cached_routes, cache, metrics)
         self.decision_log = DecisionLogWriter(policy.decision_log.path) if policy.decision_log else None

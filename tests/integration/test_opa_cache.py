@@ -64,3 +64,17 @@ def test_a_policy_that_reads_the_clock_is_never_cached(proxy_factory, proxy_conf
     assert _metric(proxy, "iam_proxy_decision_cache_total", 'result="hit"') == 0
     assert "decision cache off" in proxy.process.logs()
     assert "clock.rego:5: time.now_ns" in proxy.process.logs()
+
+
+def test_by_default_requests_that_differ_only_in_what_no_rule_reads_share_one_decision(
+        proxy_factory, proxy_config, issuer):
+    proxy_config["routes"][0]["policy"].pop("cache", None)  # the default: on for the embedded engine
+    proxy = proxy_factory(proxy_config)
+    alice = {"Authorization": f"Bearer {issuer.token('alice', ['finance'])}"}
+    with proxy.client() as c:
+        statuses = [c.get("/api/invoices/1", headers={**alice, "X-Unread": str(i), "User-Agent": f"ua-{i}"}).status_code
+                    for i in range(3)]
+        statuses.append(c.get("/api/invoices/2", headers=alice).status_code)  # the path is read: a new entry
+    assert statuses == [200, 200, 200, 200]
+    assert [e["decision"]["cached"] for e in _events(proxy, 4)] == [False, True, True, False]
+    assert _metric(proxy, "iam_proxy_decision_cache_total", 'result="hit"') == 2
