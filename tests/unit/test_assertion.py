@@ -1,0 +1,30 @@
+"""The signed identity assertion verifies with the published keys and carries the identity."""
+
+from joserfc import jwt
+from joserfc.errors import BadSignatureError
+from joserfc.jwk import ECKey, KeySet
+import pytest
+
+from iam_proxy.authn.identity import Identity
+from iam_proxy.forward.assertion import AssertionSigner
+
+
+def test_assertion_verifies_with_the_published_jwks_and_carries_the_identity():
+    signer = AssertionSigner(None, "https://proxy.example", 60, clock=lambda: 1_800_000_000)
+    identity = Identity(sub='ali"ce', method="jwt", iss="https://idp", email="a@example.org",
+                        groups=("finance", "ops"), tenant="t1")
+    token = signer.sign(identity, "api", "decision-1")
+
+    verified = jwt.decode(token, KeySet.import_key_set(signer.jwks()), algorithms=["ES256"])
+    assert verified.header == {"alg": "ES256", "kid": signer.kid, "typ": "JWT"}
+    assert verified.claims == {"iss": "https://proxy.example", "aud": "api", "sub": 'ali"ce',
+                               "iat": 1_800_000_000, "exp": 1_800_000_060, "jti": "decision-1",
+                               "auth_method": "jwt", "idp": "https://idp", "email": "a@example.org",
+                               "tenant": "t1", "groups": ["finance", "ops"]}
+
+
+def test_assertion_does_not_verify_with_another_key():
+    token = AssertionSigner(None, "https://proxy.example", 60).sign(Identity(sub="bob", method="jwt"), "api", "d")
+    other = ECKey.generate_key("P-256", private=True)
+    with pytest.raises(BadSignatureError):
+        jwt.decode(token, other, algorithms=["ES256"])
