@@ -18,6 +18,7 @@ certs: venv
 	$(BIN)/python -m iam_proxy.devcerts certs
 
 run: venv certs
+	scripts/install-peers.sh runtime
 	scripts/run-quickstart.sh
 
 check: venv certs

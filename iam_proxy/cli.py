@@ -21,10 +21,18 @@ EXIT_CONFIG = 2
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import allocator
+
+    if args.from_command_line:
+        allocator.reexec_with_jemalloc(sys.argv[1:])  # returns only when jemalloc is not wanted or not there
     from .server import run
     from .settings import load_settings
 
     settings = load_settings(args.config)
+    if allocator.in_use() == "glibc" and allocator.requested() == "jemalloc":
+        logging.getLogger("iam_proxy").warning(
+            "running on glibc malloc: install libjemalloc2 (memory grows with embedded-engine decisions "
+            "under glibc, see docs/performance.md), or set %s=system to silence this", allocator.ENV)
     run(settings)
     return 0
 
@@ -285,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.from_command_line = argv is None  # only a real command line may re-execute the process
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:

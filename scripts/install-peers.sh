@@ -25,6 +25,16 @@ if [ "${1:-}" = "opa" ]; then  # `make policy-test` needs only OPA
   exit 0
 fi
 
+# jemalloc: `iam-proxy run` preloads it (iam_proxy/allocator.py); `make run` needs only this
+if [ "${1:-}" = "runtime" ]; then
+  if ! dpkg -s libjemalloc2 >/dev/null 2>&1; then
+    echo "installing Debian package: libjemalloc2"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null
+  fi
+  exit 0
+fi
+
 # Debian packages: binary -> package
 declare -A DEBS=(
   [nginx]=nginx [wrk]=wrk [rsyslogd]=rsyslog [redis-server]=redis-server
@@ -39,6 +49,7 @@ done
 # rsyslog's TLS driver and the Kerberos headers (python-gssapi builds against them) have no binary
 dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing+=(rsyslog-gnutls)
 dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
+dpkg -s libjemalloc2 >/dev/null 2>&1 || missing+=(libjemalloc2)  # the proxy's allocator (allocator.py)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
