@@ -47,7 +47,7 @@ from .targets import (
 from .tokens import TokenMinter, distinct_tokens
 
 LIGHT_CONNECTIONS = 4
-DEFAULT_TARGETS = ["upstream-direct", "nginx-proxy", "iam-proxy", "iam-proxy-cached", "iam-proxy-opa", "iam-proxy-forward-auth",
+DEFAULT_TARGETS = ["upstream-direct", "nginx-proxy", "iam-proxy", "iam-proxy-nocache", "iam-proxy-opa", "iam-proxy-forward-auth",
                    "iam-proxy-forward-auth-nocache", "oauth2-proxy"]
 
 

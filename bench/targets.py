@@ -237,7 +237,7 @@ class BenchContext:
 
 
 def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
-                cache_decisions: bool = False) -> tuple[Path, int, int]:
+                cache_decisions: bool | None = None) -> tuple[Path, int, int]:
     port, admin = free_port(), free_port()
     listeners: dict[str, Any] = {"proxy": {"host": "127.0.0.1", "port": port},
                                  "admin": {"host": "127.0.0.1", "port": admin}}
@@ -250,7 +250,9 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
         "authenticators": {"bearer": {"type": "jwt", "providers": ["dev"]}},
         "routes": [{"id": "api", "match": {"path": "/api/**"}, "upstream": ctx.upstream.url,
                     "authenticators": ["bearer"],
-                    "policy": {"path": "iam/authz/decision", "cache": cache_decisions}}],
+                    "policy": {"path": "iam/authz/decision",
+                               # None: the product default (on for the embedded engine, off for opa)
+                               **({} if cache_decisions is None else {"cache": cache_decisions})}}],
         "policy": policy,
         "identity_headers": {"assertion": {"key_file": str(REPO / "certs" / "assertion-key.pem")}},
         "audit": {"sinks": [{"type": "file", "path": str(ctx.workdir / f"{name}-audit.jsonl")}]},
@@ -261,7 +263,7 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
 
 
 def _start_iam(ctx: BenchContext, name: str, policy: dict[str, Any],
-               cache_decisions: bool = False) -> tuple[Service, int]:
+               cache_decisions: bool | None = None) -> tuple[Service, int]:
     config, port, admin = _iam_config(ctx, name, policy, cache_decisions)
     python = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else "python3"
     service = Service(name, [python, "-m", "iam_proxy", "--log-level", "WARNING", "run", "--config", str(config)],
@@ -295,13 +297,15 @@ def start_nginx_proxy(ctx: BenchContext) -> Running:
 def start_iam_proxy(ctx: BenchContext) -> Running:
     service, port = _start_iam(ctx, "iam-proxy", _embedded_policy())
     return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
-                   notes=f"embedded Rego, audit to file, {ctx.iam_workers} worker(s)")
+                   notes=f"embedded Rego (decision cache on, the default), audit to file, "
+                         f"{ctx.iam_workers} worker(s)")
 
 
-def start_iam_proxy_cached(ctx: BenchContext) -> Running:
-    service, port = _start_iam(ctx, "iam-proxy-cached", _embedded_policy(), cache_decisions=True)
+def start_iam_proxy_nocache(ctx: BenchContext) -> Running:
+    service, port = _start_iam(ctx, "iam-proxy-nocache", _embedded_policy(), cache_decisions=False)
     return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
-                   notes=f"as iam-proxy, with the route's decision cache on, {ctx.iam_workers} worker(s)")
+                   notes=f"as iam-proxy, decision cache off: the engine evaluates every request, "
+                         f"{ctx.iam_workers} worker(s)")
 
 
 def opa_binary() -> Path:
@@ -404,7 +408,7 @@ TARGETS = {
     "upstream-direct": start_upstream_direct,
     "nginx-proxy": start_nginx_proxy,
     "iam-proxy": start_iam_proxy,
-    "iam-proxy-cached": start_iam_proxy_cached,
+    "iam-proxy-nocache": start_iam_proxy_nocache,
     "iam-proxy-opa": start_iam_proxy_opa,
     "iam-proxy-forward-auth": start_forward_auth,
     "iam-proxy-forward-auth-nocache": start_forward_auth_nocache,

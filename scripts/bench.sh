@@ -11,7 +11,7 @@ TOOLS="${IAM_PROXY_TOOLS:-$HOME/.cache/iam-proxy}"
 PY=.venv/bin/python
 
 # matplotlib and py-spy: the `bench` extra (not needed by `make test`)
-if ! $PY -c "import matplotlib" >/dev/null 2>&1; then
+if ! $PY -c "import matplotlib, granian" >/dev/null 2>&1; then
   .venv/bin/pip install --quiet -e '.[test,bench]'
 fi
 
@@ -28,4 +28,9 @@ for bin in wrk; do
 done
 [ -x "$TOOLS/bin/opa" ] || { echo "missing $TOOLS/bin/opa: run make peers" >&2; exit 2; }
 
-exec $PY -m bench.harness "$@"
+$PY -m bench.harness "$@"
+# The full run also compares the hot path's building blocks (server x upstream client): bench/stack.py
+case " $* " in
+  *" --quick "*|*" --targets "*) ;;
+  *) $PY -m bench.stack ;;
+esac
