@@ -128,7 +128,7 @@ async def _explain(proxy: Any, report: dict[str, Any], scope: dict[str, Any], id
         remove=decision.request_headers_to_remove if decision.allowed else (),
         preserve_host=route.preserve_host)
     report["upstream"] = {
-        "url": str(proxy.upstream.url_for(ctx, ctx.route)),
+        "url": proxy.upstream.url_for(ctx, ctx.route),
         "headers": [list(h) for h in upstream_headers] if show_secrets
         else _masked_headers(upstream_headers, settings.identity_headers.assertion.header),
     }

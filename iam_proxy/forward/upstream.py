@@ -1,24 +1,20 @@
-"""The upstream hop: one pooled aiohttp session, request and response bodies streamed both ways.
+"""The upstream hop: request and response bodies streamed both ways over a pooled HTTP/1.1 client.
 
-Timeouts map to statuses in one place: connect failure -> 502, no answer (or a read stall) within
-the route's timeout -> 504. Once the response has started, a failure can only abort the connection.
+Timeouts map to statuses in one place: connect failure (or connect timeout) -> 502, no answer (or a
+read stall) within the route's timeout -> 504. Once the response has started, a failure can only
+abort the connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any, AsyncIterator, Callable
-
-import aiohttp
-from yarl import URL
+from typing import AsyncIterator, Callable
 
 from ..context import RequestContext
 from ..errors import UpstreamTimeout, UpstreamUnavailable
 from ..routes.matcher import CompiledRoute
 from .headers import response_headers
-
-CHUNK = 64 * 1024
+from .http1 import Http1Client, UpstreamBroken, UpstreamConnectFailed, UpstreamTimedOut
 
 
 class ClientDisconnected(Exception):
@@ -51,35 +47,34 @@ async def _request_body(receive) -> AsyncIterator[bytes]:
 class UpstreamClient:
     def __init__(self, max_connections: int = 1000) -> None:
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Http1Client | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
-                                             ttl_dns_cache=300, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-            )
-        return self._session
+    def client(self) -> Http1Client:
+        if self._client is None:  # made on first use: it belongs to the running event loop
+            self._client = Http1Client(max_connections=self._max_connections, keepalive_seconds=30)
+        return self._client
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
-    def url_for(self, ctx: RequestContext, route: CompiledRoute) -> URL:
+    def target_for(self, ctx: RequestContext, route: CompiledRoute) -> str:
+        """The request target sent upstream: the route's base path, the (prefix-stripped) path, the query."""
         path = ctx.raw_path
         prefix = route.settings.strip_prefix
         if prefix and path.startswith(prefix):
             path = path[len(prefix):] or "/"
             if not path.startswith("/"):
                 path = "/" + path
-        target = f"{route.upstream_scheme}://{route.upstream_host}{route.upstream_base_path}{path}"
+        target = f"{route.upstream_base_path}{path}"
         if ctx.query_string:
             target += "?" + ctx.query_string
-        return URL(target, encoded=True)
+        return target
+
+    def url_for(self, ctx: RequestContext, route: CompiledRoute) -> str:
+        return f"{route.upstream_scheme}://{route.upstream_host}{self.target_for(ctx, route)}"
 
     async def forward(self, ctx: RequestContext, route: CompiledRoute, headers: list[tuple[str, str]],
                       receive, send, extra_response_headers: dict[str, str],
@@ -89,47 +84,40 @@ class UpstreamClient:
         `before_last_chunk(status)` runs just before the response is completed, so the caller can
         record the request (audit) before the client can see it finished."""
         settings = route.settings
-        timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout_seconds,
-                                        sock_connect=settings.connect_timeout_seconds,
-                                        sock_read=settings.timeout_seconds)
-        data: Any = _request_body(receive) if _has_body(ctx) else None
+        if not any(name == "host" for name, _ in headers):
+            headers = [("host", route.upstream_host), *headers]
+        body: AsyncIterator[bytes] | None = _request_body(receive) if _has_body(ctx) else None
+        host, port = route.upstream_address
         started = time.perf_counter()
         try:
-            response = await self.session.request(
-                ctx.method, self.url_for(ctx, route), headers=headers, data=data,
-                allow_redirects=False, timeout=timeout, compress=None,
-            )
-        except ClientDisconnected:
-            raise
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(detail=f"{route.settings.upstream}: {type(exc).__name__}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnavailable(detail=f"{route.settings.upstream}: {type(exc).__name__}: {exc}") from None
+            response = await self.client.request(
+                ctx.method, route.upstream_scheme, host, port, self.target_for(ctx, route), headers, body,
+                connect_timeout=settings.connect_timeout_seconds, read_timeout=settings.timeout_seconds)
+        except UpstreamTimedOut as exc:
+            raise UpstreamTimeout(detail=f"{settings.upstream}: {exc}") from None
+        except (UpstreamConnectFailed, UpstreamBroken) as exc:
+            raise UpstreamUnavailable(detail=f"{settings.upstream}: {exc}") from None
 
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        async with response:
-            out_headers = response_headers(list(response.raw_headers))
+        try:
+            out_headers = response_headers(response.headers)
             out_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
                             for k, v in extra_response_headers.items()]
-            # A response with no body is complete, for the client, at its headers.
-            if ctx.method == "HEAD" or response.status in (204, 304) or response.content_length == 0:
-                if before_last_chunk is not None:
-                    before_last_chunk(response.status)
-                await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-                await send({"type": "http.response.body", "body": b""})
-                return response.status
             await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-            # One chunk is held back, so the hook runs before the client has the whole body.
+            # One chunk is held back, so the hook runs before the client has the whole body (and a
+            # response without a body is complete, for the client, at its empty last chunk).
             held = b""
             try:
-                async for chunk in response.content.iter_chunked(CHUNK):
+                async for chunk in response.chunks():
                     if held:
                         await send({"type": "http.response.body", "body": held, "more_body": True})
                     held = chunk
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (UpstreamTimedOut, UpstreamBroken) as exc:
                 raise UpstreamResponseFailed(f"{type(exc).__name__}: {exc}") from None
             if before_last_chunk is not None:
                 before_last_chunk(response.status)
             await send({"type": "http.response.body", "body": held})
+        finally:
+            response.release()
         return response.status

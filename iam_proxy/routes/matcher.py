@@ -56,8 +56,9 @@ class CompiledRoute:
     methods: frozenset[str]
     host_match: object
     upstream_scheme: str
-    upstream_host: str
+    upstream_host: str  # as in the URL (the Host header sent upstream): name[:port]
     upstream_base_path: str
+    upstream_address: tuple[str, int]  # where to connect
 
     @property
     def id(self) -> str:
@@ -81,6 +82,7 @@ def compile_route(route: Route) -> CompiledRoute:
         upstream_scheme=parts.scheme,
         upstream_host=parts.netloc,
         upstream_base_path=parts.path.rstrip("/"),
+        upstream_address=(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)),
     )
 
 
