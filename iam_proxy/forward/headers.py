@@ -119,6 +119,11 @@ class HeaderRewriter:
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers minus hop-by-hop ones and `Date` (the server adds its own)."""
     listed = connection_listed(raw)
-    return [(n, v) for n, v in raw if n.lower().decode("latin-1") not in HOP_BY_HOP and
-            n.lower().decode("latin-1") not in listed]
+    out = []
+    for name, value in raw:
+        key = name.lower().decode("latin-1")
+        if key not in HOP_BY_HOP and key not in listed and key != "date":
+            out.append((name, value))
+    return out
