@@ -1,10 +1,11 @@
 """Profile iam-proxy's hot path with py-spy while wrk drives the allowed-token request.
 
-    python -m bench.profile [--seconds 10] [--out bench/results]
+    python -m bench.profile [--seconds 10] [--target iam-proxy|iam-proxy-nocache] [--out bench/results]
 
 Starts the shared nginx upstream and one iam-proxy process (one worker, so one profile), runs wrk
-closed-loop, and samples the proxy with `py-spy record --format raw`. Writes `profile.txt` (the
-collapsed stacks, loadable by any flamegraph tool) and `profile.md`: the functions with the most
+closed-loop, and samples the proxy with `py-spy record --format raw`. Writes `<target>.txt` (the
+collapsed stacks, loadable by any flamegraph tool) and `<target>.md`, `profile` for the default
+target (decision cache on) and `profile-nocache` for the engine on every request: the functions with the most
 samples on top of the stack (self) and anywhere on the stack (inclusive), as shares of all samples.
 """
 
@@ -21,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from .loadgen import run_wrk, write_script
-from .targets import REPO, REQUEST_PATH, BenchContext, start_iam_proxy, start_upstream
+from .targets import REPO, REQUEST_PATH, BenchContext, start_iam_proxy, start_iam_proxy_nocache, start_upstream
 from .tokens import TokenMinter
 
 
@@ -55,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--target", choices=("iam-proxy", "iam-proxy-nocache"), default="iam-proxy")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args(argv)
+    start = start_iam_proxy if args.target == "iam-proxy" else start_iam_proxy_nocache
+    stem = "profile" if args.target == "iam-proxy" else "profile-nocache"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="iam-profile-"))
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     upstream = start_upstream(workdir, REPO / "certs" / "dev-jwks.json")
     running = None
     try:
-        running = start_iam_proxy(BenchContext(workdir=workdir, upstream=upstream,
+        running = start(BenchContext(workdir=workdir, upstream=upstream,
                                                jwks_file=REPO / "certs" / "dev-jwks.json", iam_workers=1))
         script = write_script(workdir, path=REQUEST_PATH, token=token)
         url = running.url + REQUEST_PATH
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             run_wrk(url, script, threads=1, connections=args.connections, seconds=args.seconds + 2)))
         load.start()
         time.sleep(1)
-        raw = out / "profile.txt"
+        raw = out / f"{stem}.txt"
         subprocess.run([py_spy(), "record", "--pid", str(running.proxy_pids[0]), "--duration",
                         f"{int(args.seconds)}", "--rate", "250", "--format", "raw", "--output", str(raw),
                         "--nonblocking"], check=True, capture_output=True, timeout=args.seconds + 60)
@@ -87,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
 
     total, own, inclusive = summarize(raw)
     result = loads[0] if loads else None
-    lines = [f"# iam-proxy hot-path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+    lines = [f"# {args.target} hot-path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"py-spy, {total:,} samples at 250 Hz over {args.seconds:g} s; one worker; wrk closed loop, "
              f"{args.connections} connections" + (f", {result.rps:,.0f} req/s during the profile" if result else ""),
              "", "| self | function |", "|---:|---|"]
     lines += [f"| {s:.1%} | `{f}` |" for f, s in own]
     lines += ["", "| inclusive | function |", "|---:|---|"]
     lines += [f"| {s:.1%} | `{f}` |" for f, s in inclusive]
-    (out / "profile.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'profile.md'} and {raw}", file=sys.stderr)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / (stem + '.md')} and {raw}", file=sys.stderr)
     return 0
 
 

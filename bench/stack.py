@@ -24,7 +24,7 @@ from .loadgen import run_wrk, write_script
 from .targets import REPO, Service, free_port, start_upstream, wait_for_port
 
 SERVERS = ("uvicorn", "granian")
-CLIENTS = ("none", "aiohttp", "httpx")
+CLIENTS = ("none", "aiohttp", "httpx", "http1")
 
 
 def _argv(server: str, port: int) -> list[str]:
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stack", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="iam-stack-"))
@@ -47,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     script = write_script(workdir, path="/api/invoices/1", token="x")
     rows = []
     try:
-        for server in SERVERS:
-            for client in CLIENTS:
+        for server in args.servers.split(","):
+            for client in args.clients.split(","):
                 port = free_port()
                 env = {**os.environ, "STACK_CLIENT": client, "STACK_UPSTREAM": upstream.url}
                 service = Service(f"{server}-{client}", _argv(server, port), workdir, env=env)

@@ -1,6 +1,7 @@
 """The ASGI app of bench/stack.py: read the request, forward it with the chosen client, answer.
 
-STACK_CLIENT: "none" (answer at once), "aiohttp" or "httpx"; STACK_UPSTREAM: the upstream URL.
+STACK_CLIENT: "none" (answer at once), "aiohttp", "httpx" or "http1" (iam_proxy/forward/http1.py, the
+proxy's own); STACK_UPSTREAM: the upstream URL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ _state: dict = {}
 
 
 async def _forward(path: str) -> tuple[int, bytes]:
+    if CLIENT == "http1":
+        from urllib.parse import urlsplit
+
+        from iam_proxy.forward.http1 import Http1Client
+
+        if "http1" not in _state:
+            _state["http1"] = Http1Client()
+        parts = urlsplit(UPSTREAM)
+        response = await _state["http1"].request("GET", "http", parts.hostname, parts.port, path,
+                                                 [("host", parts.netloc)], None, connect_timeout=5, read_timeout=30)
+        try:
+            return response.status, b"".join([chunk async for chunk in response.chunks()])
+        finally:
+            response.release()
     if CLIENT == "aiohttp":
         import aiohttp
 

@@ -42,3 +42,18 @@ def test_tiny_run_writes_results_for_upstream_and_iam_proxy(tmp_path):
     assert len(meta["targets"]) == 5  # the five targets (oauth2-proxy not run: not measured)
     markdown = (out / "latest.md").read_text()
     assert "| iam-proxy |" in markdown and "## Targets" in markdown
+
+
+def test_tiny_stack_comparison_writes_one_row_per_combination(tmp_path):
+    # granian is in the `bench` extra only; uvicorn and aiohttp are what the proxy itself runs on
+    proc = subprocess.run(
+        [PYTHON, "-m", "bench.stack", "--servers", "uvicorn", "--clients", "none,aiohttp,http1", "--seconds", "1",
+         "--repeats", "1", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "stack.json").read_text())["rows"]
+    assert [(r["server"], r["client"]) for r in rows] == [("uvicorn", "none"), ("uvicorn", "aiohttp"),
+                                                          ("uvicorn", "http1")]
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows), rows
+    assert "| uvicorn | http1 |" in (tmp_path / "stack.md").read_text()
