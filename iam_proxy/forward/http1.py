@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 client for the upstream hop: keep-alive pool, streaming both ways, one parser.
 
 Chosen by benchmark (bench/stack.py, docs/performance.md): behind the same uvicorn, forwarding with
-aiohttp's client cost about 270 us per request, with this one about 60. It does only what the
+aiohttp's client cost about 250 us per request, with this one about 100. It does only what the
 proxy needs: one request at a time per connection (no pipelining), bodies streamed with
 backpressure, responses parsed by httptools (llhttp, the parser uvicorn already uses), TLS to
 `https` upstreams with the system's trust store.
