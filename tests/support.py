@@ -190,6 +190,15 @@ class ProxyProcess:
             events = self.audit_events()
         return events
 
+    def metric(self, name: str, labels: str = "") -> float:
+        """A sample from the admin /metrics: the series of `name` carrying every `k="v"` of the
+        comma-separated `labels` (0 when there is none yet)."""
+        wanted = [part for part in labels.split(",") if part]
+        for line in httpx.get(f"{self.admin_url}/metrics").text.splitlines():
+            if line.startswith((f"{name}{{", f"{name} ")) and all(part in line for part in wanted):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 10), **kw)
 

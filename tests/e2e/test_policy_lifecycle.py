@@ -8,15 +8,7 @@ from collections import Counter
 import httpx
 import yaml
 
-from support import ProxyProcess, run_cli
-
-
-def _metric(proxy: ProxyProcess, name: str, labels: str) -> float:
-    text = httpx.get(f"{proxy.admin_url}/metrics").text
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{labels}}}"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+from support import run_cli
 
 
 BROKEN = "package iam.authz\n\nimport rego.v1\n\ndecision := {\"allowed\": true} if {\n  input.x ==\n}\n"
@@ -51,9 +43,9 @@ def test_broken_edit_at_reload_keeps_last_good_policy(proxy, issuer, policy_dir)
 
     (policy_dir / "iam" / "authz.rego").write_text(BROKEN)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _metric(proxy, "iam_proxy_policy_reloads_total", 'result="error"') < 1:
+    while time.monotonic() < deadline and proxy.metric("iam_proxy_policy_reloads_total", 'result="error"') < 1:
         time.sleep(0.1)
-    assert _metric(proxy, "iam_proxy_policy_reloads_total", 'result="error"') == 1
+    assert proxy.metric("iam_proxy_policy_reloads_total", 'result="error"') == 1
     assert "iam/authz.rego:6" in proxy.process.logs()
     with proxy.client() as c:
         assert c.get("/api/invoices/1", headers=finance).status_code == 200  # still the last good policy
@@ -64,7 +56,7 @@ def test_broken_edit_at_reload_keeps_last_good_policy(proxy, issuer, policy_dir)
     (policy_dir / "iam" / "authz.rego").write_text(
         "package iam.authz\n\nimport rego.v1\n\ndecision := {\"allowed\": true, \"reasons\": [\"open\"]}\n")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _metric(proxy, "iam_proxy_policy_reloads_total", 'result="ok"') < 1:
+    while time.monotonic() < deadline and proxy.metric("iam_proxy_policy_reloads_total", 'result="ok"') < 1:
         time.sleep(0.1)
     with proxy.client() as c:
         assert c.get("/api/invoices/1", headers=sales).status_code == 200

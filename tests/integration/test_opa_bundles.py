@@ -164,25 +164,11 @@ def retar_member(bundle: bytes, name: str) -> bytes:
 # ---------------------------------------------------------------- in the running proxy
 
 
-def _metric(proxy: ProxyProcess, labels: str) -> float:
-    for line in httpx.get(f"{proxy.admin_url}/metrics").text.splitlines():
-        if line.startswith(f"iam_proxy_bundle_loads_total{{{labels}}}"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def _wait_metric(proxy: ProxyProcess, labels: str, at_least: float) -> float:
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _metric(proxy, labels) < at_least:
+    while time.monotonic() < deadline and proxy.metric("iam_proxy_bundle_loads_total", labels) < at_least:
         time.sleep(0.05)
-    return _metric(proxy, labels)
-
-
-def _events(proxy: ProxyProcess, count: int) -> list[dict]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(proxy.audit_events()) < count:
-        time.sleep(0.05)
-    return proxy.audit_events()
+    return proxy.metric("iam_proxy_bundle_loads_total", labels)
 
 
 def _bundle_config(proxy_config: dict, bundle: dict, public: Path) -> dict:
@@ -218,7 +204,7 @@ def test_signed_bundle_file_in_the_proxy_keeps_last_good_on_tampering(proxy_fact
         (tmp_path / "r2.tar.gz").replace(bundle_file)
         assert _wait_metric(proxy, 'result="ok"', 1) == 1
         assert c.get("/api/invoices/1", headers=sales).status_code == 200
-    revisions = [e["bundles"]["policies"]["revision"] for e in _events(proxy, 3)]
+    revisions = [e["bundles"]["policies"]["revision"] for e in proxy.wait_audit(3, timeout=5)]
     assert revisions == ["rev-1", "rev-1", "rev-2"]
     assert httpx.get(f"{proxy.admin_url}/readyz").json()["policy_revision"] == "rev-2"
 
@@ -277,12 +263,12 @@ def test_bundle_from_url_is_polled_with_etag(proxy_factory, proxy_config, source
         assert _wait_metric(proxy, 'result="ok"', 1) == 1
         with proxy.client() as c:
             assert c.get("/public/x").status_code == 200
-        assert _events(proxy, 1)[-1]["bundles"]["policies"]["revision"] == "rev-2"
+        assert proxy.wait_audit(1, timeout=5)[-1]["bundles"]["policies"]["revision"] == "rev-2"
 
         server.bundle = retar(server.bundle, {"iam/authz.rego": b"package iam.authz\n"})
         assert _wait_metric(proxy, 'result="refused"', 1) >= 1
         with proxy.client() as c:
             assert c.get("/public/x").status_code == 200
-        assert _events(proxy, 2)[-1]["bundles"]["policies"]["revision"] == "rev-2"
+        assert proxy.wait_audit(2, timeout=5)[-1]["bundles"]["policies"]["revision"] == "rev-2"
     finally:
         server.shutdown()

@@ -5,24 +5,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
-
-from support import ProxyProcess
-
-
-def _metric(proxy: ProxyProcess, name: str, labels: str) -> float:
-    for line in httpx.get(f"{proxy.admin_url}/metrics").text.splitlines():
-        if line.startswith(f"{name}{{{labels}}}"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def _events(proxy: ProxyProcess, count: int) -> list[dict]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(proxy.audit_events()) < count:
-        time.sleep(0.05)
-    return proxy.audit_events()
-
 
 def test_cached_decisions_are_marked_counted_and_invalidated_by_a_policy_edit(proxy_factory, proxy_config,
                                                                                 issuer, policy_dir):
@@ -32,18 +14,18 @@ def test_cached_decisions_are_marked_counted_and_invalidated_by_a_policy_edit(pr
     with proxy.client() as c:
         first = [c.get("/api/invoices/1", headers={**bob, "X-Request-Id": f"req-{i}"}).status_code for i in range(3)]
         assert first == [403, 403, 403]
-        assert _metric(proxy, "iam_proxy_decision_cache_total", 'result="hit"') == 2
-        assert _metric(proxy, "iam_proxy_decision_cache_total", 'result="miss"') == 1
+        assert proxy.metric("iam_proxy_decision_cache_total", 'result="hit"') == 2
+        assert proxy.metric("iam_proxy_decision_cache_total", 'result="miss"') == 1
 
         # Sales may now read invoices: the very next decision after the reload uses the new revision.
         data = (policy_dir / "rbac" / "data.json").read_text()
         (policy_dir / "rbac" / "data.json").write_text(data.replace('"auditors"', '"sales"'))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _metric(proxy, "iam_proxy_policy_reloads_total", 'result="ok"') < 1:
+        while time.monotonic() < deadline and proxy.metric("iam_proxy_policy_reloads_total", 'result="ok"') < 1:
             time.sleep(0.05)
         assert c.get("/api/invoices/1", headers=bob).status_code == 200
         assert c.get("/api/invoices/1", headers=bob).status_code == 200
-    events = _events(proxy, 5)
+    events = proxy.wait_audit(5, timeout=5)
     assert [e["decision"]["cached"] for e in events] == [False, True, True, False, True]
     assert events[1]["decision"]["revision"] == events[0]["decision"]["revision"]
     assert events[3]["decision"]["revision"] != events[0]["decision"]["revision"]
@@ -60,8 +42,8 @@ def test_a_policy_that_reads_the_clock_is_never_cached(proxy_factory, proxy_conf
     token = {"Authorization": f"Bearer {issuer.token('alice')}"}
     with proxy.client() as c:
         assert [c.get("/clock/x", headers=token).status_code for _ in range(2)] == [200, 200]
-    assert [e["decision"]["cached"] for e in _events(proxy, 2)] == [False, False]
-    assert _metric(proxy, "iam_proxy_decision_cache_total", 'result="hit"') == 0
+    assert [e["decision"]["cached"] for e in proxy.wait_audit(2, timeout=5)] == [False, False]
+    assert proxy.metric("iam_proxy_decision_cache_total", 'result="hit"') == 0
     assert "decision cache off" in proxy.process.logs()
     assert "clock.rego:5: time.now_ns" in proxy.process.logs()
 
@@ -76,5 +58,5 @@ def test_by_default_requests_that_differ_only_in_what_no_rule_reads_share_one_de
                     for i in range(3)]
         statuses.append(c.get("/api/invoices/2", headers=alice).status_code)  # the path is read: a new entry
     assert statuses == [200, 200, 200, 200]
-    assert [e["decision"]["cached"] for e in _events(proxy, 4)] == [False, True, True, False]
-    assert _metric(proxy, "iam_proxy_decision_cache_total", 'result="hit"') == 2
+    assert [e["decision"]["cached"] for e in proxy.wait_audit(4, timeout=5)] == [False, True, True, False]
+    assert proxy.metric("iam_proxy_decision_cache_total", 'result="hit"') == 2

@@ -12,7 +12,7 @@ import pytest
 
 from iam_proxy.errors import ConfigError
 from iam_proxy.settings import parse_settings
-from support import REPO, ProxyProcess
+from support import REPO
 
 pytestmark = pytest.mark.peer("opa")
 
@@ -34,20 +34,6 @@ conflict := 2 if true
 """
 
 
-def _metric(proxy: ProxyProcess, name: str, labels: str) -> float:
-    for line in httpx.get(f"{proxy.admin_url}/metrics").text.splitlines():
-        if line.startswith(f"{name}{{") and all(part in line for part in labels.split(",")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def _wait_events(proxy: ProxyProcess, count: int) -> list[dict]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(proxy.audit_events()) < count:
-        time.sleep(0.05)
-    return proxy.audit_events()
-
-
 def _opa_config(config: dict, url: str, timeout: float = 0.5) -> dict:
     config["policy"]["engine"] = "opa"
     config["policy"]["opa"] = {"url": url, "timeout_seconds": timeout, "health_interval_seconds": 0.2}
@@ -67,7 +53,7 @@ def test_decisions_come_from_the_real_opa_with_reasons_and_decision_log(proxy_fa
     assert denied.status_code == 403
     assert denied.json()["reasons"] == ["user bob may not GET /api/invoices/1"]
 
-    events = _wait_events(proxy, 2)
+    events = proxy.wait_audit(2, timeout=5)
     assert [e["decision"]["engine"] for e in events] == ["opa", "opa"]
     assert events[0]["decision"]["revision"] == "opa-1.22.3"
     assert events[0]["bundles"] == {"policies": {"revision": "opa-1.22.3"}}
@@ -86,7 +72,7 @@ def test_decisions_come_from_the_real_opa_with_reasons_and_decision_log(proxy_fa
     assert "/input/attributes/request/http/headers/authorization" in first["masked"]
     raw = (tmp_path / "decisions.jsonl").read_text()
     assert alice not in raw and "qs-secret" not in raw
-    assert _metric(proxy, "iam_proxy_policy_decisions_total", 'engine="opa",result="allowed"') == 1
+    assert proxy.metric("iam_proxy_policy_decisions_total", 'engine="opa",result="allowed"') == 1
 
 
 def test_undefined_null_string_and_conflicting_decisions_deny_with_distinct_reasons(
@@ -109,9 +95,9 @@ def test_undefined_null_string_and_conflicting_decisions_deny_with_distinct_reas
         "s": "policy_malformed", "n": "policy_malformed", "a": "policy_malformed",
         "u": "policy_undefined", "c": "policy_error", "m": "policy_undefined"}
     assert all(r.status_code == 403 for r in got.values())
-    events = _wait_events(proxy, len(cases))
+    events = proxy.wait_audit(len(cases), timeout=5)
     assert all(e["outcome"] != "allowed" for e in events)
-    assert _metric(proxy, "iam_proxy_policy_decisions_total", 'engine="opa",result="policy_malformed"') == 3
+    assert proxy.metric("iam_proxy_policy_decisions_total", 'engine="opa",result="policy_malformed"') == 3
 
 
 def test_opa_frozen_then_killed_mid_test_denies_with_503_then_recovers(proxy_factory, proxy_config,
@@ -148,13 +134,13 @@ def test_opa_frozen_then_killed_mid_test_denies_with_503_then_recovers(proxy_fac
 
         opa.start()  # same port
         assert c.get("/api/invoices/1", headers=alice).status_code == 200
-    events = _wait_events(proxy, 7)
+    events = proxy.wait_audit(7, timeout=5)
     assert [(e["status"], e["reason"]) for e in events] == [
         (200, "allowed"), (503, "policy_timeout"), (403, "policy_denied"), (503, "policy_unavailable"),
         (503, "policy_unavailable"), (200, "allowed")]
     assert events[1]["outcome"] == "error" and events[3]["outcome"] == "error"
-    assert _metric(proxy, "iam_proxy_policy_decisions_total", 'engine="opa",result="policy_unavailable"') == 2
-    assert _metric(proxy, "iam_proxy_policy_decisions_total", 'engine="opa",result="policy_timeout"') == 1
+    assert proxy.metric("iam_proxy_policy_decisions_total", 'engine="opa",result="policy_unavailable"') == 2
+    assert proxy.metric("iam_proxy_policy_decisions_total", 'engine="opa",result="policy_timeout"') == 1
 
 
 def test_per_route_engines_and_dry_run(proxy_factory, proxy_config, opa_factory, issuer):
@@ -174,7 +160,7 @@ def test_per_route_engines_and_dry_run(proxy_factory, proxy_config, opa_factory,
         assert c.get("/api/invoices/1", headers=bob).status_code == 200  # dry run never blocks...
         assert c.get("/public/x").status_code == 503  # ...and only on the route that asked for it
         assert c.get("/emb/x", headers=bob).status_code == 403  # the embedded engine is unaffected
-    emb, denied, failed, public, emb_again = _wait_events(proxy, 5)
+    emb, denied, failed, public, emb_again = proxy.wait_audit(5, timeout=5)
     assert [e["decision"]["engine"] for e in (emb, denied, emb_again)] == ["embedded", "opa", "embedded"]
     assert denied["reason"] == "dry_run_denied" and denied["outcome"] == "allowed"
     assert denied["decision"]["dry_run"] is True
