@@ -10,15 +10,14 @@ import json
 import re
 import sys
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "saml"))
 
-from crafting import NO_KEY_VARIANTS, Captured, assert_refused  # noqa: E402
-from idp_kit import make_keypair, unb64  # noqa: E402
+from crafting import NO_KEY_VARIANTS, Captured, assert_refused, capture_login  # noqa: E402
+from idp_kit import make_keypair  # noqa: E402
 from saml_support import wait_event, wait_saml_ready  # noqa: E402
 
 from support import free_port  # noqa: E402
@@ -143,21 +142,14 @@ def test_keycloak_responses_crafted_by_an_attacker_are_refused(saml_kc_proxy, ke
     """The key-less attack variants (signature wrapping, comment in NameID, DTDs, tampering, replay)
     against a real Keycloak response; the re-signed variants run against the saml-idp npm IdP."""
     proxy = saml_kc_proxy
-    posted: dict[str, str] = {}
 
-    def intercept(route):
-        posted["body"] = route.request.post_data
-        route.fulfill(status=200, body="captured")
+    def sign_in(page) -> None:
+        page.fill("#username", "alice")
+        page.fill("#password", "alice-password")
+        page.click("#kc-login")
 
-    page.route(f"{proxy.url}/.iam/saml/acs", intercept)
-    page.goto(f"{proxy.url}/.iam/saml/login?rd=/app/ledger")
-    page.fill("#username", "alice")
-    page.fill("#password", "alice-password")
-    page.click("#kc-login")
-    page.wait_for_url(f"{proxy.url}/.iam/saml/acs")
-    cookie = next(c for c in page.context.cookies() if c["name"] == "iam_saml_login")
-    captured = Captured(proxy, unb64(parse_qs(posted["body"])["SAMLResponse"][0]),
-                        (cookie["name"], cookie["value"]), None, tmp_path, keycloak.issuer(REALM))
+    xml, cookie = capture_login(page, proxy, sign_in, "/app/ledger")
+    captured = Captured(proxy, xml, cookie, None, tmp_path, keycloak.issuer(REALM))
     for craft, reason in NO_KEY_VARIANTS:
         assert_refused(captured, captured.post(craft(captured)), reason)
     accepted = captured.post()

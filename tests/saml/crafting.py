@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+from urllib.parse import parse_qs
 
 import httpx
-from idp_kit import assertion_of, b64, make_keypair, resign, without_signature
+from idp_kit import assertion_of, b64, make_keypair, resign, unb64, without_signature
 from saml_support import wait_event
 
 from support import ProxyProcess
@@ -41,6 +42,28 @@ class Captured:
     def resign(self, xml: str, **kw) -> str:
         assert self.idp_key is not None, "re-signing needs the IdP's key"
         return resign(xml, self.idp_key, workdir=self.workdir, **kw)
+
+
+def capture_login(page: Any, proxy: ProxyProcess, sign_in: Callable[[Any], None], rd: str) -> tuple[str, tuple[str, str]]:
+    """Log in through the browser and stop the IdP's POST before it reaches the proxy's ACS: the real
+    response XML and the browser's login-state cookie. `sign_in(page)` fills and submits the IdP's form."""
+    posted: dict[str, str] = {}
+
+    def intercept(route) -> None:
+        posted["body"] = route.request.post_data
+        route.fulfill(status=200, body="captured")
+
+    page.route(f"{proxy.url}/.iam/saml/acs", intercept)
+    page.goto(f"{proxy.url}/.iam/saml/login?rd={rd}")
+    sign_in(page)
+    page.wait_for_url(f"{proxy.url}/.iam/saml/acs")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "iam_saml_login")
+    return unb64(parse_qs(posted["body"])["SAMLResponse"][0]), (cookie["name"], cookie["value"])
+
+
+def sign_in_npm_idp(page) -> None:
+    page.fill("#userName", "alice@example.org")
+    page.click("#btn-sign-in")
 
 
 def swap_name_id(xml: str, new: str = XSW_EVIL_NAME) -> str:

@@ -9,12 +9,10 @@ Every refusal must be a 401 with its reason code, audited, and must leave no ses
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
-
 import httpx
 import pytest
-from crafting import VARIANTS, Captured, assert_refused
-from idp_kit import b64, unb64
+from crafting import VARIANTS, Captured, assert_refused, capture_login, sign_in_npm_idp
+from idp_kit import b64
 from saml_support import NpmSamlIdP, audit_events, saml_proxy_config, wait_event, wait_saml_ready
 
 from support import ProxyProcess
@@ -27,22 +25,9 @@ def captured(tmp_path_factory, saml_proxy_port, upstream, saml_sp_keys, npm_idp:
                                idp={"url": npm_idp.metadata_url})
     proxy = wait_saml_ready(ProxyProcess(config, tmp).wait_ready())
     context = chromium_browser.new_context()
-    page = context.new_page()
-    posted: dict[str, str] = {}
-
-    def intercept(route):
-        posted["body"] = route.request.post_data
-        route.fulfill(status=200, body="captured")
-
-    page.route(f"{proxy.url}/.iam/saml/acs", intercept)
-    page.goto(f"{proxy.url}/.iam/saml/login?rd=/app/hello")
-    page.fill("#userName", "alice@example.org")
-    page.click("#btn-sign-in")
-    page.wait_for_url(f"{proxy.url}/.iam/saml/acs")
-    cookie = next(c for c in context.cookies() if c["name"] == "iam_saml_login")
+    xml, cookie = capture_login(context.new_page(), proxy, sign_in_npm_idp, "/app/hello")
     context.close()
-    xml = unb64(parse_qs(posted["body"])["SAMLResponse"][0])
-    yield Captured(proxy, xml, (cookie["name"], cookie["value"]), npm_idp.key_file, tmp, npm_idp.entity_id)
+    yield Captured(proxy, xml, cookie, npm_idp.key_file, tmp, npm_idp.entity_id)
     proxy.stop()
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from crafting import Captured, assert_refused
-from idp_kit import unb64
+from crafting import Captured, assert_refused, capture_login, sign_in_npm_idp
 from saml_support import NpmSamlIdP, saml_proxy_config, wait_saml_ready
 
 from support import Process, ProxyProcess, free_port, wait_for_port
@@ -40,23 +38,10 @@ def test_a_response_consumed_by_one_replica_is_a_replay_at_the_other(
     a, b = replicas
     try:
         context = chromium_browser.new_context()
-        page = context.new_page()
-        posted: dict[str, str] = {}
-
-        def intercept(route):
-            posted["body"] = route.request.post_data
-            route.fulfill(status=200, body="captured")
-
-        page.route(f"{a.url}/.iam/saml/acs", intercept)
-        page.goto(f"{a.url}/.iam/saml/login?rd=/app/hello")
-        page.fill("#userName", "alice@example.org")
-        page.click("#btn-sign-in")
-        page.wait_for_url(f"{a.url}/.iam/saml/acs")
-        cookie = next(c for c in context.cookies() if c["name"] == "iam_saml_login")
+        xml, cookie = capture_login(context.new_page(), a, sign_in_npm_idp, "/app/hello")
         context.close()
-        xml = unb64(parse_qs(posted["body"])["SAMLResponse"][0])
-        at_a = Captured(a, xml, (cookie["name"], cookie["value"]), None, tmp_path, npm_idp.entity_id)
-        at_b = Captured(b, xml, (cookie["name"], cookie["value"]), None, tmp_path, npm_idp.entity_id)
+        at_a = Captured(a, xml, cookie, None, tmp_path, npm_idp.entity_id)
+        at_b = Captured(b, xml, cookie, None, tmp_path, npm_idp.entity_id)
 
         accepted = at_a.post()
         assert accepted.status_code == 303, accepted.text
