@@ -235,10 +235,6 @@ class Response:
         self.headers = conn.headers
         self._released = False
 
-    @property
-    def has_no_body(self) -> bool:
-        return self._conn.complete and not self._conn._chunks
-
     def chunks(self) -> AsyncIterator[bytes]:
         return self._conn.body()
 
@@ -273,46 +269,36 @@ class Http1Client:
                       connect_timeout: float, read_timeout: float) -> Response:
         """Send the request and wait for the response head. `headers` must carry Host; a body is sent
         with its Content-Length header if there is one, else chunked."""
-        head_only = method == "HEAD"
-        if body is not None and not any(name.lower() == "content-length" for name, _ in headers):
+        chunked = body is not None and not any(name.lower() == "content-length" for name, _ in headers)
+        if chunked:
             headers = headers + [("transfer-encoding", "chunked")]
         head = _head_bytes(method, target, headers)
         key = (scheme, host, port)
         await self._slots.acquire()
         try:
-            conn, reused = await self._connection(key, connect_timeout)
-            try:
-                conn.begin(head_only, read_timeout)
-                if body is None:
-                    await conn.write(head)
-                else:
-                    await self._send_with_body(conn, head, body, chunked=headers[-1] == ("transfer-encoding", "chunked"))
-                conn.sent(read_timeout)
-                await conn.response_head()
-            except UpstreamBroken:
-                conn.close()
-                self._forget(conn)
-                if not (reused and body is None and not conn.started):
-                    raise
-                # A pooled connection the upstream had closed: send it once more on a fresh one.
-                conn, _ = await self._connection(key, connect_timeout, fresh=True)
+            for attempt in (1, 2):
+                conn, reused = await self._connection(key, connect_timeout, fresh=attempt == 2)
                 try:
-                    conn.begin(head_only, read_timeout)
-                    await conn.write(head)
+                    conn.begin(method == "HEAD", read_timeout)
+                    if body is None:
+                        await conn.write(head)
+                    else:
+                        await self._send_with_body(conn, head, body, chunked)
                     conn.sent(read_timeout)
                     await conn.response_head()
-                except BaseException:
+                    return Response(self, conn)
+                except BaseException as exc:
                     conn.close()
                     self._forget(conn)
-                    raise
-            except BaseException:
-                conn.close()
-                self._forget(conn)
-                raise
+                    # A pooled connection the upstream had closed: a bodyless request is sent once more
+                    # on a fresh connection.
+                    stale = isinstance(exc, UpstreamBroken) and reused and body is None and not conn.started
+                    if attempt == 2 or not stale:
+                        raise
+            raise AssertionError("unreachable")
         except BaseException:
             self._slots.release()
             raise
-        return Response(self, conn)
 
     async def _send_with_body(self, conn: _Connection, head: bytes, body: AsyncIterator[bytes], chunked: bool) -> None:
         await conn.write(head)
