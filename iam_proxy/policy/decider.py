@@ -52,6 +52,7 @@ class Decider:
         started = time.perf_counter()
         cache_key: bytes | None = None
         revision = ""
+        read = policy_input  # what the engine is asked with
         try:
             hit = None
             if route_id in self.cached_routes and self.cache is not None and self.cacheable(engine):
@@ -65,7 +66,7 @@ class Decider:
             if hit is not None:
                 outcome = interpret(hit, path, cached=True)
             else:
-                result = await ask(engine, path, policy_input)
+                result = await ask(engine, path, read)  # the projection, when one was made for the key
                 outcome = interpret(result, path)
                 if cache_key is not None and self.cache is not None:
                     self.cache.put(revision, cache_key, result)  # only well-formed decisions get here
