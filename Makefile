@@ -1,24 +1,37 @@
 # The two commands of the quick start are `make run` and `make test`; everything else is a step of them.
+# Each step installs what it needs before anything uses it: Debian packages first
+# (scripts/debian-packages.txt), then the venv, then the project's own files.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+CORE   := $(VENV)/.core-stamp
+FULL   := $(VENV)/.full-stamp
+# what `make test` installs: the test tools and every optional extra (Kerberos needs libkrb5-dev)
+EXTRAS := test,kerberos
 
-.PHONY: run test venv certs peers policy-test check bench clean
+.PHONY: run test venv certs system peers policy-test check bench clean
 
-$(STAMP): pyproject.toml
+# the core only: binary wheels, no compiler (what `make run` needs)
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-venv: $(STAMP)
+# the extras; the Debian packages they build against are installed first (peers)
+$(FULL): $(CORE) | peers
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+system:
+	scripts/install-peers.sh run
+
+venv: system $(CORE)
 
 certs: venv
 	$(BIN)/python -m iam_proxy.devcerts certs
 
 run: venv certs
-	scripts/install-peers.sh runtime
 	scripts/run-quickstart.sh
 
 check: venv certs
@@ -31,10 +44,10 @@ policy-test: venv
 peers:
 	scripts/install-peers.sh
 
-test: venv certs peers
+test: peers $(FULL) certs
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: venv certs peers
+bench: peers $(FULL) certs
 	scripts/bench.sh $(if $(QUICK),--quick,)
 
 clean:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink  # noqa: F401 (re-exported)
 from .errors import ConfigError
+from .extras import require_module, require_program
 from .validators import http_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -260,6 +261,12 @@ class KerberosAuthenticatorSettings(_Model):
     realm_tenants: dict[str, str] = {}  # realm -> Identity.tenant; other realms map to themselves
     strip_realm: bool = True  # Identity.username without "@REALM"
     max_token_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
+    @field_validator("type")
+    @classmethod
+    def _gssapi_installed(cls, value: str) -> str:
+        require_module("gssapi", "kerberos")
+        return value
 
 
 # ---------------------------------------------------------------- LDAP / Active Directory
@@ -540,6 +547,12 @@ class SAMLAuthenticatorSettings(_Model):
     login_timeout_seconds: int = Field(default=600, ge=30, le=3600)
     replay_cache: SAMLReplayCacheSettings = SAMLReplayCacheSettings()
     post_logout_path: str = "/"  # where the browser lands after Single Logout
+
+    @field_validator("type")
+    @classmethod
+    def _xmlsec1_installed(cls, value: str) -> str:
+        require_program("xmlsec1", "xmlsec1")  # pysaml2 verifies and signs XML through it
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -12,7 +12,7 @@ PY=.venv/bin/python
 
 # matplotlib and py-spy: the `bench` extra (not needed by `make test`)
 if ! $PY -c "import matplotlib, granian" >/dev/null 2>&1; then
-  .venv/bin/pip install --quiet -e '.[test,bench]'
+  .venv/bin/pip install --quiet -e '.[test,kerberos,bench]'
 fi
 
 # oauth2-proxy, pinned, built once per machine (not part of `make test`)

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Installs the real peers the tests talk to, idempotently: Debian packages that are missing, and
-# pinned Go binaries (OPA) built with `go install` into a cache outside the clone.
+# Installs what a step of the project needs, idempotently, from the project's own files:
+#   install-peers.sh run   Debian packages `make run` needs (scripts/debian-packages.txt, step run)
+#   install-peers.sh opa   the pinned OPA binary only (`make policy-test`)
+#   install-peers.sh ci    the clean-root check's tools (step ci)
+#   install-peers.sh       everything `make test` needs: Debian packages of steps run, build and test,
+#                          then OPA (go install), Keycloak (mvn), saml-idp (npm ci)
+# Go, Maven and npm downloads are cached under ~/.cache/iam-proxy (IAM_PROXY_TOOLS), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/versions.env
@@ -8,6 +13,31 @@ source scripts/versions.env
 
 TOOLS="${IAM_PROXY_TOOLS:-$HOME/.cache/iam-proxy}"
 mkdir -p "$TOOLS/bin"
+
+# Debian packages of the given steps that this machine lacks
+missing_debs() {
+  local package step binary
+  while read -r package step binary; do
+    case "$package" in ''|'#'*) continue ;; esac
+    [[ " $* " == *" $step "* ]] || continue
+    case "$binary" in
+      -) dpkg -s "$package" >/dev/null 2>&1 && continue ;;
+      *:*) "${binary%%:*}" -c "import ${binary#*:}" >/dev/null 2>&1 && continue ;;
+      *) { command -v "$binary" || [ -x "/usr/sbin/$binary" ]; } >/dev/null 2>&1 && continue ;;
+    esac
+    echo "$package"
+  done < scripts/debian-packages.txt
+}
+
+install_debs() {  # steps...
+  local missing
+  mapfile -t missing < <(missing_debs "$@")
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
 
 # Go binaries, pinned; each built once per machine
 go_install() {  # name module version
@@ -20,44 +50,22 @@ go_install() {  # name module version
   ln -sf "$dest/$name" "$TOOLS/bin/$name"
 }
 
-if [ "${1:-}" = "opa" ]; then  # `make policy-test` needs only OPA
-  go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
-  exit 0
-fi
+case "${1:-}" in
+  run)
+    # without root the quick start still runs: on glibc's malloc, with a warning at startup
+    install_debs run || echo "warning: could not install the Debian packages of step 'run'" >&2
+    exit 0 ;;
+  opa)
+    go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
+    exit 0 ;;
+  ci)
+    install_debs ci
+    exit 0 ;;
+  '') ;;
+  *) echo "usage: $0 [run|opa|ci]" >&2; exit 2 ;;
+esac
 
-# jemalloc: `iam-proxy run` preloads it (iam_proxy/allocator.py); `make run` needs only this
-if [ "${1:-}" = "runtime" ]; then
-  if ! dpkg -s libjemalloc2 >/dev/null 2>&1; then
-    echo "installing Debian package: libjemalloc2"
-    export DEBIAN_FRONTEND=noninteractive
-    # optional for running: without it the proxy runs on glibc's malloc and says so at startup
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends libjemalloc2 >/dev/null; } ||
-      echo "warning: could not install libjemalloc2; iam-proxy will run on glibc's malloc" >&2
-  fi
-  exit 0
-fi
-
-# Debian packages: binary -> package
-declare -A DEBS=(
-  [nginx]=nginx [wrk]=wrk [rsyslogd]=rsyslog [redis-server]=redis-server
-  [slapd]=slapd [ldapsearch]=ldap-utils [krb5kdc]=krb5-kdc [kadmin.local]=krb5-admin-server
-  [kinit]=krb5-user [xmlsec1]=xmlsec1 [gnutls-cli]=gnutls-bin [openssl]=openssl [curl]=curl
-  [chromium]=chromium [mvn]=maven [npm]=npm
-)
-missing=()
-for bin in "${!DEBS[@]}"; do
-  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${DEBS[$bin]}")
-done
-# rsyslog's TLS driver and the Kerberos headers (python-gssapi builds against them) have no binary
-dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing+=(rsyslog-gnutls)
-dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
-dpkg -s libjemalloc2 >/dev/null 2>&1 || missing+=(libjemalloc2)  # the proxy's allocator (allocator.py)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_debs run build test
 # slapd and nginx packages start system daemons on install; the tests run their own instances.
 for svc in slapd nginx rsyslog redis-server krb5-kdc; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi

@@ -27,7 +27,6 @@ from .apikey import ApiKeyAuthenticator
 from .base import Authenticator
 from .bearer_jwt import JWTAuthenticator
 from .introspection import IntrospectionAuthenticator
-from .kerberos import KerberosAuthenticator
 from .ldap_basic import LdapBasicAuthenticator
 from .oidc_session import OIDCSessionAuthenticator
 from .x509 import X509Authenticator
@@ -60,6 +59,8 @@ def _x509(name: str, cfg: X509AuthenticatorSettings, deps: Deps) -> Authenticato
 
 
 def _kerberos(name: str, cfg: KerberosAuthenticatorSettings, deps: Deps) -> Authenticator:
+    from .kerberos import KerberosAuthenticator  # the optional 'kerberos' extra (python-gssapi)
+
     return KerberosAuthenticator(name, cfg)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from saml2.saml import NameID
 from saml2.samlp import STATUS_SUCCESS
 
 from ...errors import AuthUnavailable, InvalidCredential
+from ...extras import program_path
 from ...settings import SAMLAttributeMapping, SAMLAuthenticatorSettings
 from ..identity import Identity
 from .metadata import MetadataError, check_metadata_document, fetch_idp_metadata
@@ -66,7 +66,7 @@ _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="saml")
 
 
 def xmlsec_binary() -> str:
-    return shutil.which("xmlsec1") or "/usr/bin/xmlsec1"
+    return program_path("xmlsec1") or "/usr/bin/xmlsec1"  # settings refused a config without it
 
 
 def sp_config_dict(settings: SAMLAuthenticatorSettings, idp_metadata: str | None) -> dict[str, Any]:
