@@ -18,10 +18,11 @@ work=$(mktemp -d /var/tmp/iam-proxy-fresh.XXXXXX)
 root="$work/root"
 cleanup() {
   local p
+  set +e
   for p in /proc/[0-9]*; do  # every process running inside the root (make, the proxy, the upstream)
-    [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && kill "${p#/proc/}" 2>/dev/null
+    [ "$(readlink "$p/root" 2>/dev/null)" != "$root" ] || kill "${p#/proc/}" 2>/dev/null || true
   done
-  [ -n "${proxy_pid:-}" ] && wait "$proxy_pid" 2>/dev/null
+  [ -z "${proxy_pid:-}" ] || wait "$proxy_pid" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
