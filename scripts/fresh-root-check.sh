@@ -37,6 +37,17 @@ if "$work/wheels-venv/bin/python" -c "import gssapi" 2>/dev/null; then
   echo "the core pulled in python-gssapi, which needs a compiler: it belongs in the 'kerberos' extra" >&2
   exit 1
 fi
+# without the extra, a kerberos authenticator is a config error naming the key and the install command
+sed 's/^  public: {type: anonymous}$/&\n  krb: {type: kerberos, keytab: \/etc\/krb5.keytab}/' examples/quickstart.yaml \
+  >"$work/kerberos.yaml"
+set +e
+out=$(cd "$repo" && "$work/wheels-venv/bin/iam-proxy" check --config "$work/kerberos.yaml" 2>&1); rc=$?
+set -e
+if [ $rc -ne 2 ] || [[ "$out" != *"authenticators.krb.type"*"pip install 'iam-proxy[kerberos]'"* ]]; then
+  echo "a kerberos authenticator without the extra should exit 2 naming the key; got $rc: $out" >&2
+  exit 1
+fi
+echo "ok: kerberos without its extra: $out"
 
 step "a clean Debian 12 root"
 scripts/install-peers.sh ci

@@ -84,3 +84,31 @@ def test_cli_reports_yaml_syntax_errors_with_line(tmp_path):
     result = run_cli("check", "--config", str(path))
     assert result.returncode == 2
     assert f"{path}:" in result.stderr and "invalid YAML" in result.stderr
+
+
+def test_kerberos_without_its_extra_names_the_key_and_the_install_command(monkeypatch):
+    import iam_proxy.extras
+
+    real_find_spec = iam_proxy.extras.importlib.util.find_spec
+    monkeypatch.setattr(iam_proxy.extras.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gssapi" else real_find_spec(name, *a))
+    config = minimal()
+    config["authenticators"]["krb"] = {"type": "kerberos", "keytab": "/etc/krb5.keytab"}
+    with pytest.raises(ConfigError) as excinfo:
+        parse_settings(config)
+    assert str(excinfo.value).startswith("authenticators.krb.type:")
+    assert "pip install 'iam-proxy[kerberos]'" in str(excinfo.value)
+
+
+def test_saml_without_xmlsec1_names_the_key_and_the_package(monkeypatch):
+    import iam_proxy.extras
+
+    monkeypatch.setattr(iam_proxy.extras.shutil, "which", lambda name: None)
+    monkeypatch.setattr(iam_proxy.extras.Path, "exists", lambda self: False)
+    config = minimal()
+    config["authenticators"]["sso"] = {"type": "saml", "base_url": "https://proxy.example", "key_file": "k.pem",
+                                       "cert_file": "c.pem", "idp": {"metadata_file": "idp.xml"}}
+    with pytest.raises(ConfigError) as excinfo:
+        parse_settings(config)
+    assert str(excinfo.value).startswith("authenticators.sso.type:")
+    assert "apt-get install xmlsec1" in str(excinfo.value)
