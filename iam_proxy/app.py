@@ -30,6 +30,7 @@ from .ops.metrics import Metrics
 from .pipeline import Pipeline
 from .portal import Portal
 from .policy.runtime import PolicyRuntime
+from . import redaction
 from .responses import send_error, send_json
 from .routes.matcher import RouteTable
 from .settings import SAMLAuthenticatorSettings, Settings
@@ -43,6 +44,8 @@ JWKS_PATH = "/.well-known/jwks.json"
 class Proxy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # audit events, decision logs and explain mask every header the config reads a credential from
+        redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
         self.policy = PolicyRuntime(settings, self.metrics)
         self.engine = self.policy.default_engine

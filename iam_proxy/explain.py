@@ -14,7 +14,7 @@ import json
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .audit.mask import mask_headers, mask_input
+from .redaction import mask_headers, mask_input
 from .authn.identity import Identity
 from .context import context_from_scope
 from .errors import ConfigError, PolicyError, ProxyError

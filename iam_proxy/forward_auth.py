@@ -43,6 +43,16 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+def _one_of(scope: dict[str, Any], nginx_name: bytes, other_name: bytes) -> str | None:
+    """The request description from nginx's header or Traefik's and Caddy's. A front proxy sets one
+    and may pass a client's copy of the other along: two that disagree are refused, never chosen."""
+    first, second = _header(scope, nginx_name), _header(scope, other_name)
+    if first is not None and second is not None and first != second:
+        raise BadRequest("forward_auth_description_conflict",
+                         message="The forward-auth request describes two different requests.")
+    return first if first is not None else second
+
+
 class ForwardAuth:
     def __init__(self, trusted_peers: list[str], trusted_proxies: list[str], only: bool) -> None:
         self.peers = TrustedProxies(trusted_peers)
@@ -65,8 +75,8 @@ class ForwardAuth:
         and Caddy send X-Forwarded-Method, -Uri, -Host, -Proto. The client is the first untrusted
         hop of X-Forwarded-For, as for the reverse proxy."""
         peer = self.admit(scope)
-        uri = _header(scope, b"x-original-uri") or _header(scope, b"x-forwarded-uri")
-        method = _header(scope, b"x-original-method") or _header(scope, b"x-forwarded-method") or "GET"
+        uri = _one_of(scope, b"x-original-uri", b"x-forwarded-uri")
+        method = _one_of(scope, b"x-original-method", b"x-forwarded-method") or "GET"
         if not uri or not uri.startswith("/"):
             raise BadRequest("forward_auth_uri_missing",
                              message="Forward-auth requests need X-Original-URI or X-Forwarded-Uri.")
