@@ -256,6 +256,8 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
         "policy": policy,
         "identity_headers": {"assertion": {"key_file": str(REPO / "certs" / "assertion-key.pem")}},
         "audit": {"sinks": [{"type": "file", "path": str(ctx.workdir / f"{name}-audit.jsonl")}]},
+        # nginx (forward-auth targets) asks /.iam/auth from loopback
+        "forward_auth": {"trusted_peers": ["127.0.0.1/32"]},
     }
     path = ctx.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -127,15 +127,15 @@ def mask_text(text: str) -> str:
 
 class RedactingFilter(logging.Filter):
     """On a handler: every record that handler writes, the proxy's and libraries' alike, is masked.
-    A SAML document (pysaml2 logs the posted response, NameID and attributes, when it fails a
-    check) is withheld whole."""
+    A record quoting a SAML document (pysaml2 puts the posted response, NameID and attributes, in
+    the SignatureError of a failed transform check and logs it) is withheld whole."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is logged as its format string
             message = str(record.msg)
-        if record.name.startswith("saml2") and _SAML_DOCUMENT.search(message):
+        if _SAML_DOCUMENT.search(message):
             masked = f"[a SAML document was withheld from this {record.levelname} record of {record.name}]"
         else:
             masked = mask_text(message)

@@ -64,6 +64,8 @@ class HeaderRewriter:
                                settings.assertion.header]
         self.spoofed = SpoofList([*settings.spoofable, *self.identity_names, settings.access_token])
         self._is_proxy_cookie = _is_proxy_cookie(session_cookie)
+        # one verdict per (raw name, route's opt-ins): a request's headers are judged by a dict lookup
+        self._verdicts = lru_cache(maxsize=8192)(self._verdict)
 
     @staticmethod
     def check_forwardable(identity: Identity) -> None:
@@ -90,28 +92,34 @@ class HeaderRewriter:
 
     def keeps(self, name: str, route: Route | None) -> bool:
         """May this inbound header (lower-case name) reach the upstream?"""
+        opted = (route.pass_authorization, route.method_override) if route is not None else (False, False)
+        return self._verdicts(name.encode("latin-1"), *opted) is not None
+
+    def _verdict(self, raw_name: bytes, pass_authorization: bool, method_override: bool) -> str | None:
+        """The lower-case name when the header may pass, None when it is dropped."""
+        name = raw_name.decode("latin-1").lower()
+        return name if self._keeps(name, pass_authorization, method_override) else None
+
+    def _keeps(self, name: str, pass_authorization: bool, method_override: bool) -> bool:
         if name in HOP_BY_HOP or name in FORWARDED or name in REQUEST_DESCRIPTION or name in self.spoofed:
             return False
         if has_unusual_characters(name) and not self.settings.keep_underscored_names:
             return False
         if name == "authorization":
-            return route is not None and route.pass_authorization
+            return pass_authorization
         if is_method_override(name):
-            return route is not None and route.method_override
+            return method_override
         return True
 
     def identity_headers(self, identity: Identity | None, assertion: str | None) -> list[tuple[str, str]]:
         """Every identity header the proxy owns, with "" for the ones this identity has no value for
         (forward-auth answers carry them all, so a front proxy overwrites any client copy)."""
-        s = self.settings
-        known = identity is not None and not identity.anonymous
-        values = [identity.sub if known else "",  # type: ignore[union-attr]
-                  (identity.email or "") if known else "",  # type: ignore[union-attr]
-                  ",".join(identity.groups) if known else "",  # type: ignore[union-attr]
-                  (identity.username or "") if known else "",  # type: ignore[union-attr]
-                  assertion or ""]
-        names = [s.user, s.email, s.groups, s.preferred_username, s.assertion.header]
-        return [(name, as_wire(value)) for name, value in zip(names, values)]
+        if identity is None or identity.anonymous:
+            values = ["", "", "", "", assertion or ""]
+        else:
+            values = [identity.sub, identity.email or "", ",".join(identity.groups), identity.username or "",
+                      assertion or ""]
+        return [(name, as_wire(value)) for name, value in zip(self.identity_names, values)]
 
     def policy_headers(self, headers: dict[str, str]) -> list[tuple[str, str]]:
         """A decision's headers that may be set: never identity, framing or hop-by-hop headers."""
@@ -122,14 +130,17 @@ class HeaderRewriter:
                                  extra: dict[str, str], remove: tuple[str, ...],
                                  preserve_host: bool) -> list[tuple[str, str]]:
         route = ctx.route.settings if ctx.route is not None else None
-        drop = connection_listed(ctx.raw_headers) | {"x-request-id"} | {r.lower() for r in remove}
-        drop |= ctx.consumed_headers
+        opted = (route.pass_authorization, route.method_override) if route is not None else (False, False)
+        drop = {"x-request-id", *(r.lower() for r in remove), *ctx.consumed_headers}
+        if "connection" in ctx.headers:
+            drop |= connection_listed(ctx.raw_headers)
         if not preserve_host:
             drop.add("host")
+        verdict = self._verdicts
         out: list[tuple[str, str]] = []
         for name, value in ctx.raw_headers:
-            key = name.decode("latin-1").lower()
-            if key in drop or not self.keeps(key, route):
+            key = verdict(name, *opted)
+            if key is None or key in drop:
                 continue
             text = value.decode("latin-1")
             if key == "cookie":

@@ -43,6 +43,16 @@ def test_garbage_is_refused(captured: Captured):
     assert_refused(captured, captured.post(raw=b64("<samlp:Response")), "saml_message_malformed")
 
 
+def test_a_response_failing_the_transform_check_is_refused(captured: Captured):
+    """A third Transform fails pysaml2's xmldsig constraints; its SignatureError quotes the whole
+    posted document, which pysaml2 logs at ERROR level (the next test reads the log)."""
+    xpath = ('<ds:Transform xmlns:ds="http://www.w3.org/2000/09/xmldsig#" '
+             'Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"/>')
+    xml, count = re.subn(r"(<(?:[\w-]+:)?Transforms>)", r"\1" + xpath, captured.xml, count=1)
+    assert count == 1
+    assert captured.post(xml).status_code == 401
+
+
 def test_no_saml_document_reaches_the_proxy_log(captured: Captured):
     """pysaml2 logs a response that fails its checks whole (NameID, attributes) at ERROR level;
     the proxy's log filter withholds such records (issue 13 item 8). Runs after the attacks above."""
