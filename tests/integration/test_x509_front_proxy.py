@@ -12,9 +12,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import yaml
 
 from support import (DevIssuer, Process, ProxyProcess, audit_event, base_config, copy_policies, free_port,
                      wait_for_port)
+from snippets import snippet
 from x509_pki import CERT_POLICY, PKI
 
 pytestmark = pytest.mark.peer("nginx")
@@ -270,3 +272,42 @@ def test_forged_certificate_header_is_stripped_before_upstream(front, pki, heade
     assert r.status_code == 200, r.text
     assert header.lower() not in header_names(r.json())
     assert "x-forwarded-user" not in header_names(r.json())
+
+
+# ---------------------------------------------------------------- docs/x509.md's nginx block, as written
+
+
+def test_docs_nginx_front_snippet(pki, upstream, tmp_path):
+    """The server block of docs/x509.md with its example paths and ports pointed at this test's PKI
+    and proxy; the proxy trusts nginx's address (127.0.0.1), as the docs' config block does."""
+    issuer = DevIssuer(tmp_path / "issuer")
+    config = base_config(upstream, issuer.jwks_path, tmp_path / "audit.jsonl", copy_policies(tmp_path / "policies"))
+    config["listeners"]["trusted_proxies"] = ["127.0.0.1/32"]
+    config["authenticators"]["edge-cert"] = {**yaml.safe_load(snippet("x509-behind-front-proxy").text)[
+        "authenticators"]["edge-cert"], "ca_file": str(pki.ca.path), "crl_file": str(pki.crl_path)}
+    config["routes"][1]["authenticators"] = ["edge-cert"]  # /public/**: the certificate is the only way in
+    proxy = ProxyProcess(config, tmp_path).wait_ready()
+    port = free_port()
+    server = (snippet("x509-nginx-front").text.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
+              .replace("/etc/nginx/tls/server.pem", str(pki.server.cert_path))
+              .replace("/etc/nginx/tls/server-key.pem", str(pki.server.key_path))
+              .replace("/etc/nginx/tls/client-ca.pem", str(pki.ca.path))
+              .replace("/etc/nginx/tls/client-ca.crl.pem", str(pki.crl_path))
+              .replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}"))
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    conf = NGINX_CONF.split("    # nginx asks")[0].format(dir=nginx_dir, server_cert=pki.server.cert_path,
+                                                          server_key=pki.server.key_path) + server + "}\n"
+    (nginx_dir / "nginx.conf").write_text(conf)
+    nginx = Process([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(nginx_dir), "-e",
+                     str(nginx_dir / "error.log"), "-c", str(nginx_dir / "nginx.conf")], tmp_path / "nginx.log")
+    try:
+        wait_for_port(port, nginx.proc)
+        status, payload = curl(f"https://127.0.0.1:{port}/public/x", pki, pki.good)
+        assert status == 200, payload
+        assert {k.lower(): v for k, v in payload["headers"].items()}["x-forwarded-user"] == "alice@example.org"
+        assert curl(f"https://127.0.0.1:{port}/public/x", pki, pki.revoked)[0] == 400  # nginx checks the CRL
+        assert curl(f"https://127.0.0.1:{port}/public/x", pki)[0] == 400  # no certificate
+    finally:
+        nginx.stop()
+        proxy.stop()
