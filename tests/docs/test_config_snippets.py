@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from snippets import snippet
-from support import PYTHON, REPO, opa_binary
+from support import PYTHON, opa_binary
 
 from iam_proxy.errors import ConfigError
 from iam_proxy.forward.headers import HeaderRewriter, TrustedProxies

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from peers.nginx import start_nginx
 from rawhttp import RecordingUpstream, request_bytes, send_raw
 from snippets import snippet
 from support import (DevIssuer, Process, ProxyProcess, audit_event, base_config, copy_policies, free_port,
@@ -24,22 +25,6 @@ from support import (DevIssuer, Process, ProxyProcess, audit_event, base_config,
 pytestmark = pytest.mark.peer("nginx")
 
 CLIENT = "127.0.0.5"
-NGINX_HTTP = """daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-{servers}
-}}
-"""
 SPOOFED = [("X-Forwarded-User", "mallory"), ("X-Forwarded-Email", "mallory@evil"),
            ("X-Forwarded-Preferred-Username", "mallory"), ("X-Forwarded-Roles", "admin"),
            ("X-Remote-User", "mallory"), ("Remote-User", "mallory"), ("X_Forwarded_User", "mallory"),
@@ -75,15 +60,11 @@ def iam(recorder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def nginx(iam, recorder, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("fa-nginx")
     front, down = free_port(), free_port()
     servers = as_written(snippet("nginx-forward-auth").text, front, iam.port, recorder.port)
     # the same snippet again, pointed at an iam-proxy that is not running
     servers += as_written(snippet("nginx-forward-auth").text, down, free_port(), recorder.port)
-    (directory / "nginx.conf").write_text(NGINX_HTTP.format(dir=directory, servers=servers))
-    process = Process([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(directory), "-e",
-                       str(directory / "error.log"), "-c", str(directory / "nginx.conf")], directory / "nginx.log")
-    wait_for_port(front, process.proc)
+    process = start_nginx(tmp_path_factory.mktemp("fa-nginx"), servers, [front, down])
     yield {"port": front, "down": down}
     process.stop()
 

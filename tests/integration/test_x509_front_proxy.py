@@ -6,7 +6,6 @@ forged by an untrusted peer. The front proxies connect from 127.0.0.3, the only 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from urllib.parse import quote
 
@@ -14,29 +13,16 @@ import httpx
 import pytest
 import yaml
 
-from support import (DevIssuer, Process, ProxyProcess, audit_event, base_config, copy_policies, free_port,
-                     wait_for_port)
+from peers.nginx import start_nginx
 from snippets import snippet
+from support import DevIssuer, ProxyProcess, audit_event, base_config, copy_policies, free_port
 from x509_pki import CERT_POLICY, PKI
 
 pytestmark = pytest.mark.peer("nginx")
 
 TRUSTED = "127.0.0.3"
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+NGINX_SERVERS = """
     ssl_certificate {server_cert};
     ssl_certificate_key {server_key};
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -64,7 +50,6 @@ http {{
             proxy_set_header ssl-client-cert $ssl_client_escaped_cert;
         }}
     }}
-}}
 """
 
 
@@ -96,17 +81,11 @@ def front(pki, upstream, tmp_path_factory):
     ]
     proxy = ProxyProcess(config, tmp).wait_ready()
 
-    nginx_dir = tmp / "nginx"
-    nginx_dir.mkdir()
     lenient_port, strict_port = free_port(), free_port()
-    (nginx_dir / "nginx.conf").write_text(NGINX_CONF.format(
-        dir=nginx_dir, server_cert=pki.server.cert_path, server_key=pki.server.key_path, ca=pki.ca.path,
-        crl=pki.crl_path, lenient_port=lenient_port, strict_port=strict_port, proxy_port=proxy.port,
-        trusted=TRUSTED))
-    nginx = Process([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(nginx_dir), "-e", str(nginx_dir / "error.log"),
-                     "-c", str(nginx_dir / "nginx.conf")], tmp / "nginx.log")
-    wait_for_port(lenient_port, nginx.proc)
-    wait_for_port(strict_port, nginx.proc)
+    nginx = start_nginx(tmp / "nginx", NGINX_SERVERS.format(
+        server_cert=pki.server.cert_path, server_key=pki.server.key_path, ca=pki.ca.path, crl=pki.crl_path,
+        lenient_port=lenient_port, strict_port=strict_port, proxy_port=proxy.port, trusted=TRUSTED),
+        [lenient_port, strict_port])
     proxy.lenient = f"https://127.0.0.1:{lenient_port}"
     proxy.strict = f"https://127.0.0.1:{strict_port}"
     yield proxy
@@ -294,15 +273,10 @@ def test_docs_nginx_front_snippet(pki, upstream, tmp_path):
               .replace("/etc/nginx/tls/client-ca.pem", str(pki.ca.path))
               .replace("/etc/nginx/tls/client-ca.crl.pem", str(pki.crl_path))
               .replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}"))
-    nginx_dir = tmp_path / "nginx"
-    nginx_dir.mkdir()
-    conf = NGINX_CONF.split("    # nginx asks")[0].format(dir=nginx_dir, server_cert=pki.server.cert_path,
-                                                          server_key=pki.server.key_path) + server + "}\n"
-    (nginx_dir / "nginx.conf").write_text(conf)
-    nginx = Process([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(nginx_dir), "-e",
-                     str(nginx_dir / "error.log"), "-c", str(nginx_dir / "nginx.conf")], tmp_path / "nginx.log")
+    body = (f"    ssl_certificate {pki.server.cert_path};\n    ssl_certificate_key {pki.server.key_path};\n"
+            + server)
+    nginx = start_nginx(tmp_path / "nginx", body, [port])
     try:
-        wait_for_port(port, nginx.proc)
         status, payload = curl(f"https://127.0.0.1:{port}/public/x", pki, pki.good)
         assert status == 200, payload
         assert {k.lower(): v for k, v in payload["headers"].items()}["x-forwarded-user"] == "alice@example.org"
