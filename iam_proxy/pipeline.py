@@ -25,9 +25,9 @@ from .errors import (AccessDenied, AuditUnavailable, AuthenticationRequired, Bad
                      PolicyError, ProxyError, RouteNotFound)
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter
+from .forward.upstream import ClientDisconnected, UpstreamClient, UpstreamResponseFailed
 from .forward_auth import ForwardAuth, refusal_headers
 from .header_safety import as_wire, is_method, method_override, safe_value, settable
-from .forward.upstream import ClientDisconnected, UpstreamClient, UpstreamResponseFailed
 from .ops.metrics import Metrics
 from .policy.decider import Decider
 from .policy.decision import Decision

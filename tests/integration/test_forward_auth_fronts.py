@@ -70,6 +70,21 @@ def nginx(iam, recorder, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def nginx_cached(iam, recorder, tmp_path_factory):
+    """The forward-auth snippet with the docs' auth-cache lines added where the docs say."""
+    directory = tmp_path_factory.mktemp("fa-nginx-cache")
+    path_line, _, location_lines = snippet("nginx-forward-auth-cache").text.partition("\n\n")
+    front = free_port()
+    server = as_written(snippet("nginx-forward-auth").text, front, iam.port, recorder.port)
+    server = server.replace("    location = /.iam/auth {\n", "    location = /.iam/auth {\n"
+                            + "".join(f"        {line}\n" for line in location_lines.splitlines() if line))
+    body = path_line.replace("/var/cache/nginx/iam-auth", str(directory / "cache")) + "\n" + server
+    process = start_nginx(directory, body, [front])
+    yield {"port": front}
+    process.stop()
+
+
+@pytest.fixture(scope="module")
 def caddy(iam, recorder, tmp_path_factory):
     directory = tmp_path_factory.mktemp("fa-caddy")
     front = free_port()
@@ -193,3 +208,18 @@ def test_traefik_requests_are_answered_as_the_snippet_expects(iam):
         assert r.header(name) is not None, name  # present (empty for an anonymous identity)
     assert {"X-Remote-User", "Remote-User", "X-Forwarded-Roles", "X-Original-URI"} <= cleared
     assert audit_event(iam, "traefik-1")["client"]["address"] == CLIENT
+
+
+def test_the_docs_auth_cache_is_keyed_by_host_and_every_credential(nginx_cached, iam):
+    alice = _token(iam, "alice", ["finance"])
+
+    def ask(request_id: str, *headers, host: str = "app.test") -> int:
+        raw = request_bytes("GET", "/api/invoices/1", [alice, ("X-Request-Id", request_id), *headers], host=host)
+        return send_raw(nginx_cached["port"], raw, source=CLIENT).status
+
+    assert ask("cache-1") == 200 and ask("cache-2") == 200  # the second answer comes from nginx's cache
+    assert ask("cache-3", host="other.test") == 200  # another host: asked again
+    assert ask("cache-4", ("Cookie", "sid=other")) == 200  # another credential: asked again
+    for request_id in ("cache-1", "cache-3", "cache-4"):
+        audit_event(iam, request_id)
+    assert not [e for e in iam.audit_events() if e["request_id"] == "cache-2"]
