@@ -25,6 +25,16 @@ from support import (DevIssuer, Process, ProxyProcess, audit_event, base_config,
 pytestmark = pytest.mark.peer("nginx")
 
 CLIENT = "127.0.0.5"
+# What authenticators set for the client (a refreshed session cookie, a Negotiate token), played by a policy
+CLIENT_HEADERS_POLICY = """package fronttest
+
+import rego.v1
+
+decision := {"allowed": true, "response_headers_to_add": {
+	"Set-Cookie": "__Host-iam_session=refreshed; Path=/; Secure; HttpOnly",
+	"WWW-Authenticate": "Negotiate b2s=",
+}}
+"""
 SPOOFED = [("X-Forwarded-User", "mallory"), ("X-Forwarded-Email", "mallory@evil"),
            ("X-Forwarded-Preferred-Username", "mallory"), ("X-Forwarded-Roles", "admin"),
            ("X-Remote-User", "mallory"), ("Remote-User", "mallory"), ("X_Forwarded_User", "mallory"),
@@ -50,7 +60,10 @@ def recorder():
 def iam(recorder, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fa-iam")
     issuer = DevIssuer(tmp / "issuer")
-    config = base_config(recorder.url, issuer.jwks_path, tmp / "audit.jsonl", copy_policies(tmp / "policies"))
+    policies = copy_policies(tmp / "policies", {"fronttest/fronttest.rego": CLIENT_HEADERS_POLICY})
+    config = base_config(recorder.url, issuer.jwks_path, tmp / "audit.jsonl", policies)
+    config["routes"].append({"id": "client-headers", "match": {"path": "/client-headers/**"}, "upstream": recorder.url,
+                             "authenticators": ["public"], "policy": {"path": "fronttest/decision"}})
     config.update(yaml.safe_load(snippet("forward-auth-config").text))
     proxy = ProxyProcess(config, tmp).wait_ready()
     proxy.issuer = issuer
@@ -223,3 +236,19 @@ def test_the_docs_auth_cache_is_keyed_by_host_and_every_credential(nginx_cached,
     for request_id in ("cache-1", "cache-3", "cache-4"):
         audit_event(iam, request_id)
     assert not [e for e in iam.audit_events() if e["request_id"] == "cache-2"]
+
+
+def test_nginx_passes_what_iam_proxy_sets_for_the_client(nginx):
+    r = _through(nginx, "/client-headers/x", [])
+    assert r.status == 200, r.body
+    assert r.header("Set-Cookie") == b"__Host-iam_session=refreshed; Path=/; Secure; HttpOnly"
+    assert r.header("WWW-Authenticate") == b"Negotiate b2s="
+
+
+def test_traefik_snippet_passes_the_session_cookie_iam_proxy_sets(iam):
+    forward = yaml.safe_load(snippet("traefik-forward-auth").text)["http"]["middlewares"]["iam"]["forwardAuth"]
+    assert forward["addAuthCookiesToResponse"] == [iam.config.get("sessions", {}).get("cookie_name",
+                                                                                     "__Host-iam_session")]
+    r = send_raw(iam.port, request_bytes("GET", "/.iam/auth", [("X-Forwarded-Uri", "/client-headers/x"),
+                                                                ("X-Forwarded-Method", "GET")]))
+    assert r.status == 200 and r.header("Set-Cookie").startswith(b"__Host-iam_session=")
