@@ -7,8 +7,9 @@ description (`X-Original-*`, `X-Forwarded-*`) is believed. An allowed answer car
 header the proxy owns (empty when the identity has no value, so the front proxy overwrites a
 client's copy), the policy's upstream headers, and what authenticators and the policy set for the
 client (session cookie, Negotiate token). A refusal carries its status, reason code, the policy's
-reasons and the error id as headers too, because nginx keeps only the headers of a subrequest:
-its error location hands them back to `/.iam/problem`, which renders the problem response.
+reasons and the error id as headers too (and a browser's sign-in URL), because nginx keeps only
+the headers of a subrequest: its error location hands them back to `/.iam/problem`, which renders
+the problem response (or the redirect to the proxy's own sign-in page).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from .context import merge_slashes
-from .errors import AccessDenied, BadRequest, ProxyError, RouteNotFound
+from .errors import AccessDenied, AuthenticationRequired, BadRequest, ProxyError, RouteNotFound
 from .forward.headers import TrustedProxies
+from .header_safety import safe_value
 from .responses import send_error
 
 AUTH_PATH = "/.iam/auth"
@@ -105,10 +107,15 @@ class ForwardAuth:
 
 
 def refusal_headers(error: ProxyError) -> list[tuple[str, str]]:
-    """What a front proxy that keeps only headers (nginx) needs to render a refusal."""
+    """What a front proxy that keeps only headers (nginx) needs to render a refusal, or the
+    sign-in redirect a browser without a session gets."""
     reasons = error.reasons if isinstance(error, AccessDenied) else []
-    return [("x-iam-status", str(error.status)), ("x-iam-reason", error.reason),
-            ("x-iam-reasons", json.dumps(reasons, ensure_ascii=True))]
+    out = [("x-iam-status", str(error.status)), ("x-iam-reason", error.reason),
+           ("x-iam-reasons", json.dumps(reasons, ensure_ascii=True))]
+    login_url = getattr(error, "login_url", None) if isinstance(error, AuthenticationRequired) else None
+    if login_url:
+        out = [("x-iam-status", "302"), *out[1:], ("x-iam-location", login_url)]
+    return out
 
 
 class _Rendered(AccessDenied):
@@ -136,6 +143,20 @@ def rendered_refusal(scope: dict[str, Any]) -> tuple[ProxyError, str]:
     return error, error_id if _ERROR_ID.match(error_id) else "-"
 
 
+def _sign_in_redirect(scope: dict[str, Any]) -> str | None:
+    """The proxy's own sign-in page /.iam/auth sent a browser to, when that is what is described."""
+    location = _header(scope, b"x-iam-location") or ""
+    if _header(scope, b"x-iam-status") == "302" and location.startswith("/.iam/") and safe_value(location):
+        return location
+    return None
+
+
 async def send_rendered_refusal(scope: dict[str, Any], send) -> int:
+    location = _sign_in_redirect(scope)
+    if location is not None:
+        await send({"type": "http.response.start", "status": 302, "headers": [
+            (b"location", location.encode("latin-1")), (b"content-length", b"0"), (b"cache-control", b"no-store")]})
+        await send({"type": "http.response.body", "body": b""})
+        return 302
     error, error_id = rendered_refusal(scope)
     return await send_error(send, error, error_id, head_only=scope.get("method") == "HEAD")

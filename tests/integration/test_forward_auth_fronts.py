@@ -64,6 +64,12 @@ def iam(recorder, tmp_path_factory):
     config = base_config(recorder.url, issuer.jwks_path, tmp / "audit.jsonl", policies)
     config["routes"].append({"id": "client-headers", "match": {"path": "/client-headers/**"}, "upstream": recorder.url,
                              "authenticators": ["public"], "policy": {"path": "fronttest/decision"}})
+    # a route with browser sign-in (the provider's endpoints are only needed once a login starts)
+    config["identity_providers"][0]["client"] = {"client_id": "iam-proxy", "client_secret": "x"}
+    config["authenticators"]["browser"] = {"type": "oidc_session", "providers": ["dev"]}
+    config["sessions"] = {"secret": "s" * 40}
+    config["routes"].append({"id": "app", "match": {"path": "/app/**"}, "upstream": recorder.url,
+                             "authenticators": ["browser"]})
     config.update(yaml.safe_load(snippet("forward-auth-config").text))
     proxy = ProxyProcess(config, tmp).wait_ready()
     proxy.issuer = issuer
@@ -252,3 +258,18 @@ def test_traefik_snippet_passes_the_session_cookie_iam_proxy_sets(iam):
     r = send_raw(iam.port, request_bytes("GET", "/.iam/auth", [("X-Forwarded-Uri", "/client-headers/x"),
                                                                 ("X-Forwarded-Method", "GET")]))
     assert r.status == 200 and r.header("Set-Cookie").startswith(b"__Host-iam_session=")
+
+
+def test_a_browser_without_a_session_is_sent_to_sign_in(front):
+    r = _through(front, "/app/reports?q=1", [("Accept", "text/html")])
+    assert r.status == 302, r.body
+    assert r.header("Location").startswith(b"/.iam/login?rd=%2Fapp%2Freports%3Fq%3D1")
+
+
+def test_the_problem_renderer_never_redirects_off_the_proxy_nor_echoes_bad_values(iam):
+    r = send_raw(iam.port, request_bytes("GET", "/.iam/problem", [
+        ("X-Iam-Status", "302"), ("X-Iam-Location", "https://evil.example/"), ("X-Iam-Reason", "<script>"),
+        ("X-Iam-Error-Id", "a b"), ("X-Iam-Reasons", '{"not": "a list"}')]))
+    assert r.status == 503 and r.header("Location") is None
+    problem = json.loads(r.body)
+    assert problem["reason"] == "authn_unavailable" and problem["error_id"] == "-" and "reasons" not in problem
