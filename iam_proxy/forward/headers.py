@@ -149,7 +149,7 @@ class HeaderRewriter:
                     continue
             out.append((key, text))
         xff, proto, host = self.forwarded_for(ctx)
-        out += [("x-forwarded-for", xff), ("x-forwarded-proto", proto), ("x-forwarded-host", as_wire(host)),
+        out += [("x-forwarded-for", xff), ("x-forwarded-proto", proto), ("x-forwarded-host", host),
                 ("x-request-id", ctx.request_id)]
         if identity is not None and not identity.anonymous:
             out += [(n, v) for n, v in self.identity_headers(identity, assertion) if v]

@@ -190,6 +190,8 @@ def test_header_values_outside_ascii_are_forwarded_byte_for_byte(edge):
     value = b"caf\xe9 \xc3\xa9 \xff"
     head = _get(edge, "/public/x", [(b"X-Note", value)]).upstream_head()
     assert head.get("X-Note") == value
+    raw = request_bytes("GET", "/public/x", [], host="caf\xe9.test")
+    assert send_raw(edge.port, raw).upstream_head().get("X-Forwarded-Host") == b"caf\xe9.test"
 
 
 def test_the_assertion_is_never_handed_back_to_the_client(edge):
