@@ -19,7 +19,6 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from .context import merge_slashes
 from .errors import AccessDenied, AuthenticationRequired, BadRequest, ProxyError, RouteNotFound
 from .forward.headers import TrustedProxies
 from .header_safety import safe_value
@@ -82,8 +81,7 @@ class ForwardAuth:
         if not uri or not uri.startswith("/"):
             raise BadRequest("forward_auth_uri_missing",
                              message="Forward-auth requests need X-Original-URI or X-Forwarded-Uri.")
-        path, _, query = uri.partition("?")
-        path = merge_slashes(path)
+        path, _, query = uri.partition("?")  # normalised with every other path (context_from_scope)
         host = _header(scope, b"x-forwarded-host") or _header(scope, b"host") or ""
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"host"] + [(b"host", host.encode("latin-1"))]
         client = self._hops.client_of(peer, _header(scope, b"x-forwarded-for"))
