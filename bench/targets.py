@@ -20,6 +20,8 @@ import yaml
 
 from iam_proxy.devcerts import DEV_AUDIENCE, DEV_ISSUER
 
+from .tokens import TOKEN_TTL_SECONDS
+
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = Path(os.environ.get("IAM_PROXY_TOOLS", Path.home() / ".cache" / "iam-proxy"))
 REQUEST_PATH = "/api/invoices/1"  # allowed for the `finance` group by the shipped policies
@@ -161,7 +163,7 @@ FORWARD_AUTH_HTTP = """
 
 FORWARD_AUTH_CACHE = """
       proxy_cache iam_auth;
-      proxy_cache_key "$http_authorization|$request_method|$request_uri";
+      proxy_cache_key "$host|$request_method|$request_uri|$http_authorization|$http_cookie|$http_x_api_key|$ssl_client_escaped_cert";
       proxy_cache_valid 200 {seconds}s;
       proxy_cache_valid any 0;
       proxy_ignore_headers Cache-Control Expires Set-Cookie;
@@ -246,7 +248,9 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
     config = {
         "listeners": listeners,
         "identity_providers": [{"id": "dev", "issuer": DEV_ISSUER, "jwks_file": str(ctx.jwks_file.resolve()),
-                                "audiences": [DEV_AUDIENCE], "algorithms": ["RS256"]}],
+                                "audiences": [DEV_AUDIENCE], "algorithms": ["RS256"],
+                                # the bench's tokens are minted once a week (bench/tokens.py)
+                                "max_token_lifetime_seconds": TOKEN_TTL_SECONDS}],
         "authenticators": {"bearer": {"type": "jwt", "providers": ["dev"]}},
         "routes": [{"id": "api", "match": {"path": "/api/**"}, "upstream": ctx.upstream.url,
                     "authenticators": ["bearer"],
@@ -256,6 +260,8 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
         "policy": policy,
         "identity_headers": {"assertion": {"key_file": str(REPO / "certs" / "assertion-key.pem")}},
         "audit": {"sinks": [{"type": "file", "path": str(ctx.workdir / f"{name}-audit.jsonl")}]},
+        # nginx (forward-auth targets) asks /.iam/auth from loopback
+        "forward_auth": {"trusted_peers": ["127.0.0.1/32"]},
     }
     path = ctx.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))

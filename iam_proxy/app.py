@@ -25,11 +25,13 @@ from .enrich.registry import build_enrichers
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter, TrustedProxies
 from .forward.upstream import UpstreamClient
+from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
 from .ops.metrics import Metrics
 from .pipeline import Pipeline
 from .portal import Portal
 from .policy.runtime import PolicyRuntime
-from .responses import send_json
+from . import redaction
+from .responses import send_error, send_json
 from .routes.matcher import RouteTable
 from .settings import SAMLAuthenticatorSettings, Settings
 from .session import build_session_manager
@@ -37,12 +39,13 @@ from .session import build_session_manager
 log = logging.getLogger("iam_proxy")
 
 JWKS_PATH = "/.well-known/jwks.json"
-FORWARD_AUTH_PATH = "/.iam/auth"
 
 
 class Proxy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # audit events, decision logs and explain mask every header the config reads a credential from
+        redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
         self.policy = PolicyRuntime(settings, self.metrics)
         self.engine = self.policy.default_engine
@@ -60,15 +63,20 @@ class Proxy:
                                                       http_session=self._outbound_session, metrics=self.metrics))
         assertion = settings.identity_headers.assertion
         self.signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds)
-        self.upstream = UpstreamClient()
+        # an upstream echoing the signed assertion must not hand it to the client
+        self.upstream = UpstreamClient(withheld_response_headers=frozenset(
+            {settings.identity_headers.assertion.header.lower().encode("latin-1")}))
         self.auditor = Auditor(settings.audit, self.metrics.registry)
-        self.rewriter = HeaderRewriter(settings.identity_headers, TrustedProxies(settings.listeners.trusted_proxies))
+        self.rewriter = HeaderRewriter(settings.identity_headers, TrustedProxies(settings.listeners.trusted_proxies),
+                                       session_cookie=settings.sessions.cookie_name)
+        self.forward_auth = ForwardAuth(settings.forward_auth.trusted_peers, settings.listeners.trusted_proxies,
+                                        only=settings.forward_auth.only)
         self.pipeline = Pipeline(
             routes=RouteTable(settings.routes), authenticators=self.authenticators, engine=self.engine,
             rewriter=self.rewriter, signer=self.signer, upstream=self.upstream, auditor=self.auditor,
             metrics=self.metrics, include_input=settings.audit.include_input,
             decider=self.policy.decider, decision_log=self.policy.decision_log,
-            enrichers=self.enrichers,
+            enrichers=self.enrichers, forward_auth=self.forward_auth,
         )
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor.emit) \
             if self.browser_login is not None else None
@@ -140,8 +148,11 @@ class Proxy:
         if scope["path"] == JWKS_PATH and scope["method"] in ("GET", "HEAD"):
             await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
             return
-        if scope["path"] == FORWARD_AUTH_PATH:
+        if scope["path"] == AUTH_PATH:
             await self.pipeline.handle(scope, receive, send, forward_auth=True)
+            return
+        if scope["path"] == PROBLEM_PATH:
+            await self._problem(scope, send)
             return
         if self.saml is not None and scope["path"].startswith("/.iam/saml/"):
             await self.saml.portal.handle(scope, receive, send)
@@ -150,6 +161,15 @@ class Proxy:
             await self.portal.handle(scope, receive, send)
             return
         await self.pipeline.handle(scope, receive, send)
+
+    async def _problem(self, scope: dict[str, Any], send) -> None:
+        """nginx's error location: render the refusal /.iam/auth decided (front proxies only)."""
+        try:
+            self.forward_auth.admit(scope)
+        except NotServed as exc:
+            await send_error(send, exc, "-")
+            return
+        await send_rendered_refusal(scope, send)
 
     async def admin_app(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] == "lifespan":

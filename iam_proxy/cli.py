@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from .authn.apikey_cli import add_apikey_commands
 from .errors import ConfigError
+from .redaction import install_log_redaction
 
 EXIT_CONFIG = 2
 
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     args.from_command_line = argv is None  # only a real command line may re-execute the process
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    install_log_redaction()  # every record, the proxy's and the libraries', is masked before it is written
     try:
         return args.func(args)
     except ConfigError as exc:

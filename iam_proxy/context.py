@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class RequestContext:
     # Request headers (lower-case) whose credential an authenticator consumed and that must not reach
     # the upstream: a Basic password checked against LDAP, an API key.
     consumed_headers: set[str] = field(default_factory=set)
+    # The access token an authenticator verified (bearer JWT, introspected token, session), sent
+    # upstream only on routes with pass_access_token.
+    access_token: str | None = None
+    # The front proxy that described this request to /.iam/auth (its address), None otherwise.
+    via: str | None = None
 
     @property
     def parsed_path(self) -> list[str]:
@@ -63,29 +69,17 @@ class RequestContext:
         return f"{self.raw_path}?{self.query_string}" if self.query_string else self.raw_path
 
 
+_SLASHES = re.compile("//+")
+
+
+def merge_slashes(path: str) -> str:
+    """`/api//invoices/1` is `/api/invoices/1`, as nginx (merge_slashes on) and most routers read it:
+    the route, the policy and the upstream all see the one form."""
+    return _SLASHES.sub("/", path) if "//" in path else path
+
+
 def _has_dot_segments(path: str) -> bool:
     return any(seg in (".", "..") for seg in path.split("/"))
-
-
-def forward_auth_scope(scope: dict[str, Any]) -> dict[str, Any]:
-    """The original request described by a forward-auth subrequest, as a scope of its own.
-
-    nginx `auth_request` sends X-Original-URI and X-Original-Method (set them in the location);
-    Traefik and Caddy send X-Forwarded-Method, X-Forwarded-Uri, X-Forwarded-Host, X-Forwarded-Proto.
-    """
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri")
-    method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
-    if not uri or not uri.startswith("/"):
-        raise BadRequest("forward_auth_uri_missing",
-                         message="Forward-auth requests need X-Original-URI or X-Forwarded-Uri.")
-    path, _, query = uri.partition("?")
-    rewritten = [(k, v) for k, v in scope["headers"] if k.lower() != b"host"]
-    host = headers.get("x-forwarded-host") or headers.get("host", "")
-    rewritten.append((b"host", host.encode("latin-1")))
-    return {**scope, "method": method.upper(), "path": unquote(path), "raw_path": path.encode("latin-1"),
-            "query_string": query.encode("latin-1"), "headers": rewritten,
-            "scheme": headers.get("x-forwarded-proto", scope.get("scheme", "http"))}
 
 
 def context_from_scope(scope: dict[str, Any]) -> RequestContext:
@@ -102,8 +96,11 @@ def context_from_scope(scope: dict[str, Any]) -> RequestContext:
     # Encoded separators and NULs let a path mean one thing to us and another to the upstream.
     if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or "\\" in raw_path:
         raise BadRequest("path_not_normalized", message="Encoded separators are not allowed in the path.")
+    if not raw_path.startswith("/"):
+        raise BadRequest("path_not_normalized", message="The path must be absolute and free of dot segments.")
+    raw_path = merge_slashes(raw_path)
     decoded = unquote(raw_path)
-    if not raw_path.startswith("/") or _has_dot_segments(raw_path) or _has_dot_segments(decoded):
+    if _has_dot_segments(raw_path) or _has_dot_segments(decoded):
         raise BadRequest("path_not_normalized", message="The path must be absolute and free of dot segments.")
 
     client = scope.get("client") or ("0.0.0.0", 0)

@@ -14,7 +14,7 @@ import json
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .audit.mask import mask_headers, mask_input
+from .redaction import mask_header, mask_input, mask_uri
 from .authn.identity import Identity
 from .context import context_from_scope
 from .errors import ConfigError, PolicyError, ProxyError
@@ -62,7 +62,7 @@ def _masked_headers(headers: list[tuple[str, str]], assertion_header: str) -> li
         if name.lower() == assertion_header.lower():
             out.append([name, f"<signed JWT {len(value)} bytes>"])
         else:
-            out.append([name, mask_headers({name.lower(): value})[name.lower()]])
+            out.append([name, mask_header(name.lower(), value)])
     return out
 
 
@@ -72,7 +72,7 @@ async def explain(settings: Settings, method: str, url: str, headers: list[tuple
     from .app import Proxy  # the same wiring as `run`, so the answer is the proxy's answer
 
     proxy = Proxy(settings)
-    report: dict[str, Any] = {"request": {"method": method.upper(), "url": url}}
+    report: dict[str, Any] = {"request": {"method": method.upper(), "url": url if show_secrets else mask_uri(url)}}
     try:
         await asyncio.gather(*(cache.refresh() for cache in proxy.jwks.values()))
         await _explain(proxy, report, synthesize_scope(method, url, headers, client), identity, show_secrets)
@@ -128,7 +128,7 @@ async def _explain(proxy: Any, report: dict[str, Any], scope: dict[str, Any], id
         remove=decision.request_headers_to_remove if decision.allowed else (),
         preserve_host=route.preserve_host)
     report["upstream"] = {
-        "url": proxy.upstream.url_for(ctx, ctx.route),
+        "url": proxy.upstream.url_for(ctx, ctx.route) if show_secrets else mask_uri(proxy.upstream.url_for(ctx, ctx.route)),
         "headers": [list(h) for h in upstream_headers] if show_secrets
         else _masked_headers(upstream_headers, settings.identity_headers.assertion.header),
     }

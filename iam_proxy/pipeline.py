@@ -19,13 +19,15 @@ from .audit.event import build_event
 from .audit.auditor import Auditor
 from .authn.base import Authenticator
 from .authn.identity import Identity
-from .context import RequestContext, context_from_scope, forward_auth_scope
+from .context import RequestContext, context_from_scope
 from .enrich.base import Enricher
-from .errors import (AccessDenied, AuditUnavailable, AuthenticationRequired, InvalidCredential, PolicyError,
-                     ProxyError)
+from .errors import (AccessDenied, AuditUnavailable, AuthenticationRequired, BadRequest, InvalidCredential,
+                     PolicyError, ProxyError, RouteNotFound)
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter
 from .forward.upstream import ClientDisconnected, UpstreamClient, UpstreamResponseFailed
+from .forward_auth import ForwardAuth, refusal_headers
+from .header_safety import as_wire, is_method, method_override, safe_value, settable
 from .ops.metrics import Metrics
 from .policy.decider import Decider
 from .policy.decision import Decision
@@ -50,7 +52,7 @@ class Pipeline:
                  rewriter: HeaderRewriter, signer: AssertionSigner, upstream: UpstreamClient,
                  auditor: Auditor, metrics: Metrics, include_input: bool = True,
                  decider: Decider | None = None, decision_log: DecisionLogWriter | None = None,
-                 enrichers: dict[str, Enricher] | None = None) -> None:
+                 enrichers: dict[str, Enricher] | None = None, forward_auth: ForwardAuth | None = None) -> None:
         self.routes = routes
         self.authenticators = authenticators
         self.enrichers = enrichers or {}
@@ -65,6 +67,7 @@ class Pipeline:
         self.auditor = auditor
         self.metrics = metrics
         self.include_input = include_input
+        self.forward_auth = forward_auth or ForwardAuth([], [], only=False)
 
     async def authenticate(self, ctx: RequestContext) -> Identity:
         """First authenticator that recognises its credential wins; a bad credential stops the chain."""
@@ -115,10 +118,16 @@ class Pipeline:
             audited = True
 
         try:
-            ctx = context_from_scope(forward_auth_scope(scope) if forward_auth else scope)
+            if forward_auth:
+                scope = self.forward_auth.describe(scope)
+            elif self.forward_auth.only:
+                raise RouteNotFound("proxying_disabled", detail="forward_auth.only: the proxy forwards nothing")
+            ctx = context_from_scope(scope)
+            ctx.via = scope.get("iam.via")
             if not self.auditor.admit():
                 raise AuditUnavailable()  # the request is refused, not left unaudited
             ctx.route = self.routes.match(ctx.method, ctx.host, ctx.path)
+            self._apply_method_override(ctx)
             ctx.identity = await self.enrich(ctx, await self.authenticate(ctx))
             self.rewriter.check_forwardable(ctx.identity)
             policy_input = build_input(ctx)
@@ -145,20 +154,22 @@ class Pipeline:
             identity = ctx.identity
             assertion = None
             if not identity.anonymous:
-                assertion = self.signer.sign(identity, audience=ctx.route.id, jti=ctx.decision_id)
-            headers = self.rewriter.upstream_request_headers(
-                ctx, identity, assertion,
-                extra=decision.headers if decision and decision.allowed else {},
-                remove=decision.request_headers_to_remove if decision and decision.allowed else (),
-                preserve_host=ctx.route.settings.preserve_host,
-            )
+                assertion = self.signer.sign(identity, audience=ctx.route.settings.assertion_audience
+                                             or ctx.route.id, jti=ctx.decision_id)
+            policy_headers = decision.headers if decision and decision.allowed else {}
+            client_headers = self._client_headers(ctx, decision)
             if forward_auth:
-                result.status = await self._answer_forward_auth(send, headers, audit_allowed)
+                result.status = await self.forward_auth.answer_allowed(
+                    send, self.rewriter.identity_headers(identity, assertion)
+                    + self.rewriter.policy_headers(policy_headers), client_headers, audit_allowed)
             else:
+                headers = self.rewriter.upstream_request_headers(
+                    ctx, identity, assertion, extra=policy_headers,
+                    remove=decision.request_headers_to_remove if decision and decision.allowed else (),
+                    preserve_host=ctx.route.settings.preserve_host,
+                )
                 result.status = await self.upstream.forward(
-                    ctx, ctx.route, headers, receive, send,
-                    extra_response_headers={**ctx.response_headers, **(decision.response_headers_to_add
-                                            if decision and decision.allowed else {})},
+                    ctx, ctx.route, headers, receive, send, extra_response_headers=client_headers,
                     before_last_chunk=audit_allowed,
                 )
         except ProxyError as exc:
@@ -170,7 +181,8 @@ class Pipeline:
             result.reason = exc.reason
             error_id = ctx.decision_id if ctx else "-"
             result.status = await send_error(send, exc, error_id, head_only=scope.get("method") == "HEAD",
-                                             authn_headers=ctx.response_headers if ctx else None)
+                                             authn_headers=ctx.response_headers if ctx else None,
+                                             extra_headers=refusal_headers(exc) if forward_auth else ())
         except ClientDisconnected:
             result.status, result.outcome, result.reason = 499, "error", "client_disconnected"
         except UpstreamResponseFailed as exc:
@@ -188,15 +200,27 @@ class Pipeline:
                                          outcome=result.outcome, reason=result.reason).inc()
             self.metrics.latency.labels(outcome=result.outcome).observe(time.perf_counter() - started)
 
-    async def _answer_forward_auth(self, send, headers: list[tuple[str, str]], before_last_chunk) -> int:
-        """200 carrying only what the front proxy should set upstream: identity headers and assertion."""
-        wanted = self.rewriter.identity_names
-        out = [(k.lower().encode("latin-1"), v.encode()) for k, v in headers if k.lower() in wanted]
-        out += [(b"content-length", b"0"), (b"cache-control", b"no-store")]
-        before_last_chunk(200)  # the answer is complete at its headers (no body)
-        await send({"type": "http.response.start", "status": 200, "headers": out})
-        await send({"type": "http.response.body", "body": b""})
-        return 200
+    @staticmethod
+    def _apply_method_override(ctx: RequestContext) -> None:
+        """On a route that honours method overrides, the policy decides on the overridden method
+        (elsewhere the header is dropped before forwarding, so the decided method is the one run)."""
+        assert ctx.route is not None
+        if not ctx.route.settings.method_override:
+            return
+        method = method_override(ctx.headers)
+        if method is None:
+            return
+        if not is_method(method):
+            raise BadRequest("method_override_invalid", message="The method override is not a method.")
+        ctx.method = method
+
+    @staticmethod
+    def _client_headers(ctx: RequestContext, decision: Decision | None) -> list[tuple[str, str]]:
+        """For the client: what authenticators set (session cookie, Negotiate token) and the policy's
+        response_headers_to_add, never a framing or hop-by-hop header."""
+        added = decision.response_headers_to_add if decision is not None and decision.allowed else {}
+        return [(name, as_wire(value)) for name, value in [*ctx.response_headers.items(), *added.items()]
+                if settable(name) and safe_value(value)]
 
     def _audit(self, scope, ctx, result: _Outcome, outcome, policy_input, dry_run: bool) -> None:
         try:

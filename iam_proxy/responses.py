@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from .errors import AccessDenied, AuthenticationRequired, InvalidCredential, ProxyError
+from .header_safety import as_wire, safe_value, settable
 
 PROBLEM_TYPE = "https://iam-proxy.dev/problems/"
 
@@ -38,14 +39,19 @@ def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
                 value = f'{challenge}, error="invalid_token", error_description="{error.reason}"'
             headers.append((b"www-authenticate", value.encode()))
     elif isinstance(error, AccessDenied):
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+        # a policy's deny headers never frame the response or forge hop-by-hop ones
+        headers += [(k.lower().encode("latin-1"), as_wire(v).encode("latin-1")) for k, v in error.headers.items()
+                    if settable(k) and safe_value(v)]
     return headers
 
 
 async def send_error(send, error: ProxyError, error_id: str, head_only: bool = False,
-                     authn_headers: dict[str, str] | None = None) -> int:
-    """`authn_headers`: what authenticators set for the client (a refreshed or cleared session cookie)."""
-    authn = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (authn_headers or {}).items()]
+                     authn_headers: dict[str, str] | None = None,
+                     extra_headers: list[tuple[str, str]] = ()) -> int:
+    """`authn_headers`: what authenticators set for the client (a refreshed or cleared session cookie);
+    `extra_headers`: more for the client (a forward-auth refusal's description)."""
+    authn = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+             for k, v in [*(authn_headers or {}).items(), *extra_headers]]
     login_url = getattr(error, "login_url", None)
     if isinstance(error, AuthenticationRequired) and login_url:
         await send({"type": "http.response.start", "status": 302,

@@ -11,6 +11,7 @@ import socket
 import uvicorn
 
 from .app import Proxy
+from .redaction import install_log_redaction
 from .settings import Listener, Settings
 from .tls import ClientCertHttpToolsProtocol, ServerTLS
 
@@ -45,6 +46,8 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, a
     servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on"))]
     if admin:
         servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off")))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
+        install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

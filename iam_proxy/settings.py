@@ -141,6 +141,8 @@ class JWTProvider(_Model):
                              "ES256", "ES384", "ES512", "EdDSA"]] = ["RS256"]
     leeway_seconds: int = Field(default=30, ge=0, le=300)
     require_exp: bool = True
+    # A token living longer than this (exp minus iat/nbf, or minus now) is refused: token_lifetime_too_long.
+    max_token_lifetime_seconds: int = Field(default=86400, ge=60)
     claims: ClaimMapping = ClaimMapping()
     preset: ClaimPreset | None = None  # fills `claims` (which must then be left out)
     client: OIDCClientSettings | None = None
@@ -640,10 +642,31 @@ class Route(_Model):
     timeout_seconds: float = Field(default=30, gt=0)
     connect_timeout_seconds: float = Field(default=5, gt=0)
     preserve_host: bool = False
+    # Removed from the path sent upstream when the path starts with it as whole segments
+    # ("/api" turns "/api/v1" into "/v1", and leaves "/apiv2" alone).
     strip_prefix: str | None = None
     labels: dict[str, str] = {}
+    # The client's Authorization header stays at the proxy unless this is true.
+    pass_authorization: bool = False
+    # Send the verified access token upstream in identity_headers.access_token (oauth2-proxy's
+    # pass_access_token): the bearer token, or the browser session's access token.
+    pass_access_token: bool = False
+    # Method-override headers (X-HTTP-Method-Override, ...) are dropped unless this is true; then the
+    # policy decides on the overridden method, and the header is forwarded.
+    method_override: bool = False
+    # The `aud` of the X-Iam-Assertion sent to this route's upstream (default: the route id).
+    assertion_audience: str | None = None
 
     _http_url = field_validator("upstream")(http_url)
+
+    @field_validator("strip_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or "//" in value:
+            raise ValueError("must be a path starting with '/'")
+        return value.rstrip("/") or None
 
 
 # ---------------------------------------------------------------- policy, headers, audit
@@ -751,9 +774,40 @@ class IdentityHeaders(_Model):
     email: str = "X-Forwarded-Email"
     groups: str = "X-Forwarded-Groups"
     preferred_username: str = "X-Forwarded-Preferred-Username"
-    # Extra inbound headers to strip because upstreams might trust them.
-    spoofable: list[str] = ["X-Forwarded-Roles", "X-Remote-User", "X-User", "Remote-User"]
+    # Sent only on routes with pass_access_token: the bearer token (or the session's access token).
+    access_token: str = "X-Forwarded-Access-Token"
+    # Inbound headers to strip besides the built-in identity families (iam_proxy/header_safety.py):
+    # exact names, or "prefix*"; compared case-insensitively with `_` and `.` read as `-`.
+    spoofable: list[str] = []
+    # Inbound header names containing `_` or `.` are dropped (as nginx does): backends that map headers
+    # to variables read them as the `-` name. true keeps them (the spoof list still applies).
+    keep_underscored_names: bool = False
     assertion: AssertionSettings = AssertionSettings()
+
+    @field_validator("user", "email", "groups", "preferred_username", "access_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+            raise ValueError("must be a header name of letters, digits and '-'")
+        return value
+
+
+class ForwardAuthSettings(_Model):
+    """`/.iam/auth` for nginx auth_request, Traefik forwardAuth and Caddy forward_auth (deployment.md)."""
+
+    # The front proxies that may ask (CIDRs); everyone else gets 404, and only their X-Original-* and
+    # X-Forwarded-* description of the request is believed. Empty: forward-auth is off.
+    trusted_peers: list[str] = []
+    # true: a forward-auth deployment; the proxy listener answers /.iam/ and forwards nothing.
+    only: bool = False
+
+    _cidrs = field_validator("trusted_peers")(lambda cls, value: Listeners._cidrs(value))
+
+    @model_validator(mode="after")
+    def _only_needs_peers(self) -> "ForwardAuthSettings":
+        if self.only and not self.trusted_peers:
+            raise ValueError("only: forward-auth only needs trusted_peers (the front proxies that ask)")
+        return self
 
 
 class RedisSessionStoreSettings(_Model):
@@ -795,6 +849,7 @@ class Settings(_Model):
     routes: list[Route] = Field(min_length=1)
     policy: PolicySettings = PolicySettings()
     identity_headers: IdentityHeaders = IdentityHeaders()
+    forward_auth: ForwardAuthSettings = ForwardAuthSettings()
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
     # Secrets are wrapped so that printing the settings never shows them.

@@ -29,6 +29,8 @@ done
 [ -x "$TOOLS/bin/opa" ] || { echo "missing $TOOLS/bin/opa: run make peers" >&2; exit 2; }
 
 $PY -m bench.harness "$@"
+# the edge checks' cost per request, next to the request CPU the harness just measured
+$PY -m bench.edge_checks --out bench/results/edge-checks.json
 # The full run also compares the hot path's building blocks (server x upstream client): bench/stack.py
 case " $* " in
   *" --quick "*|*" --targets "*) ;;

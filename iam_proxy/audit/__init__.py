@@ -1,6 +1,7 @@
 """Audit: exactly one event per request, keyed by decision_id, shipped to SIEMs without loss.
 
-    event.py     the native event (OPA decision-log compatible names); mask.py masks credentials
+    event.py     the native event (OPA decision-log compatible names); credentials are masked by
+                 iam_proxy/redaction.py (shared with decision logs, logs and explain)
     render/      native, ecs, ocsf, cef
     privacy.py   per-sink drop / mask / pseudonymize / encrypt rules
     spool.py     the bounded on-disk spool with one cursor per delivered sink (at-least-once)

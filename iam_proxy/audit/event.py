@@ -15,7 +15,7 @@ from typing import Any
 from .. import __version__
 from ..context import RequestContext
 from ..policy.engine import DecisionOutcome
-from .mask import mask_input, mask_query_string
+from ..redaction import mask_input, mask_query_string
 
 HOSTNAME = socket.gethostname()
 LABELS = {"app": "iam-proxy", "version": __version__, "hostname": HOSTNAME}
@@ -34,7 +34,7 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
     if ctx is not None:
         method, path, query = ctx.method, ctx.raw_path, ctx.query_string
         host, request_id, decision_id = ctx.host, ctx.request_id, ctx.decision_id
-        peer, started = ctx.peer, ctx.started
+        peer, started = ctx.via or ctx.peer, ctx.started  # via: the front proxy that asked /.iam/auth
         user_agent = ctx.headers.get("user-agent")
     else:  # the request could not even be parsed
         method, path = scope.get("method", ""), scope.get("path", "")

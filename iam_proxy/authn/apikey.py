@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from ..audit.mask import register_secret_header
+from ..redaction import register_secret_header
 from ..context import RequestContext
 from ..errors import AuthUnavailable, ConfigError, InvalidCredential
 from ..settings import ApiKeyAuthenticatorSettings

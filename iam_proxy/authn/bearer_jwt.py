@@ -4,7 +4,8 @@ This module is the project's only JOSE verification path (joserfc). For each tok
   1. peek at the unverified header and `iss` only to choose the configured provider;
   2. refuse any `alg` not pinned for that provider (no `none`, no HS256-with-a-public-key);
   3. verify the signature with the provider's JWKS (refetched once, rate-limited, on unknown kid);
-  4. check `iss`, `aud`, `exp`, `nbf` with the provider's leeway;
+  4. check `iss`, `aud`, `exp`, `nbf`, `iat` with the provider's leeway: finite numbers in range, and a
+     lifetime no longer than the provider's max_token_lifetime_seconds (RFC 8725, docs/security.md);
   5. map the claims into an Identity as the provider's ClaimMapping says.
 Verified identities are cached by token digest until the token expires, and a cached entry is only
 used while its signing key is still in the provider's key set.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -31,6 +33,21 @@ from .jwks import JWKSCache, JWKSUnavailable
 from .mapping import identity_from_claims
 
 MAX_TOKEN_BYTES = 16 * 1024
+# NumericDate bounds (RFC 7519 2): after 1970 and before the year 10000; anything else is a forgery
+# or a bug, and a float beyond it (1e300) would make every comparison meaningless.
+MAX_NUMERIC_DATE = 253402300799
+UNTRUSTED_HEADER_PARAMETERS = frozenset({"crit", "zip", "jku", "jwk", "x5u"})
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim as a finite number in range, None when absent; anything else is refused."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise InvalidCredential("token_claim_invalid", message=f"The token's {name} claim is not a valid time.")
+    return float(value)
 
 
 def _b64json(segment: str) -> dict[str, Any]:
@@ -98,7 +115,11 @@ class JWTAuthenticator:
         token = bearer_token(ctx, self.settings.header)
         if token is None:
             return None
-        return await self.verify(token)
+        identity = await self.verify(token)
+        ctx.access_token = token  # forwarded only on routes with pass_access_token
+        if self.settings.header != "authorization":
+            ctx.consumed_headers.add(self.settings.header)
+        return identity
 
     async def verify(self, token: str) -> Identity:
         if len(token) > MAX_TOKEN_BYTES:
@@ -130,6 +151,7 @@ class JWTAuthenticator:
         provider = self._by_issuer.get(unverified.get("iss"))  # type: ignore[arg-type]
         if provider is None:
             raise InvalidCredential("issuer_unknown", message="The token's issuer is not accepted here.")
+        self._check_header(header)
         alg = header.get("alg")
         if alg not in provider.algorithms:
             raise InvalidCredential("algorithm_not_allowed", message="The token's algorithm is not accepted.")
@@ -156,6 +178,14 @@ class JWTAuthenticator:
         return claims, provider, kid
 
     @staticmethod
+    def _check_header(header: dict[str, Any]) -> None:
+        """RFC 8725 3.6 and 3.10: no compression, no key or key URL taken from the token itself, and
+        no critical extension (none is understood here)."""
+        if UNTRUSTED_HEADER_PARAMETERS & header.keys():
+            raise InvalidCredential("token_header_refused",
+                                    message="The token asks for processing this service does not do.")
+
+    @staticmethod
     def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         parts = token.split(".")
         if len(parts) != 3:
@@ -170,20 +200,21 @@ class JWTAuthenticator:
         leeway = provider.leeway_seconds
         if claims.get("iss") != provider.issuer:
             raise InvalidCredential("issuer_mismatch", message="The token's issuer is not accepted here.")
-        exp = claims.get("exp")
+        exp, nbf, iat = (_numeric_date(claims, name) for name in ("exp", "nbf", "iat"))
         if exp is None and provider.require_exp:
             raise InvalidCredential("token_malformed", message="The token has no expiry.")
+        if exp is not None and now > exp + leeway:
+            raise InvalidCredential("token_expired", message="The token has expired.")
+        if nbf is not None and now + leeway < nbf:
+            raise InvalidCredential("token_not_yet_valid", message="The token is not valid yet.")
+        if iat is not None and iat > now + leeway:
+            raise InvalidCredential("token_issued_in_future", message="The token was issued in the future.")
         if exp is not None:
-            if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-                raise InvalidCredential("token_malformed", message="The token's expiry is malformed.")
-            if now > exp + leeway:
-                raise InvalidCredential("token_expired", message="The token has expired.")
-        nbf = claims.get("nbf")
-        if nbf is not None:
-            if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
-                raise InvalidCredential("token_malformed", message="The token's nbf is malformed.")
-            if now + leeway < nbf:
-                raise InvalidCredential("token_not_yet_valid", message="The token is not valid yet.")
+            # the lifetime counts from the start the token claims, or from now when it claims none
+            start = max(t for t in (iat, nbf) if t is not None) if iat is not None or nbf is not None else now
+            if exp - min(start, now) > provider.max_token_lifetime_seconds:
+                raise InvalidCredential("token_lifetime_too_long",
+                                        message="The token's lifetime is longer than this issuer may grant.")
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if not any(a in provider.audiences for a in audiences if isinstance(a, str)):

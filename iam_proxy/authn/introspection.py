@@ -60,6 +60,9 @@ class IntrospectionAuthenticator:
         token = bearer_token(ctx, self.settings.header)
         if token is None:
             return None
+        ctx.access_token = token  # forwarded only on routes with pass_access_token (if it verifies)
+        if self.settings.header != "authorization":
+            ctx.consumed_headers.add(self.settings.header)
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidCredential("token_too_large", message="The bearer token is too large.")
         now = self._clock()

@@ -290,6 +290,7 @@ class OIDCSessionAuthenticator:
             session = await self._refresh(ctx, session)
             if session is None:
                 return None
+        ctx.access_token = session.tokens.get("access_token")  # for routes with pass_access_token
         return session.identity
 
     def _refresh_due(self, session: Session) -> bool:

@@ -1,7 +1,8 @@
-"""Request and response header rewriting for the upstream hop.
+"""Request and response header rewriting for the upstream hop (the rules live in header_safety).
 
 Order matters and is fixed here: drop hop-by-hop headers (and any named in `Connection`), drop every
-inbound copy of a header the proxy sets or that is configured as spoofable, then add ours.
+inbound header that claims an identity or describes another request, the client's credentials and
+the proxy's own cookies, then add ours. Every value travels byte for byte (see `as_wire`).
 """
 
 from __future__ import annotations
@@ -13,27 +14,15 @@ from functools import lru_cache
 from ..authn.identity import Identity
 from ..context import RequestContext
 from ..errors import InvalidCredential
-from ..settings import IdentityHeaders
+from ..header_safety import (HOP_BY_HOP, REQUEST_DESCRIPTION, SpoofList, as_wire, connection_listed,
+                             has_unusual_characters, is_method_override, safe_value, settable, strip_cookies)
+from ..settings import IdentityHeaders, Route
 
 # C0 controls, DEL, NEL and the Unicode line and paragraph separators
 _UNSAFE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "proxy-connection",
-})
-FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
-# A front proxy's client certificate headers (Envoy, nginx): consumed by the x509 authenticator,
-# never passed on, whoever sent them.
-CLIENT_CERT_HEADERS = frozenset({"x-forwarded-client-cert", "ssl-client-cert"})
-
-
-def connection_listed(headers: list[tuple[bytes, bytes]]) -> set[str]:
-    names: set[str] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            names.update(v.strip().lower() for v in value.decode("latin-1").split(",") if v.strip())
-    return names
+FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+                       "x-real-ip", "forwarded"})
 
 
 class TrustedProxies:
@@ -48,16 +37,35 @@ class TrustedProxies:
             return False
         return any(ip in net for net in self._networks)
 
+    def client_of(self, peer: str, forwarded_for: str | None) -> str:
+        """The original client: walking X-Forwarded-For from the right, the first hop that is not a
+        trusted proxy (the leftmost entries are whatever the client wrote)."""
+        if peer not in self or not forwarded_for:
+            return peer
+        for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+            if hop and hop not in self:
+                return hop
+        return peer
+
+
+def _is_proxy_cookie(session_cookie: str):
+    def is_ours(name: str) -> bool:
+        bare = name.removeprefix("__Host-").removeprefix("__Secure-")
+        return name == session_cookie or bare.startswith("iam_")
+    return is_ours
+
 
 class HeaderRewriter:
-    def __init__(self, settings: IdentityHeaders, trusted: TrustedProxies) -> None:
+    def __init__(self, settings: IdentityHeaders, trusted: TrustedProxies,
+                 session_cookie: str = "__Host-iam_session") -> None:
         self.settings = settings
         self.trusted = trusted
-        self.identity_names = {
-            settings.user.lower(), settings.email.lower(), settings.groups.lower(),
-            settings.preferred_username.lower(), settings.assertion.header.lower(),
-        }
-        self.stripped = self.identity_names | {h.lower() for h in settings.spoofable} | CLIENT_CERT_HEADERS
+        self.identity_names = [settings.user, settings.email, settings.groups, settings.preferred_username,
+                               settings.assertion.header]
+        self.spoofed = SpoofList([*settings.spoofable, *self.identity_names, settings.access_token])
+        self._is_proxy_cookie = _is_proxy_cookie(session_cookie)
+        # one verdict per (raw name, route's opt-ins): a request's headers are judged by a dict lookup
+        self._verdicts = lru_cache(maxsize=8192)(self._verdict)
 
     @staticmethod
     def check_forwardable(identity: Identity) -> None:
@@ -79,51 +87,87 @@ class HeaderRewriter:
         return ctx.peer, ctx.scheme, ctx.host
 
     def client_address(self, ctx: RequestContext) -> str:
-        """The original client: the first X-Forwarded-For hop when the peer is a trusted proxy."""
-        if ctx.peer in self.trusted and "x-forwarded-for" in ctx.headers:
-            return ctx.headers["x-forwarded-for"].split(",")[0].strip() or ctx.peer
-        return ctx.peer
+        """The original client (see TrustedProxies.client_of)."""
+        return self.trusted.client_of(ctx.peer, ctx.headers.get("x-forwarded-for"))
+
+    def keeps(self, name: str, route: Route | None) -> bool:
+        """May this inbound header (lower-case name) reach the upstream?"""
+        opted = (route.pass_authorization, route.method_override) if route is not None else (False, False)
+        return self._verdicts(name.encode("latin-1"), *opted) is not None
+
+    def _verdict(self, raw_name: bytes, pass_authorization: bool, method_override: bool) -> str | None:
+        """The lower-case name when the header may pass, None when it is dropped."""
+        name = raw_name.decode("latin-1").lower()
+        return name if self._keeps(name, pass_authorization, method_override) else None
+
+    def _keeps(self, name: str, pass_authorization: bool, method_override: bool) -> bool:
+        if name in HOP_BY_HOP or name in FORWARDED or name in REQUEST_DESCRIPTION or name in self.spoofed:
+            return False
+        if has_unusual_characters(name) and not self.settings.keep_underscored_names:
+            return False
+        if name == "authorization":
+            return pass_authorization
+        if is_method_override(name):
+            return method_override
+        return True
+
+    def identity_headers(self, identity: Identity | None, assertion: str | None) -> list[tuple[str, str]]:
+        """Every identity header the proxy owns, with "" for the ones this identity has no value for
+        (forward-auth answers carry them all, so a front proxy overwrites any client copy)."""
+        if identity is None or identity.anonymous:
+            values = ["", "", "", "", assertion or ""]
+        else:
+            values = [identity.sub, identity.email or "", ",".join(identity.groups), identity.username or "",
+                      assertion or ""]
+        return [(name, as_wire(value)) for name, value in zip(self.identity_names, values)]
+
+    def policy_headers(self, headers: dict[str, str]) -> list[tuple[str, str]]:
+        """A decision's headers that may be set: never identity, framing or hop-by-hop headers."""
+        return [(name, as_wire(value)) for name, value in headers.items()
+                if settable(name) and safe_value(value) and name not in self.spoofed]
 
     def upstream_request_headers(self, ctx: RequestContext, identity: Identity | None, assertion: str | None,
                                  extra: dict[str, str], remove: tuple[str, ...],
                                  preserve_host: bool) -> list[tuple[str, str]]:
-        drop = HOP_BY_HOP | FORWARDED | self.stripped | connection_listed(ctx.raw_headers) | {"x-request-id"}
-        drop |= {r.lower() for r in remove} | ctx.consumed_headers
+        route = ctx.route.settings if ctx.route is not None else None
+        opted = (route.pass_authorization, route.method_override) if route is not None else (False, False)
+        drop = {"x-request-id", *(r.lower() for r in remove), *ctx.consumed_headers}
+        if "connection" in ctx.headers:
+            drop |= connection_listed(ctx.raw_headers)
         if not preserve_host:
-            drop = drop | {"host"}
+            drop.add("host")
+        verdict = self._verdicts
         out: list[tuple[str, str]] = []
         for name, value in ctx.raw_headers:
-            key = name.decode("latin-1").lower()
-            if key in drop:
+            key = verdict(name, *opted)
+            if key is None or key in drop:
                 continue
-            out.append((key, value.decode("latin-1")))
+            text = value.decode("latin-1")
+            if key == "cookie":
+                text = strip_cookies(text, self._is_proxy_cookie)
+                if not text:
+                    continue
+            out.append((key, text))
         xff, proto, host = self.forwarded_for(ctx)
         out += [("x-forwarded-for", xff), ("x-forwarded-proto", proto), ("x-forwarded-host", host),
                 ("x-request-id", ctx.request_id)]
         if identity is not None and not identity.anonymous:
-            s = self.settings
-            out.append((s.user, identity.sub))
-            if identity.email:
-                out.append((s.email, identity.email))
-            if identity.groups:
-                out.append((s.groups, ",".join(identity.groups)))
-            if identity.username:
-                out.append((s.preferred_username, identity.username))
-        if assertion is not None:
-            out.append((self.settings.assertion.header, assertion))
-        for name, value in extra.items():
-            if name.lower() in self.stripped:
-                continue  # a policy may add headers, never forge identity headers
-            out.append((name, value))
+            out += [(n, v) for n, v in self.identity_headers(identity, assertion) if v]
+        if route is not None and route.pass_access_token and ctx.access_token:
+            out.append((self.settings.access_token, ctx.access_token))
+        out += self.policy_headers(extra)
         return out
 
 
-def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's response headers minus hop-by-hop ones and `Date` (the server adds its own)."""
+def response_headers(raw: list[tuple[bytes, bytes]], withheld: frozenset[bytes] = frozenset()
+                     ) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers minus hop-by-hop ones, `Date` (the server adds its own) and
+    `withheld` (the signed assertion: an upstream echoing it must not hand it to the client)."""
     listed = connection_listed(raw)
     out = []
     for name, value in raw:
-        key = name.lower().decode("latin-1")
-        if key not in HOP_BY_HOP and key not in listed and key != "date":
+        key = name.lower()
+        text = key.decode("latin-1")
+        if text not in HOP_BY_HOP and text not in listed and key != b"date" and key not in withheld:
             out.append((name, value))
     return out

@@ -253,7 +253,8 @@ def _head_bytes(method: str, target: str, headers: list[tuple[str, str]]) -> byt
             raise ValueError(f"header {name!r} cannot be sent: it contains a line break or colon")
         lines.append(f"{name}: {value}")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8")
+    # latin-1: every value is the string of the bytes to send (header_safety.as_wire), byte for byte
+    return "\r\n".join(lines).encode("latin-1")
 
 
 class Http1Client:

@@ -45,8 +45,10 @@ async def _request_body(receive) -> AsyncIterator[bytes]:
 
 
 class UpstreamClient:
-    def __init__(self, max_connections: int = 1000) -> None:
+    def __init__(self, max_connections: int = 1000, withheld_response_headers: frozenset[bytes] = frozenset()
+                 ) -> None:
         self._max_connections = max_connections
+        self._withheld = withheld_response_headers
         self._client: Http1Client | None = None
 
     @property
@@ -64,10 +66,8 @@ class UpstreamClient:
         """The request target sent upstream: the route's base path, the (prefix-stripped) path, the query."""
         path = ctx.raw_path
         prefix = route.settings.strip_prefix
-        if prefix and path.startswith(prefix):
+        if prefix and (path == prefix or path.startswith(prefix + "/")):  # whole segments only
             path = path[len(prefix):] or "/"
-            if not path.startswith("/"):
-                path = "/" + path
         target = f"{route.upstream_base_path}{path}"
         if ctx.query_string:
             target += "?" + ctx.query_string
@@ -77,7 +77,7 @@ class UpstreamClient:
         return f"{route.upstream_scheme}://{route.upstream_host}{self.target_for(ctx, route)}"
 
     async def forward(self, ctx: RequestContext, route: CompiledRoute, headers: list[tuple[str, str]],
-                      receive, send, extra_response_headers: dict[str, str],
+                      receive, send, extra_response_headers: list[tuple[str, str]],
                       before_last_chunk: Callable[[int], None] | None = None) -> int:
         """Send the request upstream and stream the answer to the client; returns the status sent.
 
@@ -101,9 +101,9 @@ class UpstreamClient:
         ctx.upstream_status = response.status
         ctx.upstream_latency_ms = round((time.perf_counter() - started) * 1000, 3)
         try:
-            out_headers = response_headers(response.headers)
+            out_headers = response_headers(response.headers, self._withheld)
             out_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                            for k, v in extra_response_headers.items()]
+                            for k, v in extra_response_headers]
             await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
             # One chunk is held back, so the hook runs before the client has the whole body (and a
             # response without a body is complete, for the client, at its empty last chunk).

@@ -18,20 +18,11 @@ from typing import Any
 import orjson
 
 from .. import __version__
-from ..audit.mask import SECRET_HEADERS, SECRET_QUERY, mask_input
+from ..redaction import mask_input, masked_pointers
 
 log = logging.getLogger("iam_proxy.decision_log")
 
 INSTANCE_ID = f"{os.uname().nodename}-{os.getpid()}"
-
-
-def masked_pointers(policy_input: dict[str, Any]) -> list[str]:
-    http = policy_input.get("attributes", {}).get("request", {}).get("http", {})
-    pointers = [f"/input/attributes/request/http/headers/{name}"
-                for name in sorted(http.get("headers", {})) if name in SECRET_HEADERS]
-    pointers += [f"/input/parsed_query/{name}" for name in sorted(policy_input.get("parsed_query", {}))
-                 if name.lower() in SECRET_QUERY]
-    return pointers
 
 
 def decision_log_event(audit_event: dict[str, Any], policy_input: dict[str, Any]) -> dict[str, Any]:

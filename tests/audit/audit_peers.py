@@ -226,6 +226,7 @@ def drive_forward_auth(url: str, paths: list[str], concurrency: int = 50, timeou
 def forward_auth_config(base: dict[str, Any]) -> dict[str, Any]:
     """Only the public route, so load tests stay cheap (anonymous, the shipped policy allows it)."""
     config = dict(base)
+    config["forward_auth"] = {"trusted_peers": ["127.0.0.1/32"]}  # the test client is the front proxy
     config["routes"] = [r for r in base["routes"] if r["id"] == "public"]
     config["routes"][0] = {**config["routes"][0], "authenticators": ["public"]}
     return config

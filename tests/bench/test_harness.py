@@ -57,3 +57,16 @@ def test_tiny_stack_comparison_writes_one_row_per_combination(tmp_path):
                                                           ("uvicorn", "http1")]
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in rows), rows
     assert "| uvicorn | http1 |" in (tmp_path / "stack.md").read_text()
+
+
+def test_edge_checks_report_each_check_and_the_share_of_a_request(tmp_path):
+    results = tmp_path / "latest.json"
+    results.write_text(json.dumps([{"name": "iam-proxy", "cpu_s_per_1k": 0.5}]))
+    proc = subprocess.run([PYTHON, "-m", "bench.edge_checks", "--n", "500", "--json", "--results", str(results)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert set(report["checks"]) == {"header rewrite", "input masking", "token times", "forward-auth describe"}
+    assert all(row["mean_us"] > 0 for row in report["checks"].values())
+    assert report["request_cpu_us"] == 500
+    assert report["share_percent"] == round(100 * report["proxied_request_us"] / 500, 2)

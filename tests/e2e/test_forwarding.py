@@ -164,7 +164,9 @@ def test_not_ready_while_jwks_unreachable(proxy_factory, proxy_config):
     assert ready.json()["checks"]["jwks:dev"] is False
 
 
-def test_forward_auth_answers_with_identity_headers(proxy, finance, issuer):
+def test_forward_auth_answers_with_identity_headers(proxy_factory, proxy_config, finance, issuer):
+    proxy_config["forward_auth"] = {"trusted_peers": ["127.0.0.1/32"]}
+    proxy = proxy_factory(proxy_config)
     with proxy.client() as c:
         ok = c.get("/.iam/auth", headers={**finance, "X-Original-URI": "/api/invoices/1",
                                           "X-Original-Method": "GET"})

@@ -15,7 +15,8 @@ import subprocess
 import gssapi
 import pytest
 
-from krb_kdc import KDC, REALM
+from krb_kdc import KDC, REALM, USERS
+from snippets import snippet
 from support import DevIssuer, ProxyProcess, audit_event, base_config, copy_policies, upstream_headers
 
 pytestmark = pytest.mark.peer("krb5kdc")
@@ -204,3 +205,34 @@ def test_unreadable_keytab_is_503_and_audited(krb_proxy, alice):
     assert r.json()["reason"] == "keytab_unavailable"
     event = audit_event(krb_proxy, "krb-no-keytab")
     assert (event["status"], event["outcome"], event["reason"]) == (503, "error", "keytab_unavailable")
+
+
+# ---------------------------------------------------------------- docs/kerberos.md, as written
+
+
+def test_docs_keytab_commands_on_the_kdc(kdc, tmp_path):
+    env = {**kdc.env, "KRB5_KDC_PROFILE": str(kdc.directory / "kdc.conf")}
+    script = snippet("kerberos-mit-keytab").text.replace("/etc/iam-proxy/", f"{tmp_path}/")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    listed = subprocess.run(["klist", "-k", str(tmp_path / "http.keytab")], capture_output=True, text=True,
+                            env={**os.environ, **env})
+    assert f"HTTP/api.example.org@{REALM}" in listed.stdout
+
+
+def test_docs_curl_snippet(krb_proxy, kdc, tmp_path):
+    env = {**kdc.env, "KRB5CCNAME": f"FILE:{tmp_path}/alice.ccache"}
+    script = snippet("kerberos-curl").text.replace("https://api.example.org/api/orders", f"{krb_proxy.base}/krb/hello")
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], input=USERS["alice"] + "\n",
+                            capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    assert "< HTTP/1.1 200" in result.stderr
+
+
+def test_docs_python_client_snippet(krb_proxy, alice):
+    code = (snippet("kerberos-python-client").text.replace("HTTP@api.example.org", "HTTP@localhost")
+            .replace("https://api.example.org/api/orders", f"{krb_proxy.base}/krb/hello"))
+    scope: dict = {}
+    exec(compile(code, "docs/kerberos.md", "exec"), scope)  # noqa: S102 - the docs' client, run as written
+    assert scope["r"].status_code == 200 and scope["ctx"].complete

@@ -50,7 +50,7 @@ def test_explain_with_a_token_shows_every_stage_and_masks_credentials(config_fil
                                   "result": {"allowed": True, "reasons": ["granted by role or group"]},
                                   "engine": "embedded", "revision": report["decision"]["revision"], "cached": False}
     headers = dict((k.lower(), v) for k, v in report["upstream"]["headers"])
-    assert report["upstream"]["url"] == "http://127.0.0.1:9/api/invoices/7?access_token=qs-secret"
+    assert report["upstream"]["url"] == "http://127.0.0.1:9/api/invoices/7?access_token=***"  # masked (--show-secrets shows it)
     assert [v for k, v in report["upstream"]["headers"] if k.lower() == "x-forwarded-user"] == ["alice"]
     assert headers["x-iam-assertion"].startswith("<signed JWT")
     rendered = json.dumps(report)

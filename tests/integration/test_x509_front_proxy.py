@@ -6,35 +6,23 @@ forged by an untrusted peer. The front proxies connect from 127.0.0.3, the only 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from urllib.parse import quote
 
 import httpx
 import pytest
+import yaml
 
-from support import (DevIssuer, Process, ProxyProcess, audit_event, base_config, copy_policies, free_port,
-                     wait_for_port)
+from peers.nginx import start_nginx
+from snippets import snippet
+from support import DevIssuer, ProxyProcess, audit_event, base_config, copy_policies, free_port
 from x509_pki import CERT_POLICY, PKI
 
 pytestmark = pytest.mark.peer("nginx")
 
 TRUSTED = "127.0.0.3"
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+NGINX_SERVERS = """
     ssl_certificate {server_cert};
     ssl_certificate_key {server_key};
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -62,7 +50,6 @@ http {{
             proxy_set_header ssl-client-cert $ssl_client_escaped_cert;
         }}
     }}
-}}
 """
 
 
@@ -94,17 +81,11 @@ def front(pki, upstream, tmp_path_factory):
     ]
     proxy = ProxyProcess(config, tmp).wait_ready()
 
-    nginx_dir = tmp / "nginx"
-    nginx_dir.mkdir()
     lenient_port, strict_port = free_port(), free_port()
-    (nginx_dir / "nginx.conf").write_text(NGINX_CONF.format(
-        dir=nginx_dir, server_cert=pki.server.cert_path, server_key=pki.server.key_path, ca=pki.ca.path,
-        crl=pki.crl_path, lenient_port=lenient_port, strict_port=strict_port, proxy_port=proxy.port,
-        trusted=TRUSTED))
-    nginx = Process([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(nginx_dir), "-e", str(nginx_dir / "error.log"),
-                     "-c", str(nginx_dir / "nginx.conf")], tmp / "nginx.log")
-    wait_for_port(lenient_port, nginx.proc)
-    wait_for_port(strict_port, nginx.proc)
+    nginx = start_nginx(tmp / "nginx", NGINX_SERVERS.format(
+        server_cert=pki.server.cert_path, server_key=pki.server.key_path, ca=pki.ca.path, crl=pki.crl_path,
+        lenient_port=lenient_port, strict_port=strict_port, proxy_port=proxy.port, trusted=TRUSTED),
+        [lenient_port, strict_port])
     proxy.lenient = f"https://127.0.0.1:{lenient_port}"
     proxy.strict = f"https://127.0.0.1:{strict_port}"
     yield proxy
@@ -270,3 +251,37 @@ def test_forged_certificate_header_is_stripped_before_upstream(front, pki, heade
     assert r.status_code == 200, r.text
     assert header.lower() not in header_names(r.json())
     assert "x-forwarded-user" not in header_names(r.json())
+
+
+# ---------------------------------------------------------------- docs/x509.md's nginx block, as written
+
+
+def test_docs_nginx_front_snippet(pki, upstream, tmp_path):
+    """The server block of docs/x509.md with its example paths and ports pointed at this test's PKI
+    and proxy; the proxy trusts nginx's address (127.0.0.1), as the docs' config block does."""
+    issuer = DevIssuer(tmp_path / "issuer")
+    config = base_config(upstream, issuer.jwks_path, tmp_path / "audit.jsonl", copy_policies(tmp_path / "policies"))
+    config["listeners"]["trusted_proxies"] = ["127.0.0.1/32"]
+    config["authenticators"]["edge-cert"] = {**yaml.safe_load(snippet("x509-behind-front-proxy").text)[
+        "authenticators"]["edge-cert"], "ca_file": str(pki.ca.path), "crl_file": str(pki.crl_path)}
+    config["routes"][1]["authenticators"] = ["edge-cert"]  # /public/**: the certificate is the only way in
+    proxy = ProxyProcess(config, tmp_path).wait_ready()
+    port = free_port()
+    server = (snippet("x509-nginx-front").text.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
+              .replace("/etc/nginx/tls/server.pem", str(pki.server.cert_path))
+              .replace("/etc/nginx/tls/server-key.pem", str(pki.server.key_path))
+              .replace("/etc/nginx/tls/client-ca.pem", str(pki.ca.path))
+              .replace("/etc/nginx/tls/client-ca.crl.pem", str(pki.crl_path))
+              .replace("127.0.0.1:8080", f"127.0.0.1:{proxy.port}"))
+    body = (f"    ssl_certificate {pki.server.cert_path};\n    ssl_certificate_key {pki.server.key_path};\n"
+            + server)
+    nginx = start_nginx(tmp_path / "nginx", body, [port])
+    try:
+        status, payload = curl(f"https://127.0.0.1:{port}/public/x", pki, pki.good)
+        assert status == 200, payload
+        assert {k.lower(): v for k, v in payload["headers"].items()}["x-forwarded-user"] == "alice@example.org"
+        assert curl(f"https://127.0.0.1:{port}/public/x", pki, pki.revoked)[0] == 400  # nginx checks the CRL
+        assert curl(f"https://127.0.0.1:{port}/public/x", pki)[0] == 400  # no certificate
+    finally:
+        nginx.stop()
+        proxy.stop()

@@ -9,9 +9,11 @@ Every refusal must be a 401 with its reason code, audited, and must leave no ses
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
-from crafting import VARIANTS, Captured, assert_refused, capture_login, sign_in_npm_idp
+from crafting import VARIANTS, XSW_EVIL_NAME, Captured, assert_refused, capture_login, sign_in_npm_idp
 from idp_kit import b64
 from saml_support import NpmSamlIdP, audit_events, saml_proxy_config, wait_event, wait_saml_ready
 
@@ -39,6 +41,26 @@ def test_crafted_response_is_refused(captured: Captured, craft, reason):
 def test_garbage_is_refused(captured: Captured):
     assert_refused(captured, captured.post(raw="not base64 at all!"), "saml_message_malformed")
     assert_refused(captured, captured.post(raw=b64("<samlp:Response")), "saml_message_malformed")
+
+
+def test_a_response_failing_the_transform_check_is_refused(captured: Captured):
+    """A third Transform fails pysaml2's xmldsig constraints; its SignatureError quotes the whole
+    posted document, which pysaml2 logs at ERROR level (the next test reads the log)."""
+    xpath = ('<ds:Transform xmlns:ds="http://www.w3.org/2000/09/xmldsig#" '
+             'Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"/>')
+    xml, count = re.subn(r"(<(?:[\w-]+:)?Transforms>)", r"\1" + xpath, captured.xml, count=1)
+    assert count == 1
+    assert captured.post(xml).status_code == 401
+
+
+def test_no_saml_document_reaches_the_proxy_log(captured: Captured):
+    """pysaml2 logs a response that fails its checks whole (NameID, attributes) at ERROR level;
+    the proxy's log filter withholds such records (issue 13 item 8). Runs after the attacks above."""
+    log = captured.proxy.process.logs()
+    name_id = re.search(r"NameID[^>]*>([^<]+)<", captured.xml).group(1)
+    assert name_id not in log
+    assert XSW_EVIL_NAME not in log
+    assert "<saml" not in log and "NameID>" not in log
 
 
 def test_nothing_reached_the_upstream(captured: Captured):

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from iam_proxy.audit.mask import mask_headers
+from iam_proxy.redaction import mask_headers
 from iam_proxy.authn.apikey import (
     ApiKeyAuthenticator,
     KeyFile,
