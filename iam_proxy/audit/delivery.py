@@ -47,7 +47,9 @@ class DeliveryWorker:
         self.timeout_seconds = timeout_seconds
         self.retry = retry
         self.metrics = metrics
-        self._delivered = metrics.delivered.labels(sink=name)
+        self._delivered = metrics.cell(name, "delivered")
+        self._failed = metrics.cell(name, "failed")
+        self._retried = metrics.cell(name, "retried")
         self._drops_at_read = 0
 
     def _next_batch(self) -> tuple[list[bytes], Any]:
@@ -89,7 +91,7 @@ class DeliveryWorker:
                 events.append(orjson.loads(record))
             except orjson.JSONDecodeError:
                 # Only disk corruption gets here; sending garbage would not help the SIEM either.
-                self.metrics.dropped.labels(sink=self.name, reason="corrupt").inc()
+                self.metrics.count(self.name, "dropped:corrupt")
                 log.error("audit sink %s: skipping an unreadable spool record (%d bytes)", self.name, len(record))
         return events
 
@@ -109,9 +111,9 @@ class DeliveryWorker:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is retried
                 delay = backoff_seconds(self.retry, attempt)
-                self.metrics.failed.labels(sink=self.name).inc()
+                self._failed.inc()
                 log.warning("audit sink %s: delivering %d events failed (%s); retry %d in %.2fs",
                             self.name, count, _describe(exc), attempt + 1, delay)
                 await asyncio.sleep(delay)
                 attempt += 1
-                self.metrics.retried.labels(sink=self.name).inc()
+                self._retried.inc()

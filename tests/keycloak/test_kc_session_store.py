@@ -151,7 +151,7 @@ def _portal() -> Portal:
                     "authenticators": ["browser"]}]})
     login = build_browser_login(settings, build_session_manager(settings.sessions),
                                 {"kc": JWKSCache(settings.identity_providers[0], lambda: None)}, lambda: None)
-    return Portal(login, RouteTable(settings.routes), audit=lambda event: None)
+    return Portal(login, RouteTable(settings.routes), auditor=Auditor(AuditSettings(sinks=[])))
 
 
 @pytest.mark.parametrize("rd,expected", [

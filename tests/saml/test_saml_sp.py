@@ -409,7 +409,7 @@ def test_return_address_is_limited_to_the_proxys_routes(tmp_path, value, expecte
     pair = Pair(tmp_path)
     sessions = build_session_manager(SessionSettings(secret="x" * 40, cookie_name="s", secure=False))
     portal = SAMLPortal(pair.sp, sessions, is_served_path=lambda host, path: path.startswith("/app/"),
-                        audit=lambda event: None, secure_cookies=False, sp_metadata=b"")
+                        auditor=Auditor(AuditSettings(sinks=[])), secure_cookies=False, sp_metadata=b"")
     assert portal.safe_return_path("proxy.test.invalid", value) == expected
 
 
