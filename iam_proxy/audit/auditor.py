@@ -41,7 +41,7 @@ class Auditor:
                  worker: int = 0, workers: int = 1, board: Board | None = None) -> None:
         self.settings = settings
         names = [sink_name(s, i) for i, s in enumerate(settings.sinks)]
-        self.metrics = AuditMetrics(names, board, worker)
+        self.metrics = AuditMetrics(names, board or Board(max(workers, worker + 1)), worker)
         self.metrics.refresh = self.publish
         if registry is not None:
             self.metrics.register(registry)
