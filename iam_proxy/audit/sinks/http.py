@@ -18,6 +18,7 @@ import gzip
 import socket
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -41,6 +42,8 @@ class HttpAuditSink:
     def __init__(self, settings: HttpSink) -> None:
         self.settings = settings
         self.url = self._endpoint()
+        parts = urlsplit(self.url)  # for the log: never a password embedded in the URL
+        self.target = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.hostname = socket.gethostname()
         self._session: aiohttp.ClientSession | None = None
         self._headers = {**settings.headers}
