@@ -75,11 +75,13 @@ class Auditor:
             raise AuditRecordError("the spool is full (overflow: block)") from None
         except OSError as exc:
             raise AuditRecordError(f"the audit record cannot be written: {exc}") from None
-        for name, sink in self.stdout:  # a copy for container logs; never the record
+        for name, sink in self.stdout:  # a copy for container logs, or the only record there is
             try:
                 sink.write(event)
-            except OSError:
+            except OSError as exc:
                 self.metrics.count(name, "dropped:write_error")
+                if not self.journal.durable:
+                    raise AuditRecordError(f"stdout, the only audit sink, cannot be written: {exc}") from None
 
     def _log_spool_full(self) -> None:
         self._refused_since_log += 1

@@ -73,7 +73,7 @@ class Journal:
         named = [(sink_name(s, i), s) for i, s in enumerate(settings.sinks)]
         files = [(name, s) for name, s in named if isinstance(s, FileSink)]
         delivered = [(name, s) for name, s in named if isinstance(s, (SyslogSink, HttpSink))]
-        if settings.spool is None:
+        if settings.spool is None or not (files or delivered):  # a spool nobody reads would only fill up
             self.direct_files = [(name, FileAuditSink(s, slot_path(s.path, slot))) for name, s in files]
             self._written = {name: metrics.cell(name, "delivered") for name, _ in files}
             self._failed = {name: metrics.cell(name, "failed") for name, _ in files}
@@ -116,6 +116,11 @@ class Journal:
                 self._failed[name].inc()
                 raise
             self._written[name].inc()
+
+    @property
+    def durable(self) -> bool:
+        """Whether anything on disk records the events (a spool or a local file)."""
+        return self.spool is not None or bool(self.direct_files)
 
     def readers(self):
         return self.spool.readers.values() if self.spool is not None else ()

@@ -210,3 +210,20 @@ async def test_a_response_that_never_completed_is_recorded_as_incomplete(status)
     response = _responder(recorder, sent, log)
     response.finish(status)
     assert recorder.events == [{"decision_id": "d-1", "status": status, "response": "incomplete"}]
+
+
+def test_stdout_is_the_record_only_when_nothing_else_is(tmp_path, monkeypatch):
+    import iam_proxy.audit.sinks.file as file_sinks
+
+    def broken_write(self, event):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(file_sinks.StdoutAuditSink, "write", broken_write)
+    alone = Auditor(AuditSettings(spool={"dir": tmp_path / "unused"}))  # stdout only: no spool is made
+    assert alone.journal.spool is None and not (tmp_path / "unused").exists()
+    with pytest.raises(AuditRecordError, match="stdout, the only audit sink"):
+        alone.record(sample_event())
+    beside_a_file = Auditor(_settings(tmp_path, sinks=[
+        {"type": "file", "path": str(tmp_path / "audit.jsonl")}, {"type": "stdout"}]))
+    beside_a_file.record(sample_event())  # the copy for container logs is lost, the record is not
+    assert beside_a_file.metrics.value("stdout1", "dropped:write_error") == 1
+    beside_a_file.close()
