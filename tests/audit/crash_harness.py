@@ -97,8 +97,10 @@ class Load:
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.concurrency),
-                                         timeout=timeout) as session:
+        # A connection per request: on a reused connection that breaks, aiohttp silently sends a GET
+        # again, and the proxy would rightly record both attempts under one key.
+        connector = aiohttp.TCPConnector(limit=self.concurrency, force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             await asyncio.gather(*(self._worker(session) for _ in range(self.concurrency)))
 
 
