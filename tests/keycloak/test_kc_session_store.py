@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from iam_proxy.audit.auditor import Auditor
+from iam_proxy.audit.config import AuditSettings
 from iam_proxy.authn.identity import Identity
 from iam_proxy.authn.jwks import JWKSCache
 from iam_proxy.authn.oidc_session import build_browser_login

@@ -22,6 +22,8 @@ from idp_kit import PysamlIdP, b64, make_keypair
 from saml2 import BINDING_HTTP_REDIRECT
 from saml2.saml import NAMEID_FORMAT_UNSPECIFIED, NameID
 
+from iam_proxy.audit.auditor import Auditor
+from iam_proxy.audit.config import AuditSettings
 from iam_proxy.authn.saml.metadata import sp_metadata
 from iam_proxy.authn.saml.portal import SAMLPortal
 from iam_proxy.authn.saml.presets import PRESETS, mapping_for
