@@ -73,7 +73,7 @@ class SpooledFile:
                 self._advance(Cursor(start.segment, start.offset + length), 1)
             else:
                 self.catch_up()
-        except OSError:
+        except Exception:  # noqa: BLE001 - a full disk, or an event this file cannot render
             self.sink.healthy = False
             self._failed.inc()
             log.exception("audit file %s: write failed; the event stays in the spool and is written once the "
@@ -85,11 +85,14 @@ class SpooledFile:
             records, end = self.reader.read_batch(BATCH)
             if not records:
                 return
-            written = 0
-            for record in records:
-                self.sink.write(orjson.loads(record))
-                written += 1
-            self._advance(end, written)
+            for written, record in enumerate(records):
+                try:
+                    self.sink.write(orjson.loads(record))
+                except BaseException:
+                    self._skip(written)  # what did reach the file is not written again
+                    self._written.inc(written)
+                    raise
+            self._advance(end, len(records))
 
     def _advance(self, cursor: Cursor, count: int) -> None:
         now = time.monotonic()

@@ -227,3 +227,30 @@ def test_stdout_is_the_record_only_when_nothing_else_is(tmp_path, monkeypatch):
     beside_a_file.record(sample_event())  # the copy for container logs is lost, the record is not
     assert beside_a_file.metrics.value("stdout1", "dropped:write_error") == 1
     beside_a_file.close()
+
+
+def test_a_catch_up_that_fails_midway_does_not_write_twice(tmp_path, monkeypatch):
+    settings = _settings(tmp_path)
+    auditor = Auditor(settings)
+    for _ in range(3):
+        auditor.record(sample_event())
+    spool = auditor.journal.spool
+    pending = [sample_event() for _ in range(5)]
+    for event in pending:  # in the spool only, as after a kill
+        spool.append(orjson.dumps(event) + b"\n")
+    feeder = auditor.journal.files[0]
+    real_write, calls = feeder.sink._write_line, []
+
+    def fail_on_the_third(line):
+        calls.append(line)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_write(line)
+    monkeypatch.setattr(feeder.sink, "_write_line", fail_on_the_third)
+    feeder.feed()
+    assert not feeder.healthy
+    monkeypatch.setattr(feeder.sink, "_write_line", real_write)
+    feeder.feed()
+    auditor.close()
+    ids = _file_ids(tmp_path / "audit.jsonl")
+    assert len(ids) == len(set(ids)) == 8 and _hmac_ok(tmp_path / "audit.jsonl")
