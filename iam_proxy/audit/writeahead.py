@@ -76,10 +76,10 @@ class AuditedResponse:
         except AuditRecordError as exc:
             self._failed(error_id, str(exc), response)
             return False
-        except Exception:  # noqa: BLE001 - an event that cannot be built is a failure like any other
+        except Exception:  # noqa: BLE001 - a bug while building or recording is a failure like any other
             error_id = error_id if error_id != "-" else str(uuid.uuid4())
-            log.exception("audit: the event of request %s could not be built", error_id)
-            self._failed(error_id, "the event could not be built", response)
+            log.exception("audit: the event of request %s could not be built or recorded", error_id)
+            self._failed(error_id, "an unexpected error, logged above", response)
             return False
         if self._recorded_hook is not None:
             self._recorded_hook(event)
