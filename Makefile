@@ -9,7 +9,7 @@ FULL   := $(VENV)/.full-stamp
 # what `make test` installs: the test tools and every optional extra (Kerberos needs libkrb5-dev)
 EXTRAS := test,kerberos
 
-.PHONY: run test venv certs system peers policy-test check bench clean
+.PHONY: run test venv certs system peers policy-test check bench audit-crash clean
 
 # the core only: binary wheels, no compiler (what `make run` needs)
 $(CORE): pyproject.toml
@@ -49,6 +49,10 @@ test: peers $(FULL) certs
 
 bench: peers $(FULL) certs
 	scripts/bench.sh $(if $(QUICK),--quick,)
+
+# the long audit crash test (100 SIGKILLs each with 1 and 2 workers; `make test` runs 20 each)
+audit-crash: peers $(FULL) certs
+	$(BIN)/python tests/audit/crash_harness.py --kills $(or $(KILLS),100) --out bench/results/audit-crash.json
 
 clean:
 	rm -rf $(VENV) var test-artifacts

@@ -15,6 +15,7 @@ import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .audit.auditor import Auditor
+from .audit.metrics import Board
 from .authn.base import Authenticator
 from .authn.jwks import JWKSCache
 from .authn.oidc_session import build_browser_login
@@ -42,11 +43,16 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 
 class Proxy:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: int = 0, audit_board: Board | None = None) -> None:
+        """`worker`: this process's number among `listeners.workers`; `audit_board`: the audit
+        metrics table the workers share (see audit/metrics.py)."""
         self.settings = settings
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
+        # first: every front door records through it (audit/writeahead.py)
+        self.auditor = Auditor(settings.audit, self.metrics.registry, worker=worker,
+                               workers=settings.listeners.workers, board=audit_board)
         self.policy = PolicyRuntime(settings, self.metrics)
         self.engine = self.policy.default_engine
         self._http: aiohttp.ClientSession | None = None
@@ -66,7 +72,6 @@ class Proxy:
         # an upstream echoing the signed assertion must not hand it to the client
         self.upstream = UpstreamClient(withheld_response_headers=frozenset(
             {settings.identity_headers.assertion.header.lower().encode("latin-1")}))
-        self.auditor = Auditor(settings.audit, self.metrics.registry)
         self.rewriter = HeaderRewriter(settings.identity_headers, TrustedProxies(settings.listeners.trusted_proxies),
                                        session_cookie=settings.sessions.cookie_name)
         self.forward_auth = ForwardAuth(settings.forward_auth.trusted_peers, settings.listeners.trusted_proxies,
@@ -78,7 +83,7 @@ class Proxy:
             decider=self.policy.decider, decision_log=self.policy.decision_log,
             enrichers=self.enrichers, forward_auth=self.forward_auth,
         )
-        self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor.emit) \
+        self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -90,7 +95,7 @@ class Proxy:
         from .authn.saml import SAMLRuntime
 
         return SAMLRuntime(settings, self.sessions, RouteTable(settings.routes), self._outbound_session,
-                           audit=lambda event: self.auditor.emit(event))
+                           auditor=self.auditor)
 
     def _outbound_session(self) -> aiohttp.ClientSession:
         """One pooled session for the proxy's own calls (JWKS, discovery); bounded by per-call timeouts."""

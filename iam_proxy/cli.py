@@ -187,10 +187,11 @@ def _cmd_saml_metadata(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    """Exit 0 when the chain is intact, 1 at the first modified, inserted or deleted event."""
+    """Exit 0 when every chain is intact (and every checkpoint verified), 1 at tampering, 2 when
+    checkpoints could not be checked for want of their key (see audit/verify.py)."""
     import os
 
-    from .audit.chain import CheckpointVerifier, load_public_key, verify_files
+    from .audit.verify import CheckpointVerifier, load_public_key, verify_files
 
     hmac_key = None
     if args.hmac_key_env:
@@ -212,10 +213,12 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for problem in report.problems:
         print(f"TAMPERED: {problem}")
-    status = "FAIL" if report.problems else "OK"
-    print(f"{status}: {report.events} events, {report.checkpoints} checkpoints "
-          f"({report.verified_checkpoints} verified) in {len(paths)} file(s)")
-    return 1 if report.problems else 0
+    for unverified in report.unverified:
+        print(f"UNVERIFIED: {unverified}")
+    signed = (f"{report.checkpoints} checkpoints ({report.verified_checkpoints} verified)" if report.checkpoints
+              else "0 checkpoints: nothing was signed")
+    print(f"{report.verdict}: {report.events} events, {signed}, in {report.files} file(s), {report.chains} chain(s)")
+    return report.exit_code
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -282,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit tooling").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser("verify", help="check the hash chain and signed checkpoints of audit files")
-    p.add_argument("files", nargs="+", help="the file, or a rotated series oldest first")
+    p.add_argument("files", nargs="+", help="audit files: one or several chains (a file, its rotated copies, "
+                                           "and each worker's file), in any order")
     p.add_argument("--hmac-key-env", help="environment variable holding the checkpoint HMAC key")
     p.add_argument("--public-key", help="Ed25519 public key (PEM) of the checkpoint signer")
     p.set_defaults(func=_cmd_audit_verify)

@@ -92,13 +92,12 @@ class ForwardAuth:
 
     @staticmethod
     async def answer_allowed(send, request_headers: list[tuple[str, str]],
-                             client_headers: list[tuple[str, str]], before_complete) -> int:
+                             client_headers: list[tuple[str, str]]) -> int:
         """200: `request_headers` for the front proxy to set upstream (identity headers, some
         empty; the policy's headers), `client_headers` for it to pass to the client."""
         out = [(name.lower().encode("latin-1"), value.encode("latin-1"))
                for name, value in [*request_headers, *client_headers]]
         out += [(b"content-length", b"0"), (b"cache-control", b"no-store")]
-        before_complete(200)  # the answer is complete at its headers (no body)
         await send({"type": "http.response.start", "status": 200, "headers": out})
         await send({"type": "http.response.body", "body": b""})
         return 200

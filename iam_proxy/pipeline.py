@@ -2,8 +2,9 @@
 
     route match -> authenticate -> enrich -> build policy input -> decide -> mutate headers -> forward -> audit
 
-Every request, whatever happens to it, ends in exactly one audit event: an allowed one just before
-its answer completes (`audit_allowed`), any other in the `finally` below.
+Every request, whatever happens to it, ends in exactly one audit event, recorded before its response
+completes: the response goes out through an `AuditedResponse` (audit/writeahead.py), which records
+the event just before the last byte; the `finally` below records a response that never completed.
 Every failure maps to a ProxyError with a status and a reason code; anything unexpected is a 500
 `internal_error` whose details go only to the log.
 """
@@ -15,8 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .audit.event import build_event
 from .audit.auditor import Auditor
+from .audit.event import build_event
+from .audit.writeahead import AuditedResponse
 from .authn.base import Authenticator
 from .authn.identity import Identity
 from .context import RequestContext, context_from_scope
@@ -105,18 +107,16 @@ class Pipeline:
         outcome: DecisionOutcome | None = None
         policy_input: dict[str, Any] | None = None
         dry_run = False
-        audited = False
         started = time.perf_counter()
 
-        def audit_allowed(status: int) -> None:
-            # Written before the response completes: a client never sees a finished answer whose
-            # event could still be lost to a crash.
-            nonlocal audited
-            result.status, result.outcome = status, "allowed"
-            result.reason = "dry_run_denied" if dry_run else "allowed"
-            self._audit(scope, ctx, result, outcome, policy_input, dry_run)
-            audited = True
+        def event(status: int, response: str) -> dict[str, Any]:
+            return self._event(scope, ctx, result, status, response, outcome, policy_input, dry_run)
 
+        def log_decision(event: dict[str, Any]) -> None:
+            if self.decision_log is not None and policy_input is not None:
+                self.decision_log.emit(event, policy_input)
+
+        send = AuditedResponse(send, self.auditor, event, log_decision)
         try:
             if forward_auth:
                 scope = self.forward_auth.describe(scope)
@@ -151,6 +151,7 @@ class Pipeline:
                 dry_run = True  # dry run: the real decision is audited, the request goes through
 
             decision = outcome.decision if outcome is not None else None
+            result.outcome, result.reason = "allowed", "dry_run_denied" if dry_run else "allowed"
             identity = ctx.identity
             assertion = None
             if not identity.anonymous:
@@ -161,7 +162,7 @@ class Pipeline:
             if forward_auth:
                 result.status = await self.forward_auth.answer_allowed(
                     send, self.rewriter.identity_headers(identity, assertion)
-                    + self.rewriter.policy_headers(policy_headers), client_headers, audit_allowed)
+                    + self.rewriter.policy_headers(policy_headers), client_headers)
             else:
                 headers = self.rewriter.upstream_request_headers(
                     ctx, identity, assertion, extra=policy_headers,
@@ -170,7 +171,6 @@ class Pipeline:
                 )
                 result.status = await self.upstream.forward(
                     ctx, ctx.route, headers, receive, send, extra_response_headers=client_headers,
-                    before_last_chunk=audit_allowed,
                 )
         except ProxyError as exc:
             if exc.status >= 500 or isinstance(exc, PolicyError):
@@ -194,8 +194,9 @@ class Pipeline:
             result.status, result.outcome, result.reason = 500, "error", "internal_error"
             await send_error(send, ProxyError(), ctx.decision_id if ctx else "-")
         finally:
-            if not audited:
-                self._audit(scope, ctx, result, outcome, policy_input, dry_run)
+            send.finish(result.status)
+            if send.refused:
+                result.outcome, result.reason = "error", "audit_unavailable"
             self.metrics.requests.labels(route=ctx.route.id if ctx and ctx.route else "",
                                          outcome=result.outcome, reason=result.reason).inc()
             self.metrics.latency.labels(outcome=result.outcome).observe(time.perf_counter() - started)
@@ -222,19 +223,13 @@ class Pipeline:
         return [(name, as_wire(value)) for name, value in [*ctx.response_headers.items(), *added.items()]
                 if settable(name) and safe_value(value)]
 
-    def _audit(self, scope, ctx, result: _Outcome, outcome, policy_input, dry_run: bool) -> None:
-        try:
-            event = build_event(
-                ctx=ctx, scope=scope, status=result.status, outcome=result.outcome, reason=result.reason,
-                decision=outcome, policy_input=policy_input,
-                policy_revision=self.decider.engine_for(ctx.route.id).revision if ctx and ctx.route
-                else self.engine.revision,
-                client_address=self.rewriter.client_address(ctx) if ctx else None,
-                dry_run=dry_run, include_input=self.include_input,
-            )
-        except Exception:  # noqa: BLE001 - an audit bug must not hide the request
-            log.exception("could not build audit event")
-            return
-        self.auditor.emit(event)
-        if self.decision_log is not None and policy_input is not None:
-            self.decision_log.emit(event, policy_input)
+    def _event(self, scope, ctx, result: _Outcome, status: int, response: str, outcome, policy_input,
+               dry_run: bool) -> dict[str, Any]:
+        return build_event(
+            ctx=ctx, scope=scope, status=status, outcome=result.outcome, reason=result.reason,
+            decision=outcome, policy_input=policy_input,
+            policy_revision=self.decider.engine_for(ctx.route.id).revision if ctx and ctx.route
+            else self.engine.revision,
+            client_address=self.rewriter.client_address(ctx) if ctx else None,
+            dry_run=dry_run, include_input=self.include_input, response=response,
+        )

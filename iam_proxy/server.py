@@ -11,6 +11,7 @@ import socket
 import uvicorn
 
 from .app import Proxy
+from .audit.metrics import Board
 from .redaction import install_log_redaction
 from .settings import Listener, Settings
 from .tls import ClientCertHttpToolsProtocol, ServerTLS
@@ -40,11 +41,13 @@ def _config(app, listener: Listener, lifespan: str) -> uvicorn.Config:
     )
 
 
-async def serve(settings: Settings, proxy_socket: socket.socket | None = None, admin: bool = True) -> None:
-    """Serve one process's listeners; a worker gets its pre-bound proxy socket (see workers.py)."""
-    proxy = Proxy(settings)
+async def serve(settings: Settings, proxy_socket: socket.socket | None = None, worker: int = 0,
+                audit_board: Board | None = None) -> None:
+    """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number and the
+    shared audit metrics table (see workers.py). Worker 0 also serves the admin listener."""
+    proxy = Proxy(settings, worker, audit_board)
     servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on"))]
-    if admin:
+    if worker == 0:
         servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off")))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
@@ -64,10 +67,10 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, a
                          *(s.serve() for s in servers[1:]))
 
 
-def _serve_worker(settings: Settings, proxy_socket: socket.socket, admin: bool) -> None:
+def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board) -> None:
     import uvloop
 
-    uvloop.run(serve(settings, proxy_socket, admin))
+    uvloop.run(serve(settings, proxy_socket, worker, audit_board))
 
 
 def run(settings: Settings) -> None:

@@ -4,10 +4,12 @@ Python runs one request at a time per process, so a proxy that should use every 
 process per core. The parent binds one SO_REUSEPORT socket per worker before forking (a port that
 is taken fails here, before anything starts), and the kernel spreads new connections evenly across
 those sockets. Each worker builds its own Proxy after the fork: its own policy engine, token cache,
-upstream pool and audit file descriptor (audit lines are single O_APPEND writes, so workers never
-interleave).
+upstream pool, and its own audit journal (spool and files, see audit/journal.py), so no two
+processes ever write one file.
 
-Only worker 0 serves the admin listener, so `/metrics` and `/readyz` describe worker 0.
+Only worker 0 serves the admin listener, so `/readyz` and most of `/metrics` describe worker 0; the
+audit metrics cover every worker, through a table in memory shared before the fork
+(audit/metrics.py).
 
 The parent only supervises: SIGTERM and SIGINT are passed to every worker; when a worker dies on its
 own, the others are stopped and the parent exits non-zero so that the service manager restarts the
@@ -23,11 +25,12 @@ import socket
 import sys
 from typing import Callable
 
+from .audit.metrics import Board
 from .settings import Listener, Settings
 
 log = logging.getLogger("iam_proxy.workers")
 
-ServeOne = Callable[[Settings, socket.socket, bool], None]
+ServeOne = Callable[[Settings, socket.socket, int, Board], None]  # settings, socket, worker number, board
 
 
 def reuseport_socket(listener: Listener) -> socket.socket:
@@ -45,6 +48,7 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
     """Fork the workers and supervise them; returns the exit code for the parent."""
     count = settings.listeners.workers
     sockets = [reuseport_socket(settings.listeners.proxy) for _ in range(count)]
+    board = Board(count, shared=True)
     children: dict[int, int] = {}
     for index, sock in enumerate(sockets):
         pid = os.fork()
@@ -54,7 +58,7 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
                     other.close()
             code = 0
             try:
-                serve_one(settings, sock, index == 0)
+                serve_one(settings, sock, index, board)
             except BaseException:  # noqa: BLE001 - the worker's failure is reported by its exit code
                 log.exception("worker %d failed", index)
                 code = 1

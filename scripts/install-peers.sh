@@ -4,7 +4,7 @@
 #   install-peers.sh opa   the pinned OPA binary only (`make policy-test`)
 #   install-peers.sh ci    the clean-root check's tools (step ci)
 #   install-peers.sh       everything `make test` needs: Debian packages of steps run, build and test,
-#                          then OPA (go install), Keycloak (mvn), saml-idp (npm ci)
+#                          then OPA (go install), Keycloak (mvn), saml-idp and the ECS schema (npm ci)
 # Go, Maven and npm downloads are cached under ~/.cache/iam-proxy (IAM_PROXY_TOOLS), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,15 +83,19 @@ if [ ! -x "$keycloak_dir/bin/kc.sh" ]; then
   tar -xzf "$TOOLS/downloads/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$keycloak_dir.tmp" --strip-components=1
   rm -rf "$keycloak_dir" && mv "$keycloak_dir.tmp" "$keycloak_dir"
 fi
-# saml-idp (npm), the second SAML IdP of tests/saml/, installed with `npm ci` from tests/saml/idp/ (the
-# lock file pins every package; an override replaces a git dependency with the registry's samlp) into
-# the cache, outside the clone
-saml_idp_dir="$TOOLS/saml-idp"
-if ! cmp -s tests/saml/idp/package-lock.json "$saml_idp_dir/package-lock.json" \
-    || [ ! -x "$saml_idp_dir/node_modules/.bin/saml-idp" ]; then
-  echo "installing saml-idp with npm ci"
-  mkdir -p "$saml_idp_dir"
-  cp tests/saml/idp/package.json tests/saml/idp/package-lock.json "$saml_idp_dir/"
-  (cd "$saml_idp_dir" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# npm packages, installed with `npm ci` from a package.json and lock file of the project (the lock pins
+# every package) into the cache, outside the clone; again only when the lock file changed
+npm_ci() {  # name source_dir file_that_must_exist
+  local name=$1 source=$2 installed="$TOOLS/$1"
+  if ! cmp -s "$source/package-lock.json" "$installed/package-lock.json" || [ ! -e "$installed/$3" ]; then
+    echo "installing $name with npm ci"
+    mkdir -p "$installed"
+    cp "$source/package.json" "$source/package-lock.json" "$installed/"
+    (cd "$installed" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+# saml-idp, the second SAML IdP of tests/saml/ (an override replaces a git dependency with samlp)
+npm_ci saml-idp tests/saml/idp node_modules/.bin/saml-idp
+# the published ECS field definitions, which tests/audit/test_audit_schemas.py checks ECS events against
+npm_ci ecs-schema tests/audit/schemas node_modules/@elastic/ecs/build/commonjs/ecs_flat.js
 echo "peers ready: $TOOLS/bin"

@@ -174,12 +174,21 @@ class ProxyProcess:
         wait_for_port(self.port, self.process.proc, timeout)
         return self
 
-    def audit_events(self) -> list[dict[str, Any]]:
-        if self.audit_path is None or not self.audit_path.exists():
+    def audit_files(self) -> list[Path]:
+        """The audit file of each worker: `audit.jsonl`, `audit.w1.jsonl`, ... (audit/journal.py)."""
+        if self.audit_path is None:
             return []
-        # only complete lines: the proxy may be appending the next event right now
-        text = self.audit_path.read_text()
-        return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
+        path = self.audit_path
+        workers = sorted(path.parent.glob(f"{path.stem}.w[0-9]*{path.suffix}"))
+        return [p for p in (path, *workers) if p.exists()]
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        events = []
+        for path in self.audit_files():
+            # only complete lines: the proxy may be appending the next event right now
+            text = path.read_text()
+            events += [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
+        return events
 
     def wait_audit(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The audit events once at least `count` are written (events land after the response)."""

@@ -1,7 +1,12 @@
-"""The Auditor: what the pipeline talks to. `emit(event)` writes the direct sinks and appends the
-event to the spool (microseconds, never a network call); delivery tasks ship it from there.
-`admit()` says whether a new request may proceed (spool has room, or its policy is drop_oldest;
-direct sinks writable), so that with overflow=block the proxy answers 503 instead of losing events.
+"""The Auditor: what the front doors talk to.
+
+    admit()        whether a new request may proceed: the spool has room (or its policy is
+                   drop_oldest) and the local files can be written; otherwise the request is
+                   refused with 503 audit_unavailable instead of being answered unrecorded
+    record(event)  make the request's event durable (journal.py), before its response completes
+                   (writeahead.py makes sure of that); raises AuditRecordError when it cannot be
+
+Delivery to network sinks happens off the request path, in the journal's delivery tasks.
 """
 
 from __future__ import annotations
@@ -12,54 +17,39 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry
 
-from .config import AuditSettings, FileSink, HttpSink, StdoutSink, SyslogSink, sink_name
-from .delivery import DeliveryWorker
-from .metrics import AuditMetrics
-from .privacy import PrivacyFilter
+from .config import AuditSettings, StdoutSink, sink_name
+from .journal import Journal, SpoolFull, orphan_slots
+from .metrics import AuditMetrics, Board
 from .render import json_bytes
-from .sinks import DirectSink
-from .sinks.file import FileAuditSink, StdoutAuditSink
-from .sinks.http import HttpAuditSink
-from .sinks.syslog import SyslogAuditSink
-from .spool import Spool
+from .sinks.file import StdoutAuditSink
 
 log = logging.getLogger("iam_proxy.audit")
 
 SPOOL_FULL_LOG_INTERVAL = 10.0
+HOUSEKEEPING_SECONDS = 0.5
+
+
+class AuditRecordError(Exception):
+    """The event could not be made durable; `reason` says why (for the log and the metric)."""
 
 
 class Auditor:
-    def __init__(self, settings: AuditSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, settings: AuditSettings, registry: CollectorRegistry | None = None, *,
+                 worker: int = 0, workers: int = 1, board: Board | None = None) -> None:
         self.settings = settings
-        self.metrics = AuditMetrics(registry)
-        self.direct: list[tuple[str, DirectSink]] = []
-        delivered: list[tuple[str, Any, PrivacyFilter, Any]] = []
-        for index, sink_settings in enumerate(settings.sinks):
-            name = sink_name(sink_settings, index)
-            if isinstance(sink_settings, FileSink):
-                self.direct.append((name, FileAuditSink(sink_settings)))
-            elif isinstance(sink_settings, StdoutSink):
-                self.direct.append((name, StdoutAuditSink(sink_settings)))
-            elif isinstance(sink_settings, SyslogSink):
-                delivered.append((name, SyslogAuditSink(sink_settings), PrivacyFilter(sink_settings.privacy),
-                                  sink_settings))
-            elif isinstance(sink_settings, HttpSink):
-                delivered.append((name, HttpAuditSink(sink_settings), PrivacyFilter(sink_settings.privacy),
-                                  sink_settings))
-        self.spool: Spool | None = None
-        self.workers: list[DeliveryWorker] = []
-        if delivered:
-            if settings.spool is None:
-                raise ValueError("audit.spool is required by syslog and http sinks")
-            self.spool = Spool(settings.spool, [name for name, *_ in delivered], self.metrics)
-            for name, sink, privacy, sink_settings in delivered:
-                self.workers.append(DeliveryWorker(
-                    name, sink, self.spool.readers[name], privacy, batch_max_events=sink_settings.batch_max_events,
-                    timeout_seconds=sink_settings.timeout_seconds, retry=sink_settings.retry, metrics=self.metrics))
-        # Labelled children looked up once: labels() costs more than the write itself.
-        self._written = {name: self.metrics.delivered.labels(sink=name) for name, _ in self.direct}
+        names = [sink_name(s, i) for i, s in enumerate(settings.sinks)]
+        self.metrics = AuditMetrics(names, board or Board(max(workers, worker + 1)), worker)
+        self.metrics.refresh = self.publish
+        if registry is not None:
+            self.metrics.register(registry)
+        self.journal = Journal(settings, worker, self.metrics)
+        self.orphans = [Journal(settings, slot, self.metrics) for slot in orphan_slots(settings, worker, workers)]
+        self.stdout = [(name, StdoutAuditSink(s)) for name, s in zip(names, settings.sinks)
+                       if isinstance(s, StdoutSink)]
+        self._blocked = self.metrics.cell(None, "blocked_requests")
         self._tasks: list[asyncio.Task[None]] = []
         self._last_full_log = 0.0
         self._refused_since_log = 0
@@ -68,73 +58,84 @@ class Auditor:
 
     def admit(self) -> bool:
         """Whether a new request may proceed; a refusal is counted."""
-        ok = all(sink.healthy for _, sink in self.direct)
-        if ok and self.spool is not None and self.settings.spool is not None:
-            ok = self.settings.spool.overflow == "drop_oldest" or self.spool.has_room()
+        ok = self.journal.healthy and self.journal.has_room()
         if not ok:
-            self.metrics.blocked_requests.inc()
+            self._blocked.inc()
         return ok
 
-    def emit(self, event: dict[str, Any]) -> None:
-        for name, sink in self.direct:
+    def record(self, event: dict[str, Any]) -> None:
+        try:
+            line = json_bytes(event) + b"\n"
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise AuditRecordError(f"the event cannot be encoded: {exc}") from None
+        try:
+            self.journal.record(line, event)
+        except SpoolFull:
+            self._log_spool_full()
+            raise AuditRecordError("the spool is full (overflow: block)") from None
+        except OSError as exc:
+            raise AuditRecordError(f"the audit record cannot be written: {exc}") from None
+        for name, sink in self.stdout:  # a copy for container logs, or the only record there is
             try:
                 sink.write(event)
-                self._written[name].inc()
-            except Exception:  # noqa: BLE001 - one broken sink must not stop the others
-                sink.healthy = False
-                self.metrics.failed.labels(sink=name).inc()
-                self.metrics.dropped.labels(sink=name, reason="write_error").inc()
-                log.exception("audit sink %s: write failed; event %s lost for this sink", name,
-                              event.get("decision_id"))
-        if self.spool is None:
-            return
-        try:
-            accepted = self.spool.append(json_bytes(event) + b"\n")
-        except OSError:
-            log.exception("audit spool: append failed")
-            accepted = False
-        if not accepted:
-            for worker in self.workers:
-                self.metrics.dropped.labels(sink=worker.name, reason="spool_full").inc()
-            self._log_refusal()
+            except OSError as exc:
+                self.metrics.count(name, "dropped:write_error")
+                if not self.journal.durable:
+                    raise AuditRecordError(f"stdout, the only audit sink, cannot be written: {exc}") from None
 
-    def _log_refusal(self) -> None:
+    def _log_spool_full(self) -> None:
         self._refused_since_log += 1
         now = time.monotonic()
         if now - self._last_full_log >= SPOOL_FULL_LOG_INTERVAL:
-            log.error("audit spool full (%d bytes, overflow: block): %d event(s) could not be spooled; "
-                      "new requests get 503 audit_unavailable until a sink catches up",
-                      self.spool.total_bytes if self.spool else 0, self._refused_since_log)
+            log.error("audit spool full (overflow: block): %d event(s) could not be spooled; new requests get "
+                      "503 audit_unavailable until a sink catches up", self._refused_since_log)
             self._last_full_log, self._refused_since_log = now, 0
+
+    # ------------------------------------------------------------------ metrics
+
+    def publish(self) -> None:
+        """Copy this worker's spool gauges into the shared metrics table."""
+        queued = dict.fromkeys(self.metrics.sinks, 0)
+        size = dict.fromkeys(self.metrics.sinks, 0)
+        oldest: dict[str, float] = {}
+        for journal in (self.journal, *self.orphans):
+            for reader in journal.readers():
+                queued[reader.name] += reader.pending
+                size[reader.name] += reader.unacknowledged_bytes()
+                if reader.pending and reader.oldest_time:
+                    oldest[reader.name] = min(oldest.get(reader.name, reader.oldest_time), reader.oldest_time)
+        for name in self.metrics.sinks:
+            self.metrics.cell(name, "queued").set(queued[name])
+            self.metrics.cell(name, "spool_bytes").set(size[name])
+            self.metrics.cell(name, "oldest_time").set(oldest.get(name, 0.0))
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        for worker in self.workers:
-            self._tasks.append(asyncio.create_task(worker.run(), name=f"audit-{worker.name}"))
+        for journal in (self.journal, *self.orphans):
+            await journal.start()
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="audit-housekeeping"))
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            self.journal.retry_files()
+            for orphan in [o for o in self.orphans if o.drained]:
+                self.orphans.remove(orphan)
+                await orphan.retire()
+            self.publish()
 
     async def stop(self) -> None:
-        """Give the delivery tasks a moment to empty the spool; what remains is sent after restart."""
-        if self.spool is not None and self.settings.spool is not None:
-            deadline = time.monotonic() + self.settings.spool.shutdown_drain_seconds
-            while (time.monotonic() < deadline and any(r.pending for r in self.spool.readers.values())
-                   and all(not t.done() for t in self._tasks)):
-                await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for worker in self.workers:
-            with contextlib.suppress(Exception):
-                await worker.sink.close()
-        self.close()
+        drain = self.settings.spool.shutdown_drain_seconds if self.settings.spool else 0.0
+        for journal in (self.journal, *self.orphans):
+            await journal.stop(drain)
+        self.publish()
 
     def close(self) -> None:
-        for _, sink in self.direct:
-            sink.close()
-        self.direct = []
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
+        for journal in (self.journal, *self.orphans):
+            journal.close()

@@ -259,6 +259,10 @@ class AuditSettings(_Model):
     sinks: list[AuditSinkSettings] = [StdoutSink(type="stdout")]
     include_input: bool = True
     spool: SpoolSettings | None = None
+    # A request whose event cannot be built or recorded: `deny` refuses it (503 audit_unavailable,
+    # or an aborted response when its head has already left); `allow` answers it anyway. Both are
+    # logged and counted.
+    on_failure: Literal["deny", "allow"] = "deny"
 
     @model_validator(mode="after")
     def _sinks(self) -> "AuditSettings":

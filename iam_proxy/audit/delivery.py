@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
+import ssl
 from datetime import datetime
 from typing import Any
 
@@ -31,11 +33,36 @@ def backoff_seconds(retry: RetrySettings, attempt: int) -> float:
     return max(0.0, base * (1 + retry.jitter * (2 * _JITTER.random() - 1)))
 
 
-def _describe(exc: BaseException) -> str:
-    """An error for the log: its type and message; messages here never carry credentials
-    (they come from sockets, TLS and our own CollectorRefused, not from request headers)."""
-    text = str(exc) or exc.__class__.__name__
-    return f"{exc.__class__.__name__}: {text}"[:300]
+def _root_causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "os_error", None) \
+            or getattr(exc, "certificate_error", None)
+    return chain
+
+
+def describe_failure(exc: BaseException, timeout_seconds: float) -> str:
+    """Why a delivery failed, for the log: the TLS cause when there is one, in plain words.
+    Messages here never carry credentials (they come from sockets, TLS and our CollectorRefused)."""
+    chain = _root_causes(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: the collector's certificate is not trusted: {cause.verify_message} " \
+                   f"(check tls.ca_file and tls.server_name)"
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {cause.reason or cause}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer within timeout_seconds ({timeout_seconds:g}s)"
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is the collector running and listening?)"
+        if isinstance(cause, (ConnectionResetError, BrokenPipeError)):
+            return f"the collector closed the connection ({cause.__class__.__name__})"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the collector's host name ({cause.strerror})"
+    return f"{exc.__class__.__name__}: {str(exc) or '-'}"[:300]
 
 
 class DeliveryWorker:
@@ -47,7 +74,9 @@ class DeliveryWorker:
         self.timeout_seconds = timeout_seconds
         self.retry = retry
         self.metrics = metrics
-        self._delivered = metrics.delivered.labels(sink=name)
+        self._delivered = metrics.cell(name, "delivered")
+        self._failed = metrics.cell(name, "failed")
+        self._retried = metrics.cell(name, "retried")
         self._drops_at_read = 0
 
     def _next_batch(self) -> tuple[list[bytes], Any]:
@@ -89,7 +118,7 @@ class DeliveryWorker:
                 events.append(orjson.loads(record))
             except orjson.JSONDecodeError:
                 # Only disk corruption gets here; sending garbage would not help the SIEM either.
-                self.metrics.dropped.labels(sink=self.name, reason="corrupt").inc()
+                self.metrics.count(self.name, "dropped:corrupt")
                 log.error("audit sink %s: skipping an unreadable spool record (%d bytes)", self.name, len(record))
         return events
 
@@ -103,15 +132,17 @@ class DeliveryWorker:
             try:
                 await asyncio.wait_for(self.sink.send(payload), self.timeout_seconds)
                 if attempt:
-                    log.warning("audit sink %s: delivered after %d retries", self.name, attempt)
+                    log.warning("audit sink %s (%s): delivered after %d retries", self.name, self.sink.target,
+                                attempt)
                 return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is retried
                 delay = backoff_seconds(self.retry, attempt)
-                self.metrics.failed.labels(sink=self.name).inc()
-                log.warning("audit sink %s: delivering %d events failed (%s); retry %d in %.2fs",
-                            self.name, count, _describe(exc), attempt + 1, delay)
+                self._failed.inc()
+                log.warning("audit sink %s (%s): delivering %d events failed: %s; retry %d in %.2fs",
+                            self.name, self.sink.target, count, describe_failure(exc, self.timeout_seconds),
+                            attempt + 1, delay)
                 await asyncio.sleep(delay)
                 attempt += 1
-                self.metrics.retried.labels(sink=self.name).inc()
+                self._retried.inc()

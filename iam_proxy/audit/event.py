@@ -28,8 +28,10 @@ def _timestamp(ts: float) -> str:
 def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: int, outcome: str,
                 reason: str, decision: DecisionOutcome | None, policy_input: dict[str, Any] | None,
                 policy_revision: str | None, client_address: str | None, dry_run: bool = False,
-                include_input: bool = True) -> dict[str, Any]:
-    """`outcome` is allowed, denied or error; `reason` is the stable reason code."""
+                include_input: bool = True, response: str = "complete") -> dict[str, Any]:
+    """`outcome` is allowed, denied or error; `reason` is the stable reason code; `response` is
+    "complete" (recorded just before the response's last byte left) or "incomplete" (the response
+    never completed: the client went away, or the upstream broke off mid-body)."""
     now = time.time()
     if ctx is not None:
         method, path, query = ctx.method, ctx.raw_path, ctx.query_string
@@ -58,6 +60,7 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
         "outcome": outcome,
         "reason": reason,
         "status": status,
+        "response": response,
         "route": {"id": route.id, "upstream": route.settings.upstream} if route is not None else None,
         "http": {"method": method, "host": host, "path": path, "query": mask_query_string(query),
                  "user_agent": user_agent},
@@ -88,7 +91,7 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
 
 
 def endpoint_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: int, outcome: str,
-                   reason: str) -> dict[str, Any]:
+                   reason: str, response: str = "complete") -> dict[str, Any]:
     """The event for a request to one of the proxy's own endpoints (/.iam/...): no policy was asked."""
     return build_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason, decision=None,
-                       policy_input=None, policy_revision=None, client_address=None)
+                       policy_input=None, policy_revision=None, client_address=None, response=response)

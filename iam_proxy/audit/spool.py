@@ -67,9 +67,9 @@ class SpoolReader:
             os.close(self._fd)
         self._fd, self._fd_segment = None, -1
 
-    def read_batch(self, max_events: int) -> tuple[list[bytes], Cursor]:
-        """Up to `max_events` records after the cursor, and the cursor just past them."""
-        segment, offset = self.cursor
+    def read_batch(self, max_events: int, at: Cursor | None = None) -> tuple[list[bytes], Cursor]:
+        """Up to `max_events` records after the cursor (or `at`), and the cursor just past them."""
+        segment, offset = at or self.cursor
         records: list[bytes] = []
         while len(records) < max_events:
             existing = self.spool.existing_segment_at_or_after(segment)
@@ -93,18 +93,23 @@ class SpoolReader:
                 break
         return records, Cursor(segment, offset)
 
-    def commit(self, cursor: Cursor, count: int) -> None:
-        """The sink acknowledged `count` events, up to `cursor`."""
+    def commit(self, cursor: Cursor, count: int, save: bool = True) -> None:
+        """The sink acknowledged `count` events, up to `cursor`. `save=False` leaves the cursor file
+        behind (a local file finds its own position again at restart, see filefeed.py)."""
         if cursor > self.cursor:  # a drop_oldest may already have moved us further
             self.cursor = cursor
             self.pending = max(0, self.pending - count)
-            self.spool.save_cursor(self)
+            if save:
+                self.spool.save_cursor(self)
         if self.pending == 0:
             self.oldest_time = None
         self.spool.collect()
 
     def unacknowledged_bytes(self) -> int:
-        return sum(size for seq, size in self.spool.sizes.items() if seq >= self.cursor.segment) - self.cursor.offset
+        segment, offset = self.cursor
+        if segment not in self.spool.sizes:  # deleted under us by drop_oldest: nothing of it is left
+            offset = 0
+        return max(0, sum(size for seq, size in self.spool.sizes.items() if seq >= segment) - offset)
 
     def close(self) -> None:
         self._close_fd()
@@ -136,10 +141,6 @@ class Spool:
             reader.pending = self._count_after(reader.cursor)
             if reader.pending:
                 reader.oldest_time = time.time()  # refined when its first batch is read
-            metrics.queued.labels(sink=reader.name).set_function(lambda r=reader: r.pending)
-            metrics.spool_bytes.labels(sink=reader.name).set_function(lambda r=reader: r.unacknowledged_bytes())
-            metrics.oldest_age.labels(sink=reader.name).set_function(
-                lambda r=reader: max(0.0, time.time() - r.oldest_time) if r.pending and r.oldest_time else 0.0)
         self.collect()
 
     # ------------------------------------------------------------------ files
@@ -219,14 +220,19 @@ class Spool:
         event is never the one that does not fit."""
         return not self.full and self.total_bytes < self.settings.max_bytes - self.settings.max_bytes // 8
 
-    def append(self, record: bytes) -> bool:
-        """Append one record (ending in a newline). False when full and the policy is `block`."""
+    def append(self, record: bytes) -> Cursor | None:
+        """Append one record (ending in a newline); where it starts, or None when the spool is full
+        and the policy is `block`. Raises OSError when the disk refuses the write."""
         if self.total_bytes + len(record) > self.settings.max_bytes:
             if self.settings.overflow == "block":
                 self.full = True  # until a sink's progress frees a segment
-                return False
+                return None
             self._drop_oldest(len(record))
-        os.write(self._fd, record)
+        start = Cursor(self.active, self.sizes[self.active])
+        written = os.write(self._fd, record)
+        if written != len(record):  # a full disk can take part of a record: cut it, refuse the event
+            os.ftruncate(self._fd, start.offset)
+            raise OSError(f"spool: short write ({written} of {len(record)} bytes)")
         self.sizes[self.active] += len(record)
         self.total_bytes += len(record)
         self._maybe_fsync()
@@ -238,7 +244,7 @@ class Spool:
             reader.wakeup.set()
         if self.sizes[self.active] >= self.settings.segment_bytes:
             self._roll()
-        return True
+        return start
 
     def _maybe_fsync(self, force: bool = False) -> None:
         policy = self.settings.fsync
@@ -268,7 +274,7 @@ class Spool:
                 reader.pending = max(0, reader.pending - lost)
                 self.save_cursor(reader)
                 if lost:
-                    self.metrics.dropped.labels(sink=reader.name, reason="drop_oldest").inc(lost)
+                    self.metrics.count(reader.name, "dropped:drop_oldest", lost)
                     log.warning("audit spool full: dropped the %d oldest undelivered events of sink %s "
                                 "(overflow: drop_oldest)", lost, reader.name)
             self._delete(oldest)

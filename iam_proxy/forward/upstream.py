@@ -8,7 +8,7 @@ abort the connection.
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 from ..context import RequestContext
 from ..errors import UpstreamTimeout, UpstreamUnavailable
@@ -77,12 +77,10 @@ class UpstreamClient:
         return f"{route.upstream_scheme}://{route.upstream_host}{self.target_for(ctx, route)}"
 
     async def forward(self, ctx: RequestContext, route: CompiledRoute, headers: list[tuple[str, str]],
-                      receive, send, extra_response_headers: list[tuple[str, str]],
-                      before_last_chunk: Callable[[int], None] | None = None) -> int:
+                      receive, send, extra_response_headers: list[tuple[str, str]]) -> int:
         """Send the request upstream and stream the answer to the client; returns the status sent.
-
-        `before_last_chunk(status)` runs just before the response is completed, so the caller can
-        record the request (audit) before the client can see it finished."""
+        The last body message is the one with `more_body` false: the caller's `send` records the
+        request (audit) before it lets that message out."""
         settings = route.settings
         if not any(name == "host" for name, _ in headers):
             headers = [("host", route.upstream_host), *headers]
@@ -105,8 +103,8 @@ class UpstreamClient:
             out_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
                             for k, v in extra_response_headers]
             await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-            # One chunk is held back, so the hook runs before the client has the whole body (and a
-            # response without a body is complete, for the client, at its empty last chunk).
+            # One chunk is held back, so the last message carries data: the caller's send sees the end
+            # of the body before the client has it (a response without a body ends at an empty one).
             held = b""
             try:
                 async for chunk in response.chunks():
@@ -115,8 +113,6 @@ class UpstreamClient:
                     held = chunk
             except (UpstreamTimedOut, UpstreamBroken) as exc:
                 raise UpstreamResponseFailed(f"{type(exc).__name__}: {exc}") from None
-            if before_last_chunk is not None:
-                before_last_chunk(response.status)
             await send({"type": "http.response.body", "body": held})
         finally:
             response.release()

@@ -24,7 +24,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 from authlib.common.security import generate_token
 
+from ..audit.auditor import Auditor
 from ..audit.event import endpoint_event
+from ..audit.writeahead import AuditedResponse
 from ..authn.oidc_session import (
     CALLBACK_PATH,
     BrowserLogin,
@@ -62,12 +64,11 @@ class Portal:
     PATHS = frozenset({"/.iam/", "/.iam/me", "/.iam/login", CALLBACK_PATH, "/.iam/logout", "/.iam/signed-out",
                        "/.iam/backchannel-logout", "/.iam/userinfo"})
 
-    def __init__(self, login: BrowserLogin, routes: RouteTable, audit: Callable[[dict[str, Any]], None],
-                 clock=time.time) -> None:
+    def __init__(self, login: BrowserLogin, routes: RouteTable, auditor: Auditor, clock=time.time) -> None:
         self.login = login
         self.sessions = login.sessions
         self._routes = routes
-        self._audit = audit
+        self._auditor = auditor
         self._clock = clock
         prefix = "__Host-" if login.settings.sessions.secure else ""
         self.login_cookie = f"{prefix}iam_oidc_login"
@@ -80,9 +81,16 @@ class Portal:
     async def handle(self, scope: dict[str, Any], receive, send) -> None:
         ctx: RequestContext | None = None
         status, outcome, reason = 500, "error", "internal_error"
+
+        def event(sent: int, response: str) -> dict[str, Any]:
+            return endpoint_event(ctx=ctx, scope=scope, status=sent, outcome=outcome, reason=reason,
+                                  response=response)
+
+        send = AuditedResponse(send, self._auditor, event)
         try:
             ctx = context_from_scope(scope)
             path, method = ctx.path, ctx.method
+            outcome, reason = "allowed", "portal_" + path.removeprefix("/.iam/").replace("-", "_").strip("/")
             if path in ("/.iam/", "/.iam/me") and method in ("GET", "HEAD"):
                 status = await self._signed_in_page(ctx, send)
             elif path == "/.iam/login" and method == "GET":
@@ -101,7 +109,6 @@ class Portal:
                 status = await self._userinfo(ctx, send)
             else:
                 raise RouteNotFound()
-            outcome, reason = "allowed", "portal_" + path.removeprefix("/.iam/").replace("-", "_").strip("/")
         except ProxyError as exc:
             level = logging.WARNING if exc.status >= 500 else logging.INFO
             log.log(level, "%s %s refused (%s): %s", ctx.method if ctx else "-", scope.get("path"),
@@ -110,12 +117,10 @@ class Portal:
             status = await self._error(ctx, send, exc)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
+            outcome, reason = "error", "internal_error"
             status = await self._error(ctx, send, ProxyError())
         finally:
-            try:
-                self._audit(endpoint_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason))
-            except Exception:  # noqa: BLE001 - an audit bug must not hide the request
-                log.exception("could not audit a portal request")
+            send.finish(status)
 
     # ------------------------------------------------------------------ sign-in
 

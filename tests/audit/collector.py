@@ -2,6 +2,8 @@
 
 Every request is recorded (method, path, headers, gzip-decoded body) as one JSON line in --record.
 `POST /_control {"fail": N}` makes the next requests answer N until `{"fail": 0}`.
+`POST /_control {"ack": true}` turns on HEC indexer acknowledgement: events are answered with an
+`ackId`, and `/services/collector/ack` says it is indexed only while `{"indexed": true}` (the default).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 
 from aiohttp import web
 
-STATE = {"fail": 0}
+STATE = {"fail": 0, "ack": False, "indexed": True, "next_ack": 0}
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -30,7 +32,15 @@ async def handle(request: web.Request) -> web.Response:
     if STATE["fail"]:
         return web.json_response({"error": "failing on purpose"}, status=STATE["fail"])
     if request.path.endswith("/services/collector/event"):
-        return web.json_response({"text": "Success", "code": 0})
+        if not STATE["ack"]:
+            return web.json_response({"text": "Success", "code": 0})
+        if not request.headers.get("X-Splunk-Request-Channel"):
+            return web.json_response({"text": "Data channel is missing", "code": 10}, status=400)
+        STATE["next_ack"] += 1
+        return web.json_response({"text": "Success", "code": 0, "ackId": STATE["next_ack"]})
+    if request.path.endswith("/services/collector/ack"):
+        acks = json.loads(body)["acks"]
+        return web.json_response({"acks": {str(a): STATE["indexed"] for a in acks}})
     if request.path.endswith("/_bulk"):
         lines = [json.loads(line) for line in body.decode().splitlines() if line]
         items = [{"create": {"_index": action["create"]["_index"], "_id": action["create"]["_id"],

@@ -106,11 +106,35 @@ def test_recomputed_chain_is_caught_by_the_checkpoint_signature(tmp_path, capsys
     assert code == 1 and "checkpoint signature does not verify" in out_text
 
 
-def test_checkpoints_need_a_key_to_pass(tmp_path, capsys):
+def test_a_missing_key_is_unverified_not_tampered(tmp_path, capsys):
     path = tmp_path / "audit.jsonl"
     _write(path, 3)
     code = main(["audit", "verify", str(path)])
-    assert code == 1 and "no key given" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert code == 2 and "TAMPERED" not in out
+    assert "UNVERIFIED: " in out and "signed with hmac-sha256 key 'default', and no such key was given" in out
+    # a key of the other kind is no key for these checkpoints either
+    ed_key = tmp_path / "ed.pem"
+    ed_key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    assert main(["audit", "verify", "--public-key", str(ed_key), str(path)]) == 2
+    # while a wrong key of the right kind is what tampering looks like
+    result = subprocess.run([sys.executable, "-m", "iam_proxy", "audit", "verify", "--hmac-key-env", "OTHER",
+                             str(path)], capture_output=True, text=True, cwd=REPO, timeout=60,
+                            env={**os.environ, "OTHER": "not-the-key"})
+    assert result.returncode == 1 and "checkpoint signature does not verify" in result.stdout
+
+
+def test_a_file_without_checkpoints_says_nothing_was_signed(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    sink = FileAuditSink(FileSink(type="file", path=path))
+    for i in range(3):
+        sink.write(sample_event(request_id=f"r{i}"))
+    sink.close()
+    result = _verify(str(path), key=False)
+    assert result.returncode == 0
+    assert "OK: 3 events, 0 checkpoints: nothing was signed" in result.stdout
+    assert "nothing was signed" in result.stderr and "rewritten as a whole" in result.stderr
 
 
 def test_ed25519_checkpoints_and_rotation_continue_the_chain(tmp_path, capsys):

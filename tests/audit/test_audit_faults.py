@@ -107,8 +107,8 @@ def test_sigkill_mid_run_and_restart_loses_nothing(proxy_config, rsyslog, tmp_pa
         requests = collector.wait_requests(lambda r: expected <= hook_ids(r), timeout=60)
         assert expected - hook_ids(requests) == set()
         # the chain survived the kill: the restarted proxy continued it
-        from iam_proxy.audit.chain import CheckpointVerifier, verify_files
-        assert verify_files([audit_file], CheckpointVerifier()).ok
+        from iam_proxy.audit.verify import CheckpointVerifier, verify_files
+        assert verify_files([audit_file], CheckpointVerifier()).verdict == "OK"
     finally:
         second.stop()
         collector.stop()

@@ -4,6 +4,7 @@ gzip, retries after the collector refused, and privacy rules per sink."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 
@@ -73,9 +74,10 @@ def test_hec_bulk_and_webhook_request_shapes(proxy_factory, proxy_config, collec
     doc = next(d for d in documents if d.get("actor"))
     assert (doc["class_uid"], doc["category_uid"], doc["activity_id"], doc["type_uid"]) == (6003, 6, 2, 600302)
     user = doc["actor"]["user"]
-    assert user["email_addr"].startswith("ps:") and "alice" not in json.dumps(doc)
+    # a pseudonym is no email address: OCSF keeps it under unmapped
+    assert doc["unmapped"]["email"].startswith("ps:") and "email_addr" not in user and "alice" not in json.dumps(doc)
     assert decrypt_value(user["name"], ENC_KEY, "identity.username") == "alice"
-    assert "groups" not in user and doc["src_endpoint"]["ip"] == "***"
+    assert "groups" not in user and doc["src_endpoint"] == {"name": "***"}  # masked: no longer an IP
 
     # webhook: a JSON array of native events
     hook = by_path["/hook"]
@@ -122,3 +124,32 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"no metric {name}")
+
+
+def test_hec_indexer_acknowledgement_is_awaited_when_the_endpoint_has_it(proxy_factory, proxy_config, collector,
+                                                                          tmp_path):
+    """With indexer acknowledgement on, received is not enough: the batch counts as delivered once
+    HEC says it is indexed, polled on the sink's channel."""
+    proxy_config["audit"] = {"spool": {"dir": str(tmp_path / "spool")}, "sinks": [
+        {"type": "http", "name": "splunk", "kind": "splunk_hec", "url": collector.url, "token": "t",
+         "retry": {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.2}, "timeout_seconds": 2},
+    ]}
+    httpx.post(collector.url + "/_control", json={"ack": True, "indexed": False})
+    proxy = proxy_factory(proxy_config)
+    with proxy.client() as c:
+        assert c.get("/public/a").status_code == 200
+    polls = collector.wait_requests(lambda r: len([q for q in r if q["path"].endswith("/ack")]) >= 3)
+    events = [q for q in polls if q["path"] == "/services/collector/event"]
+    acks = [q for q in polls if q["path"] == "/services/collector/ack"]
+    channel = events[0]["headers"]["X-Splunk-Request-Channel"]
+    assert all(q["headers"]["X-Splunk-Request-Channel"] == channel for q in events + acks)
+    assert json.loads(acks[0]["body"]) == {"acks": [1]}
+    assert proxy.metric("iam_proxy_audit_delivered_events_total", 'sink="splunk"') == 0  # received, not indexed
+    assert proxy.metric("iam_proxy_audit_queued_events", 'sink="splunk"') == 1
+
+    httpx.post(collector.url + "/_control", json={"indexed": True})
+    deadline = time.monotonic() + 20
+    while proxy.metric("iam_proxy_audit_delivered_events_total", 'sink="splunk"') < 1:
+        assert time.monotonic() < deadline, "the indexed batch was never counted as delivered"
+        time.sleep(0.2)
+    assert proxy.metric("iam_proxy_audit_queued_events", 'sink="splunk"') == 0

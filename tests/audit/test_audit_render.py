@@ -66,7 +66,7 @@ def test_ocsf_classes():
     assert api["severity_id"] == 1 and api["status_id"] == 1 and api["metadata"]["uid"]
     assert api["time"] == 1795669200123  # 2026-11-26T05:00:00.123Z in ms
     denied = render(sample_event(outcome="denied", reason="policy_denied", status=403), "ocsf")
-    assert denied["class_uid"] == 6003 and denied["severity_id"] == 2 and denied["disposition_id"] == 2
+    assert denied["class_uid"] == 6003 and denied["severity_id"] == 2 and denied["unmapped"]["disposition"] == "Blocked"
     login = render(sample_event(outcome="denied", reason="token_expired", status=401), "ocsf")
     assert (login["class_uid"], login["category_uid"], login["activity_id"], login["type_uid"]) == (3002, 3, 1, 300201)
     assert login["status"] == "Failure" and login["status_detail"] == "token_expired" and login["severity_id"] == 3

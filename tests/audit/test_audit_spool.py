@@ -19,7 +19,7 @@ def _ids(records) -> list[str]:
 
 def test_cursor_survives_restart_and_segments_are_collected(tmp_path):
     settings = SpoolSettings(dir=tmp_path, segment_bytes=4096, max_bytes=64 * 1024)
-    spool = Spool(settings, ["a", "b"], AuditMetrics())
+    spool = Spool(settings, ["a", "b"], AuditMetrics(["a", "b"]))
     for i in range(100):
         assert spool.append(_record(i))
     reader = spool.readers["a"]
@@ -29,7 +29,7 @@ def test_cursor_survives_restart_and_segments_are_collected(tmp_path):
     segments_before = len(spool.sizes)
     spool.close()
 
-    spool = Spool(settings, ["a", "b"], AuditMetrics())
+    spool = Spool(settings, ["a", "b"], AuditMetrics(["a", "b"]))
     assert spool.readers["a"].pending == 70 and spool.readers["b"].pending == 100
     records, cursor = spool.readers["a"].read_batch(1000)
     assert _ids(records) == [f"id-{i}" for i in range(30, 100)]
@@ -44,13 +44,13 @@ def test_cursor_survives_restart_and_segments_are_collected(tmp_path):
 
 def test_half_written_record_is_cut_at_restart(tmp_path):
     settings = SpoolSettings(dir=tmp_path, segment_bytes=4096, max_bytes=64 * 1024)
-    spool = Spool(settings, ["a"], AuditMetrics())
+    spool = Spool(settings, ["a"], AuditMetrics(["a", "b"]))
     spool.append(_record(1))
     spool.close()
     segment = next(tmp_path.glob("*.seg"))
     with segment.open("ab") as f:
         f.write(b'{"decision_id":"half')  # a kill in the middle of a write
-    spool = Spool(settings, ["a"], AuditMetrics())
+    spool = Spool(settings, ["a"], AuditMetrics(["a", "b"]))
     spool.append(_record(2))
     records, _ = spool.readers["a"].read_batch(10)
     assert _ids(records) == ["id-1", "id-2"]
@@ -58,7 +58,7 @@ def test_half_written_record_is_cut_at_restart(tmp_path):
 
 
 def test_block_refuses_and_drop_oldest_counts(tmp_path):
-    metrics = AuditMetrics()
+    metrics = AuditMetrics(["s"])
     block = Spool(SpoolSettings(dir=tmp_path / "b", segment_bytes=4096, max_bytes=16 * 1024, overflow="block"),
                   ["s"], metrics)
     accepted = [block.append(_record(i)) for i in range(200)]
@@ -68,7 +68,7 @@ def test_block_refuses_and_drop_oldest_counts(tmp_path):
     drop = Spool(SpoolSettings(dir=tmp_path / "d", segment_bytes=4096, max_bytes=16 * 1024,
                                overflow="drop_oldest"), ["s"], metrics)
     assert all(drop.append(_record(i)) for i in range(200))
-    dropped = metrics.dropped.labels(sink="s", reason="drop_oldest")._value.get()
+    dropped = metrics.value("s", "dropped:drop_oldest")
     records, _ = drop.readers["s"].read_batch(1000)
     assert dropped > 0 and len(records) + dropped == 200
     assert _ids(records)[-1] == "id-199" and drop.total_bytes <= 16 * 1024

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+
+from support import REPO, free_port
 
 HOSTILE = "eve\r\n<13>1 2026-01-01T00:00:00Z forged - - - - fake record\u2028next\x1b[31mred|a=b\\\"q\"]"
 
@@ -44,3 +47,31 @@ def test_events_reach_rsyslog_over_tcp_and_tls_intact(proxy_factory, proxy_confi
     assert "\n" not in eve_cef and "\r" not in eve_cef and "\u2028" not in eve_cef and "\x1b" not in eve_cef
     assert "suser=eve\\r\\n<13>1" in eve_cef and "red|a\\=b" in eve_cef
     assert "duser=eve|x\\=y@example.org" in eve_cef
+
+
+def test_failed_deliveries_name_the_sink_the_host_and_the_tls_cause(proxy_factory, proxy_config, rsyslog, tmp_path):
+    """A TLS sink that does not trust rsyslog's certificate, one with the wrong server name, and a TCP
+    sink whose collector is down: each log line says which sink, where, and why."""
+    retry = {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.2}
+    closed_port = free_port()
+    proxy_config["audit"] = {"spool": {"dir": str(tmp_path / "spool")}, "sinks": [
+        {"type": "syslog", "name": "wrong_ca", "host": "127.0.0.1", "port": rsyslog.tls_port, "transport": "tls",
+         "tls": {"ca_file": str(REPO / "certs" / "ca.pem")}, "retry": retry},
+        {"type": "syslog", "name": "wrong_name", "host": "127.0.0.1", "port": rsyslog.tls_port, "transport": "tls",
+         "tls": {"ca_file": str(rsyslog.ca), "server_name": "siem.example.org"}, "retry": retry},
+        {"type": "syslog", "name": "down", "host": "127.0.0.1", "port": closed_port, "retry": retry},
+    ]}
+    proxy = proxy_factory(proxy_config)
+    with proxy.client() as c:
+        assert c.get("/public/hello").status_code == 200
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proxy.process.logs().count("delivering 1 events failed") < 3:
+        time.sleep(0.1)
+    lines = [line for line in proxy.process.logs().splitlines() if "delivering 1 events failed" in line]
+    wrong_ca = next(line for line in lines if "audit sink wrong_ca" in line)
+    assert f"(tls://127.0.0.1:{rsyslog.tls_port})" in wrong_ca
+    assert "TLS: the collector's certificate is not trusted: unable to get local issuer certificate" in wrong_ca
+    wrong_name = next(line for line in lines if "audit sink wrong_name" in line)
+    assert "not trusted: Hostname mismatch" in wrong_name and "tls.server_name" in wrong_name
+    down = next(line for line in lines if "audit sink down" in line)
+    assert f"(tcp://127.0.0.1:{closed_port})" in down and "connection refused" in down

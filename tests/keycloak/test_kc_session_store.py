@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from iam_proxy.audit.auditor import Auditor
+from iam_proxy.audit.config import AuditSettings
 from iam_proxy.authn.identity import Identity
 from iam_proxy.authn.jwks import JWKSCache
 from iam_proxy.authn.oidc_session import build_browser_login
@@ -151,7 +153,7 @@ def _portal() -> Portal:
                     "authenticators": ["browser"]}]})
     login = build_browser_login(settings, build_session_manager(settings.sessions),
                                 {"kc": JWKSCache(settings.identity_providers[0], lambda: None)}, lambda: None)
-    return Portal(login, RouteTable(settings.routes), audit=lambda event: None)
+    return Portal(login, RouteTable(settings.routes), auditor=Auditor(AuditSettings(sinks=[])))
 
 
 @pytest.mark.parametrize("rd,expected", [

@@ -22,6 +22,8 @@ from idp_kit import PysamlIdP, b64, make_keypair
 from saml2 import BINDING_HTTP_REDIRECT
 from saml2.saml import NAMEID_FORMAT_UNSPECIFIED, NameID
 
+from iam_proxy.audit.auditor import Auditor
+from iam_proxy.audit.config import AuditSettings
 from iam_proxy.authn.saml.metadata import sp_metadata
 from iam_proxy.authn.saml.portal import SAMLPortal
 from iam_proxy.authn.saml.presets import PRESETS, mapping_for
@@ -409,7 +411,7 @@ def test_return_address_is_limited_to_the_proxys_routes(tmp_path, value, expecte
     pair = Pair(tmp_path)
     sessions = build_session_manager(SessionSettings(secret="x" * 40, cookie_name="s", secure=False))
     portal = SAMLPortal(pair.sp, sessions, is_served_path=lambda host, path: path.startswith("/app/"),
-                        audit=lambda event: None, secure_cookies=False, sp_metadata=b"")
+                        auditor=Auditor(AuditSettings(sinks=[])), secure_cookies=False, sp_metadata=b"")
     assert portal.safe_return_path("proxy.test.invalid", value) == expected
 
 

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from ... import __version__
+from .common import epoch_ms
 
 VENDOR, PRODUCT = "iam-proxy", "iam-proxy"
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
@@ -46,7 +47,7 @@ def render(event: dict[str, Any]) -> str:
     name = f"{http.get('method', '')} {outcome} {event.get('reason', '')}"
     query = http.get("query")
     extension = {
-        "rt": event.get("timestamp"),
+        "rt": epoch_ms(event.get("timestamp")),  # ArcSight: epoch milliseconds
         "externalId": event.get("decision_id"),
         "requestMethod": http.get("method"),
         "request": http.get("path") + (f"?{query}" if query else "") if http.get("path") else None,

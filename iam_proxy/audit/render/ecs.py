@@ -1,6 +1,11 @@
 """Elastic Common Schema (8.x) field names for the native event.
 
 What ECS has no field for stays under `iam_proxy.*` (custom fields go in their own namespace).
+Checked against the published ECS 8.11 field definitions (tests/audit/test_audit_schemas.py):
+every field exists with its type, `event.category` / `event.type` are allowed and expected together
+(an access decision is category `api` + `web`, type `access` + `allowed`/`denied`/`error`; a refused
+credential is category `authentication` + `api`, type `start` + `denied`), and an address that is
+not an IP (masked by a privacy rule, say) is only in `*.address`, never in an `ip` field.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import __version__
+from .common import ip_or_none, split_host
 
 ECS_VERSION = "8.11.0"
 
@@ -17,6 +23,12 @@ def _drop_empty(node: Any) -> Any:
         out = {k: _drop_empty(v) for k, v in node.items()}
         return {k: v for k, v in out.items() if v not in (None, {}, [], "")}
     return node
+
+
+def _categories(outcome: str | None, authn_failure: bool) -> tuple[list[str], list[str]]:
+    if authn_failure:
+        return ["authentication", "api"], ["start", "denied"]
+    return ["api", "web"], ["access", {"allowed": "allowed", "denied": "denied"}.get(outcome or "", "error")]
 
 
 def render(event: dict[str, Any]) -> dict[str, Any]:
@@ -29,15 +41,16 @@ def render(event: dict[str, Any]) -> dict[str, Any]:
     outcome = event.get("outcome")
     authn_failure = event.get("status") == 401
     latency_ms = event.get("latency_ms")
+    category, types = _categories(outcome, authn_failure)
+    domain, port = split_host(http.get("host"))
     doc = {
         "@timestamp": event.get("timestamp"),
         "ecs": {"version": ECS_VERSION},
         "event": {
             "id": event.get("decision_id"),
             "kind": "event",
-            "category": ["authentication", "web"] if authn_failure else ["web", "iam"],
-            "type": ["access", "allowed" if outcome == "allowed" else "denied"] if outcome != "error"
-            else ["access", "error"],
+            "category": category,
+            "type": types,
             "outcome": {"allowed": "success", "denied": "failure"}.get(outcome, "unknown"),
             "action": f"http-{(http.get('method') or '').lower()}",
             "reason": event.get("reason"),
@@ -47,10 +60,10 @@ def render(event: dict[str, Any]) -> dict[str, Any]:
         },
         "http": {"request": {"method": http.get("method"), "id": event.get("request_id")},
                  "response": {"status_code": event.get("status")}},
-        "url": {"path": http.get("path"), "query": http.get("query") or None, "domain": http.get("host")},
+        "url": {"path": http.get("path"), "query": http.get("query") or None, "domain": domain, "port": port},
         "user_agent": {"original": http.get("user_agent")},
-        "source": {"ip": client.get("address")},
-        "client": {"ip": client.get("peer")},
+        "source": {"address": client.get("address"), "ip": ip_or_none(client.get("address"))},
+        "client": {"address": client.get("peer"), "ip": ip_or_none(client.get("peer"))},
         "user": {"id": identity.get("sub"), "name": identity.get("username"), "email": identity.get("email"),
                  "roles": identity.get("roles") or None},
         "group": {"name": ",".join(identity.get("groups") or []) or None},

@@ -20,6 +20,8 @@ class DirectSink(Protocol):
 
 
 class DeliveredSink(Protocol):
+    target: str  # where it delivers, for the log: tls://host:port, or the URL (never a credential)
+
     def encode(self, events: list[dict[str, Any]]) -> Any: ...
 
     async def send(self, payload: Any) -> None: ...

@@ -2,7 +2,11 @@
 
     splunk_hec    POST <url>/services/collector/event, `Authorization: Splunk <token>`, body: one
                   {"time", "host", "source", "sourcetype", ["index"], "event"} object per event,
-                  concatenated; success is HTTP 200 with {"code": 0}.
+                  concatenated; success is HTTP 200 with {"code": 0}. Every request names this sink's
+                  channel (`X-Splunk-Request-Channel`); when the token has indexer acknowledgement
+                  on, the answer carries an `ackId`, and the batch counts as delivered only once
+                  POST <url>/services/collector/ack answers {"acks": {"<ackId>": true}}: indexed, not
+                  just received. The wait is part of the attempt (`timeout_seconds`).
     elastic_bulk  POST <url>/_bulk, application/x-ndjson: {"create": {"_index", "_id"}} + document
                   per event. `_id` is the decision_id, so a resent event is refused as a 409 conflict
                   instead of stored twice; 409 counts as delivered, any other item error fails the batch.
@@ -13,11 +17,14 @@ The body is gzip-compressed when `gzip` is on (`Content-Encoding: gzip`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import socket
+import uuid
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -27,6 +34,7 @@ from ..render import json_bytes, render
 from .syslog import client_tls_context
 
 DEFAULT_INDEX = "iam-proxy-audit"
+ACK_POLL_SECONDS = 0.5
 
 
 class CollectorRefused(Exception):
@@ -41,11 +49,14 @@ class HttpAuditSink:
     def __init__(self, settings: HttpSink) -> None:
         self.settings = settings
         self.url = self._endpoint()
+        parts = urlsplit(self.url)  # for the log: never a password embedded in the URL
+        self.target = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.hostname = socket.gethostname()
         self._session: aiohttp.ClientSession | None = None
         self._headers = {**settings.headers}
         if settings.kind == "splunk_hec" and settings.token is not None:
             self._headers["Authorization"] = f"Splunk {settings.token.get_secret_value()}"
+            self._headers["X-Splunk-Request-Channel"] = str(uuid.uuid4())
         elif settings.api_key is not None:
             self._headers["Authorization"] = f"ApiKey {settings.api_key.get_secret_value()}"
         elif settings.username is not None and settings.password is not None:
@@ -106,13 +117,18 @@ class HttpAuditSink:
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout_seconds))
         return self._session
 
+    async def _post(self, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self._client().post(url, data=payload, headers=headers) as response:
+            return response.status, await response.read()
+
     async def send(self, payload: bytes) -> None:
-        async with self._client().post(self.url, data=payload, headers=self._headers) as response:
-            body = await response.read()
-            status = response.status
+        status, body = await self._post(self.url, payload, self._headers)
         if self.settings.kind == "splunk_hec":
-            if status != 200 or _json(body).get("code") != 0:
-                raise CollectorRefused(f"HEC answered {status} code={_json(body).get('code')}")
+            answer = _json(body)
+            if status != 200 or answer.get("code") != 0:
+                raise CollectorRefused(f"HEC answered {status} code={answer.get('code')}")
+            if "ackId" in answer:
+                await self._indexed(answer["ackId"])
         elif self.settings.kind == "elastic_bulk":
             if status != 200:
                 raise CollectorRefused(f"_bulk answered {status}")
@@ -125,6 +141,19 @@ class HttpAuditSink:
                                            f"{next(iter(failed[0].values())).get('status')}")
         elif not 200 <= status < 300:
             raise CollectorRefused(f"webhook answered {status}")
+
+    async def _indexed(self, ack_id: int) -> None:
+        """Wait until HEC says the batch `ack_id` is indexed (indexer acknowledgement)."""
+        url = self.url.removesuffix("/event") + "/ack"
+        headers = {**self._headers, "Content-Type": "application/json"}
+        headers.pop("Content-Encoding", None)
+        while True:
+            status, body = await self._post(url, json_bytes({"acks": [ack_id]}), headers)
+            if status != 200:
+                raise CollectorRefused(f"HEC ack answered {status}")
+            if _json(body).get("acks", {}).get(str(ack_id)) is True:
+                return
+            await asyncio.sleep(ACK_POLL_SECONDS)
 
     async def close(self) -> None:
         if self._session is not None:

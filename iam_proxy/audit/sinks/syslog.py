@@ -41,6 +41,7 @@ class SyslogAuditSink:
         self._prefix = f"{settings.app_name} {os.getpid()} {settings.msgid}"
         self._hostname = "".join(c for c in hostname if "!" <= c <= "~")[:255] or "-"
         self._tls = client_tls_context(settings.tls) if settings.transport == "tls" else None
+        self.target = f"{settings.transport}://{settings.host}:{settings.port}"
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._udp: asyncio.DatagramTransport | None = None

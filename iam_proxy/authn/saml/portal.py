@@ -19,7 +19,9 @@ import time
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from ...audit.auditor import Auditor
 from ...audit.event import endpoint_event
+from ...audit.writeahead import AuditedResponse
 from ...context import RequestContext, context_from_scope
 from ...errors import AuthUnavailable, BadRequest, ProxyError, RouteNotFound
 from ...responses import send_error
@@ -37,11 +39,11 @@ _LOGOUT_PURPOSE = "saml-logout"
 
 class SAMLPortal:
     def __init__(self, sp: ServiceProvider, sessions: SessionManager, *, is_served_path: Callable[[str, str], bool],
-                 audit: Callable[[dict[str, Any]], None], secure_cookies: bool, sp_metadata: bytes) -> None:
+                 auditor: Auditor, secure_cookies: bool, sp_metadata: bytes) -> None:
         self.sp = sp
         self.sessions = sessions
         self._is_served_path = is_served_path
-        self._audit = audit
+        self._auditor = auditor
         self._secure = secure_cookies
         self._metadata = sp_metadata
         prefix = "__Host-" if secure_cookies else ""
@@ -53,10 +55,17 @@ class SAMLPortal:
     async def handle(self, scope: dict[str, Any], receive, send) -> None:
         ctx: RequestContext | None = None
         status, outcome, reason = 500, "error", "internal_error"
+
+        def event(sent: int, response: str) -> dict[str, Any]:
+            return endpoint_event(ctx=ctx, scope=scope, status=sent, outcome=outcome, reason=reason,
+                                  response=response)
+
+        send = AuditedResponse(send, self._auditor, event)
         try:
             ctx = context_from_scope(scope)
             action = scope["path"][len(PREFIX):]
             method = scope["method"]
+            outcome, reason = "allowed", f"saml_{action}"
             if action == "metadata" and method in ("GET", "HEAD"):
                 status = await _respond(send, 200, [(b"content-type", b"application/samlmetadata+xml")],
                                         self._metadata)
@@ -70,7 +79,6 @@ class SAMLPortal:
                 status = await self._slo(ctx, receive, send)
             else:
                 raise RouteNotFound()
-            outcome, reason = "allowed", f"saml_{action}"
         except ProxyError as exc:
             if exc.status >= 500:
                 log.warning("saml %s failed: %s", scope.get("path"), exc)
@@ -84,10 +92,7 @@ class SAMLPortal:
             status, outcome, reason = 500, "error", "internal_error"
             await send_error(send, ProxyError(), ctx.decision_id if ctx else "-")
         finally:
-            try:
-                self._audit(endpoint_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason))
-            except Exception:  # noqa: BLE001 - an audit bug must not hide the request
-                log.exception("could not audit a SAML endpoint request")
+            send.finish(status)
 
     # ------------------------------------------------------------------ login
 

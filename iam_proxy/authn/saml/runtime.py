@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ...audit.auditor import Auditor
 from ...errors import ConfigError, RouteAmbiguous, RouteNotFound
 from ...routes.matcher import RouteTable
 from ...session import SessionManager
@@ -35,7 +36,7 @@ class SAMLRuntime:
     """What app.py holds: the SP (metadata refresh, readiness), the authenticator and the portal."""
 
     def __init__(self, settings: Settings, sessions: SessionManager, routes: RouteTable,
-                 session_factory: Callable[[], Any], audit: Callable[[dict[str, Any]], None]) -> None:
+                 session_factory: Callable[[], Any], auditor: Auditor) -> None:
         found = saml_settings(settings)
         assert found is not None
         name, saml = found
@@ -54,7 +55,7 @@ class SAMLRuntime:
                 return False
             return True
 
-        self.portal = SAMLPortal(self.sp, sessions, is_served_path=is_served_path, audit=audit,
+        self.portal = SAMLPortal(self.sp, sessions, is_served_path=is_served_path, auditor=auditor,
                                  secure_cookies=settings.sessions.secure, sp_metadata=sp_metadata(saml))
 
     async def start(self) -> None:
