@@ -109,6 +109,7 @@ def _config(tmp: Path, upstream: str, issuer: DevIssuer, rsyslog: Rsyslog, colle
             workers: int) -> dict[str, Any]:
     config = base_config(upstream, issuer.jwks_path, tmp / "audit.jsonl", copy_policies(tmp / "policies"))
     config["listeners"]["workers"] = workers
+    config["forward_auth"] = {"trusted_peers": ["127.0.0.1/32"]}  # the load generator is the front proxy
     retry = {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.5}
     config["audit"] = {
         "include_input": False,
