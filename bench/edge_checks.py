@@ -29,12 +29,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from iam_proxy.authn.bearer_jwt import JWTAuthenticator  # noqa: E402
-from iam_proxy.authn.identity import Identity  # noqa: E402
+from iam_proxy.core.identity import Identity  # noqa: E402
 from iam_proxy.context import context_from_scope  # noqa: E402
 from iam_proxy.forward.headers import HeaderRewriter, TrustedProxies  # noqa: E402
 from iam_proxy.forward_auth import ForwardAuth  # noqa: E402
 from iam_proxy.policy.input import build_input  # noqa: E402
-from iam_proxy.redaction import mask_input  # noqa: E402
+from iam_proxy.core.redaction import mask_input  # noqa: E402
 from iam_proxy.routes.matcher import RouteTable  # noqa: E402
 from iam_proxy.settings import IdentityHeaders, JWTProvider, Route  # noqa: E402
 

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 ENV = "IAM_PROXY_ALLOCATOR"
 CHOICES = ("jemalloc", "system")

@@ -31,8 +31,8 @@ from .ops.metrics import Metrics
 from .pipeline import Pipeline
 from .portal import Portal
 from .policy.runtime import PolicyRuntime
-from . import redaction
-from .responses import send_error, send_json
+from .core import redaction
+from .core.responses import send_error, send_json
 from .routes.matcher import RouteTable
 from .settings import SAMLAuthenticatorSettings, Settings
 from .session import build_session_manager

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .authn.apikey_cli import add_apikey_commands
-from .errors import ConfigError
-from .redaction import install_log_redaction
+from .core.errors import ConfigError
+from .core.redaction import install_log_redaction
 
 EXIT_CONFIG = 2
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from .errors import BadRequest
+from .core.errors import BadRequest
 
 if TYPE_CHECKING:
-    from .authn.identity import Identity
+    from .core.identity import Identity
     from .routes.matcher import CompiledRoute
 
 

@@ -14,10 +14,10 @@ import json
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .redaction import mask_header, mask_input, mask_uri
-from .authn.identity import Identity
+from .core.redaction import mask_header, mask_input, mask_uri
+from .core.identity import Identity
 from .context import context_from_scope
-from .errors import ConfigError, PolicyError, ProxyError
+from .core.errors import ConfigError, PolicyError, ProxyError
 from .policy.input import build_input
 from .settings import Settings
 

@@ -19,10 +19,10 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from .errors import AccessDenied, AuthenticationRequired, BadRequest, ProxyError, RouteNotFound
+from .core.errors import AccessDenied, AuthenticationRequired, BadRequest, ProxyError, RouteNotFound
 from .forward.headers import TrustedProxies
-from .header_safety import safe_value
-from .responses import send_error
+from .core.header_safety import safe_value
+from .core.responses import send_error
 
 AUTH_PATH = "/.iam/auth"
 PROBLEM_PATH = "/.iam/problem"

@@ -20,23 +20,23 @@ from .audit.auditor import Auditor
 from .audit.event import build_event
 from .audit.writeahead import AuditedResponse
 from .authn.base import Authenticator
-from .authn.identity import Identity
+from .core.identity import Identity
 from .context import RequestContext, context_from_scope
 from .enrich.base import Enricher
-from .errors import (AccessDenied, AuditUnavailable, AuthenticationRequired, BadRequest, InvalidCredential,
+from .core.errors import (AccessDenied, AuditUnavailable, AuthenticationRequired, BadRequest, InvalidCredential,
                      PolicyError, ProxyError, RouteNotFound)
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter
 from .forward.upstream import ClientDisconnected, UpstreamClient, UpstreamResponseFailed
 from .forward_auth import ForwardAuth, refusal_headers
-from .header_safety import as_wire, is_method, method_override, safe_value, settable
+from .core.header_safety import as_wire, is_method, method_override, safe_value, settable
 from .ops.metrics import Metrics
 from .policy.decider import Decider
 from .policy.decision import Decision
 from .policy.decision_log import DecisionLogWriter
 from .policy.engine import DecisionOutcome, PolicyEngine
 from .policy.input import build_input
-from .responses import send_error
+from .core.responses import send_error
 from .routes.matcher import RouteTable
 
 log = logging.getLogger("iam_proxy.pipeline")

@@ -12,7 +12,7 @@ import uvicorn
 
 from .app import Proxy
 from .audit.metrics import Board
-from .redaction import install_log_redaction
+from .core.redaction import install_log_redaction
 from .settings import Listener, Settings
 from .tls import ClientCertHttpToolsProtocol, ServerTLS
 

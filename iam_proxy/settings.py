@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink  # noqa: F401 (re-exported)
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .extras import require_module, require_program
 from .validators import http_url
 

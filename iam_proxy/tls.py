@@ -24,7 +24,7 @@ from typing import Any
 from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .settings import TLSSettings
 
 log = logging.getLogger("iam_proxy.tls")

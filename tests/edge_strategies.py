@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from iam_proxy.header_safety import IDENTITY_HEADERS
+from iam_proxy.core.header_safety import IDENTITY_HEADERS
 
 IDENTITY = sorted(IDENTITY_HEADERS)
 

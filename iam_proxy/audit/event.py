@@ -15,7 +15,7 @@ from typing import Any
 from .. import __version__
 from ..context import RequestContext
 from ..policy.engine import DecisionOutcome
-from ..redaction import mask_input, mask_query_string
+from ..core.redaction import mask_input, mask_query_string
 
 HOSTNAME = socket.gethostname()
 LABELS = {"app": "iam-proxy", "version": __version__, "hostname": HOSTNAME}

@@ -21,7 +21,7 @@ import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .config import PrivacySettings
-from ..redaction import MASK
+from ..core.redaction import MASK
 
 # Every place the native event carries one identity value.
 FIELD_ALIASES: dict[str, list[str]] = {

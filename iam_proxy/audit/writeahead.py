@@ -24,8 +24,8 @@ import logging
 import uuid
 from typing import Any, Callable
 
-from ..errors import AuditUnavailable
-from ..responses import send_error
+from ..core.errors import AuditUnavailable
+from ..core.responses import send_error
 from .auditor import AuditRecordError, Auditor
 
 log = logging.getLogger("iam_proxy.audit")

@@ -4,6 +4,6 @@ Contract (DESIGN.md): `authenticate(ctx)` returns None when the request carries 
 kind ("not mine"), and raises `InvalidCredential` when it does but the credential is bad.
 """
 
-from .identity import Identity
+from ..core.identity import Identity
 
 __all__ = ["Identity"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..context import RequestContext
 from ..settings import AnonymousAuthenticatorSettings
-from .identity import Identity
+from ..core.identity import Identity
 
 
 class AnonymousAuthenticator:

@@ -31,11 +31,11 @@ from typing import Any, Iterator
 
 import yaml
 
-from ..redaction import register_secret_header
+from ..core.redaction import register_secret_header
 from ..context import RequestContext
-from ..errors import AuthUnavailable, ConfigError, InvalidCredential
+from ..core.errors import AuthUnavailable, ConfigError, InvalidCredential
 from ..settings import ApiKeyAuthenticatorSettings
-from .identity import Identity
+from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.apikey")
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .apikey import KeyFile, create_key, parse_expiry, revoke_key
 
 DEFAULT_PEPPER_ENV = "IAM_PROXY_APIKEY_PEPPER"

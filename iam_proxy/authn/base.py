@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..context import RequestContext
-from .identity import Identity
+from ..core.identity import Identity
 
 
 class Authenticator(Protocol):

@@ -25,10 +25,10 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from ..context import RequestContext
-from ..errors import AuthUnavailable, InvalidCredential
+from ..core.errors import AuthUnavailable, InvalidCredential
 from ..settings import JWTAuthenticatorSettings, JWTProvider
 from .base import authorization_credentials
-from .identity import Identity
+from ..core.identity import Identity
 from .jwks import JWKSCache, JWKSUnavailable
 from .mapping import identity_from_claims
 

@@ -27,11 +27,11 @@ import aiohttp
 import orjson
 
 from ..context import RequestContext
-from ..errors import AuthUnavailable, InvalidCredential
+from ..core.errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
 from ..settings import IntrospectionAuthenticatorSettings, JWTProvider
 from .bearer_jwt import MAX_TOKEN_BYTES, bearer_token
-from .identity import Identity
+from ..core.identity import Identity
 from .mapping import identity_from_claims
 
 log = logging.getLogger("iam_proxy.introspection")

@@ -18,10 +18,10 @@ import time
 import gssapi
 
 from ..context import RequestContext
-from ..errors import AuthUnavailable, InvalidCredential
+from ..core.errors import AuthUnavailable, InvalidCredential
 from ..settings import KerberosAuthenticatorSettings
 from .base import authorization_credentials
-from .identity import Identity
+from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.kerberos")
 

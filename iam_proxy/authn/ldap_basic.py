@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass
 
 from ..context import RequestContext
-from ..directory.cache import ExpiringCache
+from ..core.cache import ExpiringCache
 from ..directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
-from ..errors import AuthUnavailable, InvalidCredential
+from ..core.errors import AuthUnavailable, InvalidCredential
 from ..settings import LdapAuthenticatorSettings
 from .base import authorization_credentials
-from .identity import Identity
+from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.ldap")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidCredential
+from ..core.errors import InvalidCredential
 from ..settings import ClaimMapping
-from .identity import Identity
+from ..core.identity import Identity
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:

@@ -28,12 +28,12 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from ..context import RequestContext
-from ..errors import AuthUnavailable, InvalidCredential
+from ..core.errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
 from ..session import Session, SessionManager
 from ..settings import JWTAuthenticatorSettings, JWTProvider, OIDCSessionAuthenticatorSettings, Settings
 from .bearer_jwt import JWTAuthenticator
-from .identity import Identity
+from ..core.identity import Identity
 from .jwks import JWKSCache
 from .mapping import identity_from_claims
 

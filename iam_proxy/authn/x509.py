@@ -34,10 +34,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from ..context import RequestContext
-from ..errors import ConfigError, InvalidCredential
+from ..core.errors import ConfigError, InvalidCredential
 from ..settings import CertificateMappingRule, X509AuthenticatorSettings
 from ..tls import file_stamp
-from .identity import Identity
+from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.x509")
 

@@ -35,7 +35,7 @@ from ldap3 import ANONYMOUS, BASE, LEVEL, SIMPLE, SUBTREE, SYNC, Connection, Ser
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
 from ldap3.utils.dn import parse_dn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ..settings import LdapDirectory
 
 log = logging.getLogger("iam_proxy.directory.ldap")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..authn.identity import Identity
+from ..core.identity import Identity
 from ..context import RequestContext
 
 

@@ -17,9 +17,9 @@ import time
 from collections import OrderedDict
 from dataclasses import replace
 
-from ..authn.identity import Identity
+from ..core.identity import Identity
 from ..context import RequestContext
-from ..errors import AuthUnavailable, InvalidCredential
+from ..core.errors import AuthUnavailable, InvalidCredential
 from ..settings import KeycloakEnricherSettings
 
 log = logging.getLogger("iam_proxy.enrich.keycloak")

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from ..authn.identity import Identity
+from ..core.identity import Identity
 from ..context import RequestContext
-from ..directory.cache import ExpiringCache
+from ..core.cache import ExpiringCache
 from ..directory.ldap import DirectoryUnavailable, DirectoryUser, LdapDirectoryClient, LookupFailed
-from ..errors import AuthUnavailable, InvalidCredential
+from ..core.errors import AuthUnavailable, InvalidCredential
 from ..settings import LdapEnricherSettings
 
 log = logging.getLogger("iam_proxy.enrich.ldap")

@@ -17,7 +17,7 @@ import orjson
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
-from ..authn.identity import Identity
+from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.assertion")
 

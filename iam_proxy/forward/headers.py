@@ -11,10 +11,10 @@ import ipaddress
 import re
 from functools import lru_cache
 
-from ..authn.identity import Identity
+from ..core.identity import Identity
 from ..context import RequestContext
-from ..errors import InvalidCredential
-from ..header_safety import (HOP_BY_HOP, REQUEST_DESCRIPTION, SpoofList, as_wire, connection_listed,
+from ..core.errors import InvalidCredential
+from ..core.header_safety import (HOP_BY_HOP, REQUEST_DESCRIPTION, SpoofList, as_wire, connection_listed,
                              has_unusual_characters, is_method_override, safe_value, settable, strip_cookies)
 from ..settings import IdentityHeaders, Route
 

@@ -11,7 +11,7 @@ import time
 from typing import AsyncIterator
 
 from ..context import RequestContext
-from ..errors import UpstreamTimeout, UpstreamUnavailable
+from ..core.errors import UpstreamTimeout, UpstreamUnavailable
 from ..routes.matcher import CompiledRoute
 from .headers import response_headers
 from .http1 import Http1Client, UpstreamBroken, UpstreamConnectFailed, UpstreamTimedOut

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from ..errors import PolicyError
+from ..core.errors import PolicyError
 from .cache import DecisionCache, volatile_reasons
 from .engine import DecisionOutcome, PolicyEngine, ask, interpret
 from .input_reads import WHOLE, project

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .. import __version__
-from ..redaction import mask_input, masked_pointers
+from ..core.redaction import mask_input, masked_pointers
 
 log = logging.getLogger("iam_proxy.decision_log")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import PolicyError
+from ..core.errors import PolicyError
 from .decision import Decision, MalformedDecision, parse_decision
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
-from ..redaction import mask_authorization
+from ..core.redaction import mask_authorization
 from ..context import RequestContext
 
 INPUT_VERSION = {"ext_authz": "v3", "encoding": "iam-proxy", "iam_proxy": __version__}

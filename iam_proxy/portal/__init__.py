@@ -35,8 +35,8 @@ from ..authn.oidc_session import (
     tokens_expire_at,
 )
 from ..context import RequestContext, context_from_scope
-from ..errors import AuthenticationRequired, BadRequest, InvalidCredential, ProxyError, RouteNotFound
-from ..responses import send_error
+from ..core.errors import AuthenticationRequired, BadRequest, InvalidCredential, ProxyError, RouteNotFound
+from ..core.responses import send_error
 from ..routes.matcher import RouteTable
 from . import pages
 

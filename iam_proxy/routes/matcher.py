@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import RouteAmbiguous, RouteNotFound
+from ..core.errors import RouteAmbiguous, RouteNotFound
 from ..settings import Route
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..authn.identity import Identity
+from ..core.identity import Identity
 
 _TUPLE_FIELDS = {"groups", "roles", "scopes", "amr"}
 _IDENTITY_FIELDS = {f.name for f in fields(Identity)}

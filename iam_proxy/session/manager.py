@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from ..authn.identity import Identity
-from ..errors import ProxyError
+from ..core.identity import Identity
+from ..core.errors import ProxyError
 from ..settings import SessionSettings
 from ._model import Session
 from ._seal import Sealer

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import orjson
 
-from ..errors import AuthUnavailable
+from ..core.errors import AuthUnavailable
 from ..settings import RedisSessionStoreSettings
 from ._model import Session
 

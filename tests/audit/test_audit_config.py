@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import parse_settings
 from support import base_config
 

@@ -22,7 +22,7 @@ import yaml
 from snippets import snippet
 from support import PYTHON, opa_binary
 
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.forward.headers import HeaderRewriter, TrustedProxies
 from iam_proxy.settings import Settings, load_settings
 

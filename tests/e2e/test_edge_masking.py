@@ -12,7 +12,7 @@ import pytest
 from rawhttp import request_bytes, send_raw
 from support import DevIssuer, ProxyProcess, audit_event, base_config, copy_policies, run_cli
 
-from iam_proxy.redaction import RedactingFilter, mask_text
+from iam_proxy.core.redaction import RedactingFilter, mask_text
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from iam_proxy.authn.identity import Identity
+from iam_proxy.core.identity import Identity
 from iam_proxy.authn.ldap_basic import PUBLIC_REASON, LdapBasicAuthenticator
 from iam_proxy.context import context_from_scope
 from iam_proxy.directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
 from iam_proxy.enrich.ldap_groups import LdapGroupEnricher
-from iam_proxy.errors import AuthUnavailable, InvalidCredential
+from iam_proxy.core.errors import AuthUnavailable, InvalidCredential
 from iam_proxy.settings import LdapAuthenticatorSettings, LdapDirectory, LdapEnricherSettings
 from peers.slapd import SERVICE_DN, SERVICE_PASSWORD, SUFFIX
 from support import free_port

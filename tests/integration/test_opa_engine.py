@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import parse_settings
 from support import REPO
 

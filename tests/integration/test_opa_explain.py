@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.explain import explain, identity_from_json, render_text
 from iam_proxy.settings import load_settings
 from support import REPO, opa_binary, run_cli

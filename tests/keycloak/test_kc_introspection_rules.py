@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from iam_proxy.authn.introspection import IntrospectionAuthenticator
-from iam_proxy.errors import InvalidCredential
+from iam_proxy.core.errors import InvalidCredential
 from iam_proxy.settings import IntrospectionAuthenticatorSettings, JWTProvider
 
 NOW = 1_800_000_000

@@ -10,10 +10,10 @@ import pytest
 
 from iam_proxy.audit.auditor import Auditor
 from iam_proxy.audit.config import AuditSettings
-from iam_proxy.authn.identity import Identity
+from iam_proxy.core.identity import Identity
 from iam_proxy.authn.jwks import JWKSCache
 from iam_proxy.authn.oidc_session import build_browser_login
-from iam_proxy.errors import AuthUnavailable
+from iam_proxy.core.errors import AuthUnavailable
 from iam_proxy.portal import Portal
 from iam_proxy.routes.matcher import RouteTable
 from iam_proxy.session import build_session_manager
@@ -167,7 +167,7 @@ def test_redirect_allowlist(rd, expected):
 
 
 def test_oidc_session_config_errors_name_the_key():
-    from iam_proxy.errors import ConfigError
+    from iam_proxy.core.errors import ConfigError
 
     raw = {"identity_providers": [{"id": "kc", "issuer": "https://sso.example/realms/x", "discovery": True,
                                    "audiences": ["a"]}],

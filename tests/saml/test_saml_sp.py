@@ -29,7 +29,7 @@ from iam_proxy.authn.saml.portal import SAMLPortal
 from iam_proxy.authn.saml.presets import PRESETS, mapping_for
 from iam_proxy.authn.saml.replay import MemoryReplayCache, RedisReplayCache
 from iam_proxy.authn.saml.sp import ServiceProvider, map_identity
-from iam_proxy.errors import AuthUnavailable, ConfigError, InvalidCredential
+from iam_proxy.core.errors import AuthUnavailable, ConfigError, InvalidCredential
 from iam_proxy.session import build_session_manager
 from iam_proxy.settings import SAMLAttributeMapping, SAMLAuthenticatorSettings, SessionSettings, parse_settings
 from support import Process, free_port, wait_for_port
@@ -374,7 +374,7 @@ def test_a_full_memory_cache_refuses_rather_than_forgets():
 # ------------------------------------------------------------------ the session authenticator
 
 def test_the_session_ends_at_the_idps_session_not_on_or_after():
-    from iam_proxy.authn.identity import Identity
+    from iam_proxy.core.identity import Identity
     from iam_proxy.authn.saml.authenticator import SAMLSessionAuthenticator
     from iam_proxy.context import context_from_scope
 

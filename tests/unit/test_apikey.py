@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import yaml
 
-from iam_proxy.redaction import mask_headers
+from iam_proxy.core.redaction import mask_headers
 from iam_proxy.authn.apikey import (
     ApiKeyAuthenticator,
     KeyFile,
@@ -25,7 +25,7 @@ from iam_proxy.authn.apikey import (
 )
 from iam_proxy.cli import main
 from iam_proxy.context import context_from_scope
-from iam_proxy.errors import AuthUnavailable, ConfigError, InvalidCredential
+from iam_proxy.core.errors import AuthUnavailable, ConfigError, InvalidCredential
 from iam_proxy.settings import ApiKeyAuthenticatorSettings, parse_settings
 from support import PYTHON, REPO
 

@@ -5,7 +5,7 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey, KeySet
 import pytest
 
-from iam_proxy.authn.identity import Identity
+from iam_proxy.core.identity import Identity
 from iam_proxy.forward.assertion import AssertionSigner
 
 

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from edge_strategies import identity_spellings
 from iam_proxy.authn.bearer_jwt import MAX_NUMERIC_DATE, JWTAuthenticator
-from iam_proxy.authn.identity import Identity
+from iam_proxy.core.identity import Identity
 from iam_proxy.context import context_from_scope
-from iam_proxy.errors import BadRequest, InvalidCredential
+from iam_proxy.core.errors import BadRequest, InvalidCredential
 from iam_proxy.forward.headers import HeaderRewriter, TrustedProxies
-from iam_proxy.header_safety import IDENTITY_HEADERS, normalise
+from iam_proxy.core.header_safety import IDENTITY_HEADERS, normalise
 from iam_proxy.routes.matcher import RouteTable
 from iam_proxy.settings import IdentityHeaders, JWTProvider, Route
 

@@ -14,7 +14,7 @@ from iam_proxy.directory.ldap import (
     first_rdn_value,
     password_is_usable,
 )
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import LdapDirectory, parse_settings
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from iam_proxy.redaction import mask_headers, mask_query_string
+from iam_proxy.core.redaction import mask_headers, mask_query_string
 
 
 def test_headers_masked_but_scheme_kept():

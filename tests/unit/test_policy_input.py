@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iam_proxy.authn.identity import Identity
+from iam_proxy.core.identity import Identity
 from iam_proxy.context import context_from_scope
 from iam_proxy.policy.input import build_input
 

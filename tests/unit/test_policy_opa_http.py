@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from iam_proxy.errors import PolicyError
+from iam_proxy.core.errors import PolicyError
 from iam_proxy.policy.engine import decide
 from iam_proxy.policy.opa_http import OpaHttpEngine
 from iam_proxy.settings import OpaServerSettings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import parse_settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from iam_proxy.authn.mapping import identity_from_claims
-from iam_proxy.errors import ConfigError, InvalidCredential
+from iam_proxy.core.errors import ConfigError, InvalidCredential
 from iam_proxy.settings import JWTProvider, parse_settings
 
 

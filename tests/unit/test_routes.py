@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from iam_proxy.errors import RouteAmbiguous, RouteNotFound
+from iam_proxy.core.errors import RouteAmbiguous, RouteNotFound
 from iam_proxy.routes.matcher import RouteTable, glob_to_regex
 from iam_proxy.settings import Route
 

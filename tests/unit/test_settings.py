@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import interpolate_env, parse_settings
 from support import run_cli
 

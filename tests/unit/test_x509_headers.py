@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from iam_proxy.authn.x509 import CertificateFacts, chain_from_nginx, chain_from_xfcc, map_identity, parse_xfcc
-from iam_proxy.errors import InvalidCredential
+from iam_proxy.core.errors import InvalidCredential
 from iam_proxy.settings import DEFAULT_CERT_MAPPING, CertificateMappingRule
 from x509_pki import PKI
 

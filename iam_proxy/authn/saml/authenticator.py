@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from ...context import RequestContext
 from ...session import SessionManager
-from ..identity import Identity
+from ...core.identity import Identity
 
 
 class SAMLSessionAuthenticator:

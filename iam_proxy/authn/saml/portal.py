@@ -23,8 +23,8 @@ from ...audit.auditor import Auditor
 from ...audit.event import endpoint_event
 from ...audit.writeahead import AuditedResponse
 from ...context import RequestContext, context_from_scope
-from ...errors import AuthUnavailable, BadRequest, ProxyError, RouteNotFound
-from ...responses import send_error
+from ...core.errors import AuthUnavailable, BadRequest, ProxyError, RouteNotFound
+from ...core.responses import send_error
 from ...session import SessionManager
 from .sp import METADATA_PATH, ServiceProvider
 from .xmlguard import refuse

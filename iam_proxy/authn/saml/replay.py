@@ -14,7 +14,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ...errors import AuthUnavailable
+from ...core.errors import AuthUnavailable
 
 
 class ReplayCache(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ...audit.auditor import Auditor
-from ...errors import ConfigError, RouteAmbiguous, RouteNotFound
+from ...core.errors import ConfigError, RouteAmbiguous, RouteNotFound
 from ...routes.matcher import RouteTable
 from ...session import SessionManager
 from ...settings import SAMLAuthenticatorSettings, Settings

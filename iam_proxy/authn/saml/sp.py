@@ -30,10 +30,10 @@ from saml2.config import SPConfig
 from saml2.saml import NameID
 from saml2.samlp import STATUS_SUCCESS
 
-from ...errors import AuthUnavailable, InvalidCredential
+from ...core.errors import AuthUnavailable, InvalidCredential
 from ...extras import program_path
 from ...settings import SAMLAttributeMapping, SAMLAuthenticatorSettings
-from ..identity import Identity
+from ...core.identity import Identity
 from .metadata import MetadataError, check_metadata_document, fetch_idp_metadata
 from .presets import mapping_for
 from .redirect_binding import verify_redirect_query
