@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 from iam_proxy.authn.bearer_jwt import JWTAuthenticator  # noqa: E402
 from iam_proxy.core.identity import Identity  # noqa: E402
 from iam_proxy.context import context_from_scope  # noqa: E402
-from iam_proxy.forward.headers import HeaderRewriter, TrustedProxies  # noqa: E402
+from iam_proxy.core.networks import TrustedNetworks  # noqa: E402
+from iam_proxy.forward.headers import HeaderRewriter  # noqa: E402
 from iam_proxy.forward_auth import ForwardAuth  # noqa: E402
 from iam_proxy.policy.input import build_input  # noqa: E402
 from iam_proxy.core.redaction import mask_input  # noqa: E402
@@ -56,7 +57,7 @@ def _scope(headers: list[tuple[bytes, bytes]], path: bytes = b"/api/invoices/7")
 
 def checks() -> dict[str, Callable[[], Any]]:
     table = RouteTable([ROUTE])
-    rewriter = HeaderRewriter(IdentityHeaders(), TrustedProxies(["10.0.0.0/8"]))
+    rewriter = HeaderRewriter(IdentityHeaders(), TrustedNetworks(["10.0.0.0/8"]))
     ctx = context_from_scope(_scope(HEADERS))
     ctx.route = table.match("GET", "api.example", ctx.path)
     ctx.identity = IDENTITY

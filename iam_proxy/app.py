@@ -24,7 +24,8 @@ from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
 from .forward.assertion import AssertionSigner
-from .forward.headers import HeaderRewriter, TrustedProxies
+from .core.networks import TrustedNetworks
+from .forward.headers import HeaderRewriter
 from .forward.upstream import UpstreamClient
 from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
 from .ops.metrics import Metrics
@@ -72,7 +73,7 @@ class Proxy:
         # an upstream echoing the signed assertion must not hand it to the client
         self.upstream = UpstreamClient(withheld_response_headers=frozenset(
             {settings.identity_headers.assertion.header.lower().encode("latin-1")}))
-        self.rewriter = HeaderRewriter(settings.identity_headers, TrustedProxies(settings.listeners.trusted_proxies),
+        self.rewriter = HeaderRewriter(settings.identity_headers, TrustedNetworks(settings.listeners.trusted_proxies),
                                        session_cookie=settings.sessions.cookie_name)
         self.forward_auth = ForwardAuth(settings.forward_auth.trusted_peers, settings.listeners.trusted_proxies,
                                         only=settings.forward_auth.only)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .core.errors import AccessDenied, AuthenticationRequired, BadRequest, ProxyError, RouteNotFound
-from .forward.headers import TrustedProxies
+from .core.networks import TrustedNetworks
 from .core.header_safety import safe_value
 from .core.responses import send_error
 
@@ -56,11 +56,11 @@ def _one_of(scope: dict[str, Any], nginx_name: bytes, other_name: bytes) -> str 
 
 class ForwardAuth:
     def __init__(self, trusted_peers: list[str], trusted_proxies: list[str], only: bool) -> None:
-        self.peers = TrustedProxies(trusted_peers)
+        self.peers = TrustedNetworks(trusted_peers)
         self.enabled = bool(trusted_peers)
         self.only = only  # the proxy listener answers forward-auth and forwards nothing
         # Addresses a client address may be read through: the front proxies and load balancers.
-        self._hops = TrustedProxies([*trusted_peers, *trusted_proxies])
+        self._hops = TrustedNetworks([*trusted_peers, *trusted_proxies])
 
     def admit(self, scope: dict[str, Any]) -> str:
         """The calling front proxy's address; NotServed for anyone else."""

@@ -14,17 +14,16 @@ whose certificate was revoked cannot resume a session negotiated before the CRL 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .core.errors import ConfigError
+from .core.files import WatchedFiles
 from .settings import TLSSettings
 
 log = logging.getLogger("iam_proxy.tls")
@@ -55,37 +54,24 @@ def build_server_context(settings: TLSSettings) -> ssl.SSLContext:
     return ctx
 
 
-def file_stamp(paths: list[Path]) -> tuple[Any, ...]:
-    """Identity, size and mtime of each file (None if missing): any change means a reload."""
-    out: list[Any] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append(None)
-            continue
-        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
 class ReloadingServerContext:
     """The listening context plus the newest context built from the files; see the module docstring."""
 
     def __init__(self, settings: TLSSettings, clock=time.monotonic) -> None:
         self.settings = settings
         self._clock = clock
-        self._paths = [p for p in (settings.cert_file, settings.key_file, settings.client_ca_file,
-                                   settings.crl_file) if p is not None]
+        self._files = WatchedFiles([p for p in (settings.cert_file, settings.key_file, settings.client_ca_file,
+                                                settings.crl_file) if p is not None],
+                                   settings.reload_interval_seconds, clock)
         self._lock = threading.Lock()
-        self._stamp = file_stamp(self._paths)
+        self._files.accept(self._files.current())
         try:
             self.listening = build_server_context(settings)
         except (OSError, ssl.SSLError) as exc:
-            files = ", ".join(str(p) for p in self._paths)
+            files = ", ".join(str(p) for p in self._files.paths)
             raise ConfigError(f"listeners.*.tls: cannot load the TLS files ({files}): {exc}") from None
         self.current = self.listening
         self.generation = 0
-        self._checked = clock()
         if settings.reload_interval_seconds > 0:
             self.listening.sni_callback = self._on_client_hello
 
@@ -99,13 +85,9 @@ class ReloadingServerContext:
         return None
 
     def reload_if_changed(self) -> bool:
-        now = self._clock()
-        if now - self._checked < self.settings.reload_interval_seconds:
-            return False
         with self._lock:
-            self._checked = now
-            stamp = file_stamp(self._paths)
-            if stamp == self._stamp:
+            stamp = self._files.changed()
+            if stamp is None:
                 return False
             try:
                 fresh = build_server_context(self.settings)
@@ -113,7 +95,8 @@ class ReloadingServerContext:
                 # Often a half-written rotation (new cert, old key): keep serving, try again later.
                 log.warning("TLS files changed but could not be loaded, keeping the previous ones: %s", exc)
                 return False
-            self._stamp, self.current = stamp, fresh
+            self._files.accept(stamp)
+            self.current = fresh
             self.generation += 1
         log.warning("TLS certificate, CA bundle or CRL reloaded (generation %d)", self.generation)
         return True

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from ..core.files import WatchedFiles
 from ..core.redaction import register_secret_header
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, ConfigError, InvalidCredential
@@ -248,38 +249,30 @@ class ApiKeyAuthenticator:
         self._fingerprint = pepper_fingerprint(self._pepper)
         self._clock = clock
         self._keys: dict[str, KeyRecord] | None = None
-        self._stamp: tuple[int, int, int] | None = None
-        self._checked_at = 0.0
+        self._file = WatchedFiles([settings.file], settings.reload_interval_seconds)
         try:
             self._load()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"authenticators.{name}.file: {exc}") from None
 
-    def _file_stamp(self) -> tuple[int, int, int]:
-        st = self.settings.file.stat()
-        return st.st_ino, st.st_mtime_ns, st.st_size
-
     def _load(self) -> None:
-        stamp = self._file_stamp()
+        stamp = self._file.current()
         key_file = KeyFile.load(self.settings.file)
         if key_file.pepper_id != self._fingerprint:
             raise ValueError("the configured pepper does not match the one the key file was made with")
         self._keys = {k.id: k for k in key_file.keys}
-        self._stamp = stamp
+        self._file.accept(stamp)
 
     def _refresh(self) -> dict[str, KeyRecord]:
-        now = time.monotonic()
-        interval = self.settings.reload_interval_seconds
-        if interval > 0 and now - self._checked_at >= interval:
-            self._checked_at = now
+        if self._file.changed() is not None:
             try:
-                if self._file_stamp() != self._stamp:
-                    self._load()
-                    log.info("api key file %s reloaded: %d keys", self.settings.file, len(self._keys or {}))
+                self._load()
+                log.info("api key file %s reloaded: %d keys", self.settings.file, len(self._keys or {}))
             except (OSError, ValueError) as exc:
                 log.error("api key file %s cannot be loaded, refusing every key until it can: %s",
                           self.settings.file, exc)
-                self._keys, self._stamp = None, None
+                self._keys = None
+                self._file.accept(None)
         if self._keys is None:
             raise AuthUnavailable("apikey_store_unavailable", message="API keys cannot be checked right now.",
                                   detail=f"key file {self.settings.file} is not loadable")

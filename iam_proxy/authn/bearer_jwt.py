@@ -17,7 +17,6 @@ import base64
 import hashlib
 import math
 import time
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -28,6 +27,7 @@ from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
 from ..settings import JWTAuthenticatorSettings, JWTProvider
 from .base import authorization_credentials
+from ..core.cache import ExpiringCache
 from ..core.identity import Identity
 from .jwks import JWKSCache, JWKSUnavailable
 from .mapping import identity_from_claims
@@ -68,35 +68,6 @@ def bearer_token(ctx: RequestContext, header: str) -> str | None:
     return token
 
 
-class _VerifiedCache:
-    """Token digest -> (identity, provider id, kid, expiry). Bounded LRU."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, tuple[Identity, str, str | None, float]] = OrderedDict()
-
-    def get(self, digest: bytes, now: float) -> tuple[Identity, str, str | None] | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        identity, provider, kid, expires = entry
-        if now >= expires:
-            del self._entries[digest]
-            return None
-        self._entries.move_to_end(digest)
-        return identity, provider, kid
-
-    def put(self, digest: bytes, identity: Identity, provider: str, kid: str | None, expires: float) -> None:
-        if self.max_entries <= 0:
-            return
-        self._entries[digest] = (identity, provider, kid, expires)
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 class JWTAuthenticator:
     challenge = 'Bearer realm="iam-proxy"'
 
@@ -109,7 +80,9 @@ class JWTAuthenticator:
         self._by_issuer = {p.issuer: p for p in self._providers.values()}
         self._jwks = jwks
         self._clock = clock
-        self._cache = _VerifiedCache(settings.cache_entries)
+        # token digest -> (identity, provider id, key id)
+        self._cache: ExpiringCache[bytes, tuple[Identity, str, str | None]] = ExpiringCache(
+            settings.cache_entries, clock=clock)
 
     async def authenticate(self, ctx: RequestContext) -> Identity | None:
         token = bearer_token(ctx, self.settings.header)
@@ -126,7 +99,7 @@ class JWTAuthenticator:
             raise InvalidCredential("token_too_large", message="The bearer token is too large.")
         now = self._clock()
         digest = hashlib.sha256(token.encode()).digest()
-        cached = self._cache.get(digest, now)
+        cached = self._cache.get(digest)
         if cached is not None:
             identity, provider_id, kid = cached
             if kid is None or kid in self._jwks[provider_id].kids:
@@ -137,7 +110,7 @@ class JWTAuthenticator:
         if not identity.sub:
             raise InvalidCredential("subject_missing", message="The token has no subject.")
         expires = float(claims["exp"]) + provider.leeway_seconds if "exp" in claims else now + 300
-        self._cache.put(digest, identity, provider.id, kid, expires)
+        self._cache.put_until(digest, (identity, provider.id, kid), expires)
         return identity
 
     async def verify_claims(self, token: str, now: float | None = None

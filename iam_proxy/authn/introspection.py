@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from typing import Any, Callable
 from urllib.parse import quote_plus, urlencode
@@ -31,6 +30,7 @@ from ..core.errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
 from ..settings import IntrospectionAuthenticatorSettings, JWTProvider
 from .bearer_jwt import MAX_TOKEN_BYTES, bearer_token
+from ..core.cache import ExpiringCache
 from ..core.identity import Identity
 from .mapping import identity_from_claims
 
@@ -54,7 +54,7 @@ class IntrospectionAuthenticator:
         self._http = http_session
         self._clock = clock
         self._endpoint = settings.endpoint
-        self._cache: OrderedDict[bytes, tuple[Identity, float]] = OrderedDict()
+        self._cache: ExpiringCache[bytes, Identity] = ExpiringCache(settings.cache_entries, clock=clock)
 
     async def authenticate(self, ctx: RequestContext) -> Identity | None:
         token = bearer_token(ctx, self.settings.header)
@@ -69,20 +69,14 @@ class IntrospectionAuthenticator:
         digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
         if cached is not None:
-            if now < cached[1]:
-                self._cache.move_to_end(digest)
-                return cached[0]
-            del self._cache[digest]
+            return cached
 
         result = await self._introspect(token)
         identity, exp = self._check(result, now)
         until = now + self.settings.cache_ttl_seconds
         if exp is not None:
             until = min(until, float(exp))
-        if self.settings.cache_entries > 0 and until > now:
-            self._cache[digest] = (identity, until)
-            if len(self._cache) > self.settings.cache_entries:
-                self._cache.popitem(last=False)
+        self._cache.put_until(digest, identity, until)
         return identity
 
     def _check(self, result: dict[str, Any], now: float) -> tuple[Identity, int | None]:

@@ -22,7 +22,6 @@ import ipaddress
 import logging
 import re
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,11 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 from ..context import RequestContext
 from ..core.errors import ConfigError, InvalidCredential
 from ..settings import CertificateMappingRule, X509AuthenticatorSettings
-from ..tls import file_stamp
+from ..core.cache import ExpiringCache
+from ..core.claims import first
+from ..core.files import WatchedFiles
 from ..core.identity import Identity
+from ..core.networks import TrustedNetworks
 
 log = logging.getLogger("iam_proxy.authn.x509")
 
@@ -185,30 +187,26 @@ class ChainVerifier:
         self.reload_interval = reload_interval
         self._where = where
         self._clock = clock
-        self._paths = [p for p in (ca_file, crl_file) if p is not None]
+        self._files = WatchedFiles([p for p in (ca_file, crl_file) if p is not None], reload_interval)
         self.generation = -1  # bumped by every load, so cached verifications from older files die
         try:
             self._load()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{where}: cannot load the CA bundle or CRLs ({exc})") from None
-        self._checked = time.monotonic()
 
     def _load(self) -> None:
-        stamp = file_stamp(self._paths)
+        stamp = self._files.current()
         anchors = x509.load_pem_x509_certificates(self.ca_file.read_bytes())
         crls: list[x509.CertificateRevocationList] = []
         if self.crl_file is not None:
             crls = _load_crls(self.crl_file.read_bytes())
         self._store = Store(anchors)
         self._crls = crls
-        self._stamp = stamp
+        self._files.accept(stamp)
         self.generation += 1
 
     def reload_if_changed(self) -> None:
-        if self.reload_interval <= 0 or time.monotonic() - self._checked < self.reload_interval:
-            return
-        self._checked = time.monotonic()
-        if file_stamp(self._paths) == self._stamp:
+        if self._files.changed() is None:
             return
         try:
             self._load()
@@ -326,8 +324,8 @@ class CertificateFacts:
 
     def variables(self) -> dict[str, str]:
         emails = self.san_email or self.subject_email
-        return {"cn": _first(self.cn), "email": _first(emails), "o": _first(self.o), "ou": _first(self.ou),
-                "serial": self.serial, "fingerprint": self.fingerprint}
+        return {"cn": first(self.cn) or "", "email": first(emails) or "", "o": first(self.o) or "",
+                "ou": first(self.ou) or "", "serial": self.serial, "fingerprint": self.fingerprint}
 
     def as_identity_cert(self) -> dict[str, Any]:
         return {
@@ -337,10 +335,6 @@ class CertificateFacts:
             "not_before": self.not_before.isoformat().replace("+00:00", "Z"),
             "not_after": self.not_after.isoformat().replace("+00:00", "Z"),
         }
-
-
-def _first(values: list[str]) -> str:
-    return values[0] if values else ""
 
 
 def _render(template: str | None, variables: dict[str, str]) -> str | None:
@@ -370,7 +364,7 @@ def map_identity(facts: CertificateFacts, rules: list[CertificateMappingRule], o
             return Identity(
                 sub=sub, method="x509", iss=facts.issuer_dn,
                 username=_render(rule.username, variables), email=_render(rule.email, variables),
-                name=_first(facts.cn) or None, groups=tuple(groups), tenant=_render(rule.tenant, variables),
+                name=first(facts.cn), groups=tuple(groups), tenant=_render(rule.tenant, variables),
                 expires_at=int(facts.not_after.timestamp()),
                 attributes={"spiffe_id": spiffe[0]} if spiffe else {},
                 cert=facts.as_identity_cert(),
@@ -382,44 +376,6 @@ def map_identity(facts: CertificateFacts, rules: list[CertificateMappingRule], o
 # ---------------------------------------------------------------- the authenticator
 
 
-class _Peers:
-    def __init__(self, cidrs: list[str]) -> None:
-        self._networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-
-    def __contains__(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._networks)
-
-
-class _VerifiedCache:
-    """Certificate text -> (identity, PEM chain, verifier generation, expiry): parsing and verifying a
-    chain costs milliseconds, and a client sends the same certificate on every request. Entries die
-    with the certificate and whenever the CA bundle or CRLs are reloaded."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, tuple[Identity, list[str], int, float]] = OrderedDict()
-
-    def get(self, key: bytes, generation: int, now: float) -> tuple[Identity, list[str]] | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        identity, chain, entry_generation, expires = entry
-        if entry_generation != generation or now >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return identity, chain
-
-    def put(self, key: bytes, identity: Identity, chain: list[str], generation: int, expires: float) -> None:
-        self._entries[key] = (identity, chain, generation, expires)
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-
 class X509Authenticator:
     challenge = None  # a certificate is asked for in the TLS handshake, not in WWW-Authenticate
 
@@ -427,9 +383,12 @@ class X509Authenticator:
                  clock=time.time) -> None:
         self.name = name
         self.settings = settings
-        self._trusted = _Peers(trusted_proxies)
+        self._trusted = TrustedNetworks(trusted_proxies)
         self._clock = clock
-        self._cache = _VerifiedCache()
+        # certificate text -> (identity, PEM chain, verifier generation): parsing and verifying a chain
+        # costs milliseconds, and a client sends the same certificate on every request; entries die with
+        # the certificate and whenever the CA bundle or CRLs are reloaded
+        self._cache: ExpiringCache[bytes, tuple[Identity, list[str], int]] = ExpiringCache(10_000, clock=clock)
         self._verifier = None
         if settings.ca_file is not None:
             self._verifier = ChainVerifier(settings.ca_file, settings.crl_file, settings.reload_interval_seconds,
@@ -445,15 +404,15 @@ class X509Authenticator:
         generation = self._verifier.generation if self._verifier is not None else 0
         key = hashlib.sha256(f"{source}\0{text}".encode()).digest()
         now = self._clock()
-        cached = self._cache.get(key, generation, now)
-        if cached is not None:
-            identity, pem_chain = cached
+        cached = self._cache.get(key)
+        if cached is not None and cached[2] == generation:
+            identity, pem_chain, _ = cached
         else:
             chain = parse(text)
             identity = self._verify_and_map(chain)
             pem_chain = [c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in chain]
             expires = min(chain[0].not_valid_after_utc.timestamp(), now + VERIFIED_TTL_SECONDS)
-            self._cache.put(key, identity, pem_chain, generation, expires)
+            self._cache.put_until(key, (identity, pem_chain, generation), expires)
         if source != "tls":
             ctx.client_cert_chain = pem_chain  # verified: the policy may see it as source.certificate
         return identity

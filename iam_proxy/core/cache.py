@@ -1,4 +1,8 @@
-"""A small bounded LRU whose entries expire: the positive and negative caches of LDAP logins and lookups."""
+"""The one expiring cache: a bounded LRU whose entries die at their own time.
+
+Verified tokens and certificates, introspection answers, LDAP logins and lookups and policy
+decisions all keep their results here; each passes the expiry that fits it (a token's `exp`, a
+configured TTL)."""
 
 from __future__ import annotations
 
@@ -28,12 +32,19 @@ class ExpiringCache(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V, ttl_seconds: float) -> None:
-        if self.max_entries <= 0 or ttl_seconds <= 0:
+        self.put_until(key, value, self._clock() + ttl_seconds)
+
+    def put_until(self, key: K, value: V, expires: float) -> None:
+        """Keep `value` until `expires` on this cache's clock."""
+        if self.max_entries <= 0 or expires <= self._clock():
             return
-        self._entries[key] = (value, self._clock() + ttl_seconds)
+        self._entries[key] = (value, expires)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)
 
     def clear(self) -> None:
         self._entries.clear()

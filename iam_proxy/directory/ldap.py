@@ -35,6 +35,7 @@ from ldap3 import ANONYMOUS, BASE, LEVEL, SIMPLE, SUBTREE, SYNC, Connection, Ser
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
 from ldap3.utils.dn import parse_dn
 
+from ..core.claims import first
 from ..core.errors import ConfigError
 from ..settings import LdapDirectory
 
@@ -221,11 +222,6 @@ def _values(attributes: Any, name: str | None) -> list[str]:
     return [value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)]
 
 
-def _first(attributes: Any, name: str | None) -> str | None:
-    values = _values(attributes, name)
-    return values[0] if values else None
-
-
 class LdapDirectoryClient:
     """Async facade over one configured directory; safe to share between authenticator and enricher."""
 
@@ -350,9 +346,9 @@ class LdapDirectoryClient:
             values = _values(attributes, attribute)
             if values:
                 extra[name] = values[0] if len(values) == 1 else values
-        username = _first(attributes, s.username_attribute) or first_rdn_value(dn)
-        return DirectoryUser(dn=dn, username=username, email=_first(attributes, s.email_attribute),
-                             name=_first(attributes, s.name_attribute),
+        username = first(_values(attributes, s.username_attribute)) or first_rdn_value(dn)
+        return DirectoryUser(dn=dn, username=username, email=first(_values(attributes, s.email_attribute)),
+                             name=first(_values(attributes, s.name_attribute)),
                              groups=self._groups(dn, username, attributes), attributes=extra)
 
     def _groups(self, dn: str, username: str, attributes: Any) -> tuple[str, ...]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import replace
 
+from ..core.cache import ExpiringCache
 from ..core.identity import Identity
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
@@ -29,10 +29,10 @@ class KeycloakEnricher:
     def __init__(self, name: str, settings: KeycloakEnricherSettings, clock=time.time) -> None:
         self.name = name
         self.settings = settings
-        self._clock = clock
         self._admin = None
         self._client_uuids: dict[str, str] = {}
-        self._cache: OrderedDict[str, tuple[tuple[str, ...], tuple[str, ...], float]] = OrderedDict()
+        self._cache: ExpiringCache[str, tuple[tuple[str, ...], tuple[str, ...]]] = ExpiringCache(
+            settings.cache_entries, clock=clock)
 
     def _connect(self):
         from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
@@ -70,10 +70,9 @@ class KeycloakEnricher:
     async def enrich(self, identity: Identity, ctx: RequestContext) -> Identity:
         if identity.anonymous or (self.settings.providers and identity.provider not in self.settings.providers):
             return identity
-        now = self._clock()
         cached = self._cache.get(identity.sub)
-        if cached is not None and cached[2] > now:
-            paths, roles = cached[0], cached[1]
+        if cached is not None:
+            paths, roles = cached
         else:
             try:
                 paths, roles = await asyncio.wait_for(asyncio.to_thread(self._lookup, identity.sub),
@@ -85,10 +84,7 @@ class KeycloakEnricher:
                 self._admin = None  # reconnect next time (token expiry, Keycloak restart)
                 raise AuthUnavailable("enricher_unavailable", detail=f"keycloak {self.name}: {type(exc).__name__}") \
                     from None
-            if self.settings.cache_entries > 0 and self.settings.cache_ttl_seconds > 0:
-                self._cache[identity.sub] = (paths, roles, now + self.settings.cache_ttl_seconds)
-                if len(self._cache) > self.settings.cache_entries:
-                    self._cache.popitem(last=False)
+            self._cache.put(identity.sub, (paths, roles), self.settings.cache_ttl_seconds)
         groups = tuple(dict.fromkeys((*identity.groups, *paths)))
         merged_roles = tuple(dict.fromkeys((*identity.roles, *roles)))
         return replace(identity, groups=groups, roles=merged_roles)

@@ -7,13 +7,13 @@ the proxy's own cookies, then add ours. Every value travels byte for byte (see `
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from functools import lru_cache
 
 from ..core.identity import Identity
 from ..context import RequestContext
 from ..core.errors import InvalidCredential
+from ..core.networks import TrustedNetworks
 from ..core.header_safety import (HOP_BY_HOP, REQUEST_DESCRIPTION, SpoofList, as_wire, connection_listed,
                              has_unusual_characters, is_method_override, safe_value, settable, strip_cookies)
 from ..settings import IdentityHeaders, Route
@@ -25,29 +25,6 @@ FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host
                        "x-real-ip", "forwarded"})
 
 
-class TrustedProxies:
-    def __init__(self, cidrs: list[str]) -> None:
-        self._networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-
-    @lru_cache(maxsize=4096)
-    def __contains__(self, address: str) -> bool:  # type: ignore[override]
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._networks)
-
-    def client_of(self, peer: str, forwarded_for: str | None) -> str:
-        """The original client: walking X-Forwarded-For from the right, the first hop that is not a
-        trusted proxy (the leftmost entries are whatever the client wrote)."""
-        if peer not in self or not forwarded_for:
-            return peer
-        for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
-            if hop and hop not in self:
-                return hop
-        return peer
-
-
 def _is_proxy_cookie(session_cookie: str):
     def is_ours(name: str) -> bool:
         bare = name.removeprefix("__Host-").removeprefix("__Secure-")
@@ -56,7 +33,7 @@ def _is_proxy_cookie(session_cookie: str):
 
 
 class HeaderRewriter:
-    def __init__(self, settings: IdentityHeaders, trusted: TrustedProxies,
+    def __init__(self, settings: IdentityHeaders, trusted: TrustedNetworks,
                  session_cookie: str = "__Host-iam_session") -> None:
         self.settings = settings
         self.trusted = trusted
@@ -87,7 +64,7 @@ class HeaderRewriter:
         return ctx.peer, ctx.scheme, ctx.host
 
     def client_address(self, ctx: RequestContext) -> str:
-        """The original client (see TrustedProxies.client_of)."""
+        """The original client (see TrustedNetworks.client_of)."""
         return self.trusted.client_of(ctx.peer, ctx.headers.get("x-forwarded-for"))
 
     def keeps(self, name: str, route: Route | None) -> bool:

@@ -33,6 +33,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from ..core.files import Stamp, file_stamp
 from ..settings import BundleSettings, BundleVerificationSettings
 from .source import PolicyLoadError, PolicyProblem, PolicySource, _mount
 
@@ -306,7 +307,7 @@ class BundleSource:
         self.settings = settings
         self.verifier = SignatureVerifier(settings.verification) if settings.verification is not None else None
         self.etag: str | None = None
-        self._file_stamp: tuple[int, int] | None = None
+        self._file_stamp: Stamp | None = None
         self.origin = str(settings.file) if settings.file is not None else _redact_url(settings.url or "")
 
     def fetch(self) -> Bundle | None:
@@ -316,11 +317,10 @@ class BundleSource:
         return self._fetch_url(self.settings.url or "")
 
     def _fetch_file(self, path: Path) -> Bundle | None:
+        stamp = file_stamp([path])
+        if stamp == self._file_stamp:
+            return None
         try:
-            st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-            if stamp == self._file_stamp:
-                return None
             data = path.read_bytes()
         except OSError as exc:
             raise BundleRefused(f"{path}: cannot read ({exc.strerror})") from None

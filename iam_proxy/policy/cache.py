@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from typing import Any, Callable
 
 import orjson
 
+from ..core.cache import ExpiringCache
 from ..settings import DecisionCacheSettings
 from .engine import EngineResult
 from .source import code_only
@@ -49,8 +49,7 @@ class DecisionCache:
         self.max_entries = settings.max_entries
         self.ttl = settings.ttl_seconds
         self.volatile_headers = frozenset(settings.volatile_headers)
-        self._clock = clock
-        self._entries: OrderedDict[bytes, tuple[float, EngineResult]] = OrderedDict()
+        self._entries: ExpiringCache[bytes, EngineResult] = ExpiringCache(settings.max_entries, clock)
         self._revision: str | None = None
 
     def __len__(self) -> int:
@@ -75,21 +74,10 @@ class DecisionCache:
 
     def get(self, revision: str, key: bytes) -> EngineResult | None:
         self._check_revision(revision)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, result = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return result
+        return self._entries.get(key)
 
     def put(self, revision: str, key: bytes, result: EngineResult) -> None:
         """`revision` is the one the key was made with; if the engine has moved on since, the
         entry is dropped with the rest at the next lookup."""
         self._check_revision(revision)
-        self._entries[key] = (self._clock() + self.ttl, result)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put(key, result, self.ttl)

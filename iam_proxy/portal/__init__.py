@@ -35,6 +35,7 @@ from ..authn.oidc_session import (
     tokens_expire_at,
 )
 from ..context import RequestContext, context_from_scope
+from ..core.claims import first
 from ..core.errors import AuthenticationRequired, BadRequest, InvalidCredential, ProxyError, RouteNotFound
 from ..core.responses import send_error
 from ..routes.matcher import RouteTable
@@ -49,11 +50,6 @@ _SECURITY_HEADERS = [("cache-control", "no-store"), ("x-content-type-options", "
 
 class LoginFailed(ProxyError):
     status, reason, message = 400, "login_failed", "Sign-in could not be completed."
-
-
-def _first(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    return values[0] if values else None
 
 
 def _wants_html(ctx: RequestContext) -> bool:
@@ -144,11 +140,11 @@ class Portal:
 
     async def _login(self, ctx: RequestContext, send) -> int:
         query = ctx.parsed_query
-        rd = self.safe_redirect(_first(query, "rd"))
-        auth = _first(query, "auth")
+        rd = self.safe_redirect(first(query.get("rd")))
+        auth = first(query.get("auth"))
         auth = auth if auth in self.login.authenticators else None
         providers = self.login.providers_for(auth)
-        pid = _first(query, "provider")
+        pid = first(query.get("provider"))
         if pid is None and len(providers) == 1:
             pid = providers[0]
         if pid is None:
@@ -171,9 +167,9 @@ class Portal:
     async def _callback(self, ctx: RequestContext, send) -> int:
         query = ctx.parsed_query
         pending = self.sessions.open(self.sessions.read_cookie(ctx.headers, self.login_cookie), self.login_cookie)
-        if _first(query, "error"):
-            raise LoginFailed("idp_error", detail=f"IdP error {(_first(query, 'error') or '')[:64]!r}")
-        state, code = _first(query, "state"), _first(query, "code")
+        if first(query.get("error")):
+            raise LoginFailed("idp_error", detail=f"IdP error {(first(query.get('error')) or '')[:64]!r}")
+        state, code = first(query.get("state")), first(query.get("code"))
         if pending is None:
             raise LoginFailed("login_state_missing", message="This sign-in was not started here or has expired.")
         if not state or not code or not hmac.compare_digest(state, str(pending.get("state", ""))):

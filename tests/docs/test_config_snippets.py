@@ -23,7 +23,8 @@ from snippets import snippet
 from support import PYTHON, opa_binary
 
 from iam_proxy.core.errors import ConfigError
-from iam_proxy.forward.headers import HeaderRewriter, TrustedProxies
+from iam_proxy.core.networks import TrustedNetworks
+from iam_proxy.forward.headers import HeaderRewriter
 from iam_proxy.settings import Settings, load_settings
 
 ENV = {"IAM_PROXY_SESSION_SECRET": "s" * 40, "IAM_PROXY_APIKEY_PEPPER": "p" * 32, "LDAP_BIND_PASSWORD": "x",
@@ -111,7 +112,7 @@ def test_routes(tmp_path, monkeypatch):
 
 def test_identity_headers(tmp_path, monkeypatch):
     settings = load("config-identity-headers", tmp_path, monkeypatch)
-    spoofed = HeaderRewriter(settings.identity_headers, TrustedProxies([])).spoofed
+    spoofed = HeaderRewriter(settings.identity_headers, TrustedNetworks([])).spoofed
     for name in ("X-Acme-User", "X_Acme_User", "x.acme.user", "X-Partner-Tenant", "X-Forwarded-User"):
         assert name in spoofed, name
     assert "X-Tenant" not in spoofed

@@ -28,7 +28,8 @@ from iam_proxy.authn.saml.metadata import sp_metadata
 from iam_proxy.authn.saml.portal import SAMLPortal
 from iam_proxy.authn.saml.presets import PRESETS, mapping_for
 from iam_proxy.authn.saml.replay import MemoryReplayCache, RedisReplayCache
-from iam_proxy.authn.saml.sp import ServiceProvider, map_identity
+from iam_proxy.authn.saml.attributes import map_identity
+from iam_proxy.authn.saml.sp import ServiceProvider
 from iam_proxy.core.errors import AuthUnavailable, ConfigError, InvalidCredential
 from iam_proxy.session import build_session_manager
 from iam_proxy.settings import SAMLAttributeMapping, SAMLAuthenticatorSettings, SessionSettings, parse_settings

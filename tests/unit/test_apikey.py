@@ -9,6 +9,8 @@ import re
 import stat
 import subprocess
 
+import time
+
 import pytest
 import yaml
 
@@ -198,10 +200,10 @@ async def test_key_file_is_reloaded_on_change(key_file):
     auth = make_authenticator(key_file, reload_interval_seconds=0.01)
     assert (await auth.authenticate(request({"x-api-key": first}))).sub == "first"
     second_record, second = create_key(key_file, PEPPER, "second", [], None)
-    auth._checked_at = 0  # the next request looks at the file again
+    time.sleep(0.02)  # past the reload interval: the next request looks at the file again
     assert (await auth.authenticate(request({"x-api-key": second}))).sub == "second"
     revoke_key(key_file, second_record.id)
-    auth._checked_at = 0
+    time.sleep(0.02)
     with pytest.raises(InvalidCredential):
         await auth.authenticate(request({"x-api-key": second}))
 
@@ -211,12 +213,12 @@ async def test_unloadable_key_file_refuses_every_key_until_fixed(key_file):
     good = key_file.read_text()
     auth = make_authenticator(key_file, reload_interval_seconds=0.01)
     key_file.write_text("version: 1\nkeys: [this is: not valid")
-    auth._checked_at = 0
+    time.sleep(0.02)
     with pytest.raises(AuthUnavailable) as caught:
         await auth.authenticate(request({"x-api-key": key}))
     assert caught.value.status == 503 and caught.value.reason == "apikey_store_unavailable"
     key_file.write_text(good)
-    auth._checked_at = 0
+    time.sleep(0.02)
     assert (await auth.authenticate(request({"x-api-key": key}))).sub == "erp"
 
 

@@ -19,7 +19,8 @@ from iam_proxy.authn.bearer_jwt import MAX_NUMERIC_DATE, JWTAuthenticator
 from iam_proxy.core.identity import Identity
 from iam_proxy.context import context_from_scope
 from iam_proxy.core.errors import BadRequest, InvalidCredential
-from iam_proxy.forward.headers import HeaderRewriter, TrustedProxies
+from iam_proxy.core.networks import TrustedNetworks
+from iam_proxy.forward.headers import HeaderRewriter
 from iam_proxy.core.header_safety import IDENTITY_HEADERS, normalise
 from iam_proxy.routes.matcher import RouteTable
 from iam_proxy.settings import IdentityHeaders, JWTProvider, Route
@@ -36,7 +37,7 @@ def _rewrite(headers: list[tuple[bytes, bytes]], route: Route | None = None) -> 
     route = route or Route(id="r", upstream="http://127.0.0.1:9", authenticators=["a"])
     ctx = context_from_scope(_scope(b"/x", headers))
     ctx.route = RouteTable([route]).match("GET", "proxy.test", "/x")
-    rewriter = HeaderRewriter(IdentityHeaders(), TrustedProxies([]))
+    rewriter = HeaderRewriter(IdentityHeaders(), TrustedNetworks([]))
     identity = Identity(sub="alice", method="jwt", email="alice@example.org", groups=("finance",))
     return rewriter.upstream_request_headers(ctx, identity, "a.b.c", extra={}, remove=(), preserve_host=False)
 

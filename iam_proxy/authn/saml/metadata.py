@@ -81,7 +81,7 @@ def sp_metadata(settings: SAMLAuthenticatorSettings) -> bytes:
     from saml2.config import SPConfig
     from saml2.metadata import create_metadata_string
 
-    from .sp import sp_config_dict
+    from .config import sp_config_dict  # pysaml2 is loaded only when a SAML SP is configured
 
     config = SPConfig()
     config.load(sp_config_dict(settings, idp_metadata=None))

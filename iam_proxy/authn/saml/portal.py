@@ -23,10 +23,12 @@ from ...audit.auditor import Auditor
 from ...audit.event import endpoint_event
 from ...audit.writeahead import AuditedResponse
 from ...context import RequestContext, context_from_scope
+from ...core.claims import first
 from ...core.errors import AuthUnavailable, BadRequest, ProxyError, RouteNotFound
 from ...core.responses import send_error
 from ...session import SessionManager
-from .sp import METADATA_PATH, ServiceProvider
+from .config import METADATA_PATH
+from .sp import ServiceProvider
 from .xmlguard import refuse
 
 log = logging.getLogger("iam_proxy.saml")
@@ -109,7 +111,7 @@ class SAMLPortal:
         return value if self._is_served_path(host, parts.path) else fallback
 
     async def _login(self, ctx: RequestContext, send) -> int:
-        return_to = self.safe_return_path(ctx.host, _first(ctx.parsed_query, "rd"))
+        return_to = self.safe_return_path(ctx.host, first(ctx.parsed_query.get("rd")))
         # The IdP echoes RelayState, but nothing is read back from it for SP-initiated logins: the
         # return path comes from the sealed cookie.
         location, request_id = await self.sp.authn_request(relay_state="sp")
@@ -158,7 +160,7 @@ class SAMLPortal:
     # ------------------------------------------------------------------ logout
 
     async def _logout(self, ctx: RequestContext, send) -> int:
-        return_to = self.safe_return_path(ctx.host, _first(ctx.parsed_query, "rd")
+        return_to = self.safe_return_path(ctx.host, first(ctx.parsed_query.get("rd"))
                                           or self.sp.settings.post_logout_path)
         session = await self.sessions.load(ctx.headers)
         cookies = [await self.sessions.destroy(session)]
@@ -211,11 +213,6 @@ class SAMLPortal:
                      self.sp.name, max(1, len(request.session_indexes)), ended)
             return await _redirect(send, 302, request.response_url, cookies)
         raise BadRequest("saml_message_missing", message="No SAMLRequest or SAMLResponse in the request.")
-
-
-def _first(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    return values[0] if values else None
 
 
 async def _read_form(ctx: RequestContext, receive) -> dict[str, str]:

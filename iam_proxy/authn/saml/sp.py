@@ -31,9 +31,9 @@ from saml2.saml import NameID
 from saml2.samlp import STATUS_SUCCESS
 
 from ...core.errors import AuthUnavailable, InvalidCredential
-from ...extras import program_path
 from ...settings import SAMLAttributeMapping, SAMLAuthenticatorSettings
-from ...core.identity import Identity
+from .attributes import LoginResult, LogoutRequestResult, map_identity
+from .config import ACS_PATH, SIGNATURE_ALGORITHMS, SLO_PATH, sp_config_dict
 from .metadata import MetadataError, check_metadata_document, fetch_idp_metadata
 from .presets import mapping_for
 from .redirect_binding import verify_redirect_query
@@ -43,6 +43,7 @@ from .xmlguard import (
     inspect_logout_message,
     inspect_response,
     post_message_signed,
+    pysaml2_refusal,
     refuse,
 )
 
@@ -50,76 +51,8 @@ log = logging.getLogger("iam_proxy.saml")
 # pysaml2 logs every NameID and attribute set at INFO: personal data that has no place in our logs.
 logging.getLogger("saml2").setLevel(logging.WARNING)
 
-ACS_PATH = "/.iam/saml/acs"
-SLO_PATH = "/.iam/saml/slo"
-METADATA_PATH = "/.iam/saml/metadata"
-
-SIGNATURE_ALGORITHMS = {
-    "rsa-sha256": ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", "http://www.w3.org/2001/04/xmlenc#sha256"),
-    "rsa-sha384": ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
-                   "http://www.w3.org/2001/04/xmldsig-more#sha384"),
-    "rsa-sha512": ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha512", "http://www.w3.org/2001/04/xmlenc#sha512"),
-}
-
 # pysaml2 calls xmlsec1 as a subprocess; a few at a time is plenty and bounds the load a flood can cause.
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="saml")
-
-
-def xmlsec_binary() -> str:
-    return program_path("xmlsec1") or "/usr/bin/xmlsec1"  # settings refused a config without it
-
-
-def sp_config_dict(settings: SAMLAuthenticatorSettings, idp_metadata: str | None) -> dict[str, Any]:
-    base = settings.base_url
-    signing, digest = SIGNATURE_ALGORITHMS[settings.signature_algorithm]
-    sp: dict[str, Any] = {
-        "endpoints": {
-            "assertion_consumer_service": [(base + ACS_PATH, BINDING_HTTP_POST)],
-            "single_logout_service": [(base + SLO_PATH, BINDING_HTTP_REDIRECT), (base + SLO_PATH, BINDING_HTTP_POST)],
-        },
-        "want_assertions_signed": settings.want_assertions_signed,
-        "want_response_signed": settings.want_response_signed,
-        "want_assertions_or_response_signed": True,
-        "allow_unsolicited": settings.allow_idp_initiated,
-        "authn_requests_signed": settings.sign_requests,
-        "logout_requests_signed": settings.sign_requests,
-        "logout_responses_signed": settings.sign_requests,
-        # pysaml2 reads these from service.sp; at the top level they are silently ignored (rsa-sha1).
-        "signing_algorithm": signing,
-        "digest_algorithm": digest,
-    }
-    if settings.name_id_format:
-        sp["name_id_format"] = [settings.name_id_format]
-    config: dict[str, Any] = {
-        "entityid": settings.sp_entity_id,
-        "xmlsec_binary": xmlsec_binary(),
-        "key_file": str(settings.key_file),
-        "cert_file": str(settings.cert_file),
-        "allow_unknown_attributes": True,
-        "accepted_time_diff": settings.clock_skew_seconds,
-        "service": {"sp": sp},
-    }
-    if idp_metadata is not None:
-        config["metadata"] = {"inline": [idp_metadata]}
-    return config
-
-
-@dataclass(frozen=True)
-class LoginResult:
-    identity: Identity
-    name_id: str
-    name_id_format: str | None
-    session_index: str | None
-    session_expires_at: float | None  # the IdP's SessionNotOnOrAfter
-
-
-@dataclass(frozen=True)
-class LogoutRequestResult:
-    """An IdP-initiated LogoutRequest that verified; answer it by redirecting to `response_url`."""
-
-    name_id: str
-    session_indexes: tuple[str, ...]
-    response_url: str
 
 
 @dataclass
@@ -269,7 +202,7 @@ class ServiceProvider:
         except InvalidCredential:
             raise
         except Exception as exc:  # noqa: BLE001 - pysaml2 raises a zoo of types; all refuse
-            raise refuse(_pysaml2_reason(exc), detail=f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            raise pysaml2_refusal(exc) from None
         if response is None or response.assertion is None:
             raise refuse("saml_response_invalid", detail="pysaml2 returned no assertion")
         assertion = response.assertion
@@ -395,7 +328,7 @@ class ServiceProvider:
         try:
             response = await self._run(parse)
         except Exception as exc:  # noqa: BLE001
-            raise refuse(_pysaml2_reason(exc), detail=f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            raise pysaml2_refusal(exc) from None
         issuer = response.response.issuer if response is not None else None
         if issuer is None or issuer.text != loaded.idp_entity_id:
             raise refuse("saml_issuer_mismatch", detail="LogoutResponse issuer")
@@ -445,7 +378,7 @@ class ServiceProvider:
         except InvalidCredential:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise refuse(_pysaml2_reason(exc), detail=f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            raise pysaml2_refusal(exc) from None
 
 
 def _deflate(data: bytes) -> bytes:
@@ -458,69 +391,3 @@ def _query_value(raw_query: str, name: str) -> str | None:
 
     values = parse_qs(raw_query, keep_blank_values=True).get(name)
     return values[0] if values else None
-
-
-def _pysaml2_reason(exc: Exception) -> str:
-    """A reason code for a pysaml2 refusal (the checks above usually refuse first, more precisely)."""
-    name = type(exc).__name__
-    text = str(exc).lower()
-    if name in ("SignatureError", "SigverError", "IncorrectlySigned", "MissingKey", "CertificateError"):
-        return "saml_signature_invalid"
-    if name == "UnsolicitedResponse":
-        return "saml_unsolicited"
-    if name == "ToEarly":
-        return "saml_not_yet_valid"
-    if name in ("ResponseLifetimeExceed", "TooOld") or "too old" in text or "expired" in text:
-        return "saml_expired"
-    if "audience" in text or "not for me" in text:
-        return "saml_audience_mismatch"
-    if "destination" in text or "return address" in text:
-        return "saml_destination_mismatch"
-    if "signature" in text or "signed" in text:
-        return "saml_signature_invalid"
-    return "saml_response_invalid"
-
-
-def _first(attributes: dict[str, list[str]], names: list[str]) -> str | None:
-    for name in names:
-        for value in attributes.get(name, []):
-            if value:
-                return value
-    return None
-
-
-def _all(attributes: dict[str, list[str]], names: list[str]) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
-    for name in names:
-        for value in attributes.get(name, []):
-            if value:
-                seen.setdefault(value, None)
-    return tuple(seen)
-
-
-def map_identity(attributes: dict[str, list[str]], mapping: SAMLAttributeMapping, *, name_id: str, issuer: str,
-                 provider: str, auth_time: int | None = None, acr: str | None = None,
-                 expires_at: int | None = None) -> Identity:
-    """Attributes (name or friendly name -> values) to an Identity, as the mapping says."""
-    sub = _first(attributes, mapping.sub) if mapping.sub else name_id
-    if not sub:
-        raise refuse("saml_subject_missing", message="The SAML assertion has no subject.")
-    extra = {key: (values[0] if len(values) == 1 else values)
-             for key, name in mapping.attributes.items() if (values := attributes.get(name))}
-    return Identity(
-        sub=sub,
-        method="saml",
-        iss=issuer,
-        username=_first(attributes, mapping.username) or name_id,
-        email=_first(attributes, mapping.email),
-        name=_first(attributes, mapping.name),
-        groups=_all(attributes, mapping.groups),
-        roles=_all(attributes, mapping.roles),
-        tenant=_first(attributes, mapping.tenant),
-        auth_time=auth_time,
-        acr=acr,
-        amr=(),
-        expires_at=expires_at,
-        attributes={"saml_name_id": name_id, **extra},
-        provider=provider,
-    )

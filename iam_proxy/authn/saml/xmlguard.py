@@ -217,3 +217,29 @@ def inspect_logout_message(xml: bytes) -> ET.Element:
 
 def post_message_signed(root: ET.Element) -> bool:
     return _signs(root)
+
+
+def _pysaml2_reason(exc: Exception) -> str:
+    """A reason code for a pysaml2 refusal (the checks above usually refuse first, more precisely)."""
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if name in ("SignatureError", "SigverError", "IncorrectlySigned", "MissingKey", "CertificateError"):
+        return "saml_signature_invalid"
+    if name == "UnsolicitedResponse":
+        return "saml_unsolicited"
+    if name == "ToEarly":
+        return "saml_not_yet_valid"
+    if name in ("ResponseLifetimeExceed", "TooOld") or "too old" in text or "expired" in text:
+        return "saml_expired"
+    if "audience" in text or "not for me" in text:
+        return "saml_audience_mismatch"
+    if "destination" in text or "return address" in text:
+        return "saml_destination_mismatch"
+    if "signature" in text or "signed" in text:
+        return "saml_signature_invalid"
+    return "saml_response_invalid"
+
+
+def pysaml2_refusal(exc: Exception) -> InvalidCredential:
+    """A pysaml2 failure as the refusal the client gets (the class and a bounded message go to the log)."""
+    return refuse(_pysaml2_reason(exc), detail=f"{type(exc).__name__}: {str(exc)[:200]}")
