@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "audit
 from audit_sample import sample_event  # noqa: E402
 
 from iam_proxy.audit.auditor import Auditor  # noqa: E402
-from iam_proxy.audit.config import AuditSettings  # noqa: E402
+from iam_proxy.settings.audit import AuditSettings  # noqa: E402
 from iam_proxy.audit.render import render, to_bytes  # noqa: E402
 
 

@@ -32,7 +32,7 @@ from iam_proxy.policy.cache import DecisionCache  # noqa: E402
 from iam_proxy.policy.decider import Decider  # noqa: E402
 from iam_proxy.policy.embedded import EmbeddedEngine  # noqa: E402
 from iam_proxy.policy.opa_http import OpaHttpEngine  # noqa: E402
-from iam_proxy.settings import DecisionCacheSettings, OpaServerSettings  # noqa: E402
+from iam_proxy.settings.policy import DecisionCacheSettings, OpaServerSettings  # noqa: E402
 
 PATH = "iam/authz/decision"
 

@@ -37,7 +37,9 @@ from iam_proxy.forward_auth import ForwardAuth  # noqa: E402
 from iam_proxy.policy.input import build_input  # noqa: E402
 from iam_proxy.core.redaction import mask_input  # noqa: E402
 from iam_proxy.routes.matcher import RouteTable  # noqa: E402
-from iam_proxy.settings import IdentityHeaders, JWTProvider, Route  # noqa: E402
+from iam_proxy.settings.forward import IdentityHeaders  # noqa: E402
+from iam_proxy.settings.identity import JWTProvider
+from iam_proxy.settings.routes import Route
 
 HEADERS = [(b"host", b"api.example"), (b"authorization", b"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"),
            (b"accept", b"application/json"), (b"user-agent", b"bench/1.0"), (b"accept-encoding", b"gzip"),

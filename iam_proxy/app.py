@@ -35,7 +35,8 @@ from .policy.runtime import PolicyRuntime
 from .core import redaction
 from .core.responses import send_error, send_json
 from .routes.matcher import RouteTable
-from .settings import SAMLAuthenticatorSettings, Settings
+from .settings import Settings
+from .settings.saml import SAMLAuthenticatorSettings
 from .session import build_session_manager
 
 log = logging.getLogger("iam_proxy")

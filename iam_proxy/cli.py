@@ -42,7 +42,7 @@ def _check_credential_stores(settings) -> None:
     """API key files load with the configured pepper; LDAP CA bundles load (ConfigError otherwise)."""
     from .authn.apikey import ApiKeyAuthenticator
     from .directory import LdapDirectoryClient
-    from .settings import ApiKeyAuthenticatorSettings
+    from .settings.authn import ApiKeyAuthenticatorSettings
 
     for name, auth in settings.authenticators.items():
         if isinstance(auth, ApiKeyAuthenticatorSettings):

@@ -13,7 +13,8 @@ import uvicorn
 from .app import Proxy
 from .audit.metrics import Board
 from .core.redaction import install_log_redaction
-from .settings import Listener, Settings
+from .settings import Settings
+from .settings.listeners import Listener
 from .tls import ClientCertHttpToolsProtocol, ServerTLS
 
 

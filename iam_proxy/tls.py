@@ -24,7 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .core.errors import ConfigError
 from .core.files import WatchedFiles
-from .settings import TLSSettings
+from .settings.listeners import TLSSettings
 
 log = logging.getLogger("iam_proxy.tls")
 

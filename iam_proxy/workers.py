@@ -26,7 +26,8 @@ import sys
 from typing import Callable
 
 from .audit.metrics import Board
-from .settings import Listener, Settings
+from .settings import Settings
+from .settings.listeners import Listener
 
 log = logging.getLogger("iam_proxy.workers")
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
-from .config import AuditSettings, StdoutSink, sink_name
+from ..settings.audit import AuditSettings, StdoutSink, sink_name
 from .journal import Journal, SpoolFull, orphan_slots
 from .metrics import AuditMetrics, Board
 from .render import json_bytes

@@ -29,7 +29,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .config import ChainSettings
+from ..settings.audit import ChainSettings
 
 GENESIS = "0" * 64
 _TAIL_CHUNK = 1024 * 1024

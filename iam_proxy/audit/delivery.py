@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .config import RetrySettings
+from ..settings.audit import RetrySettings
 from .metrics import AuditMetrics
 from .privacy import PrivacyFilter
 from .sinks import DeliveredSink

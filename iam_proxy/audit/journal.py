@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import AuditSettings, FileSink, HttpSink, SyslogSink, sink_name
+from ..settings.audit import AuditSettings, FileSink, HttpSink, SyslogSink, sink_name
 from .delivery import DeliveryWorker
 from .filefeed import SpooledFile
 from .metrics import AuditMetrics

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .config import PrivacySettings
+from ..settings.audit import PrivacySettings
 from ..core.redaction import MASK
 
 # Every place the native event carries one identity value.

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .config import SpoolSettings
+from ..settings.audit import SpoolSettings
 from .metrics import AuditMetrics
 
 log = logging.getLogger("iam_proxy.audit.spool")

@@ -7,7 +7,7 @@ a bad credential raises before it is reached, so a bad token never falls back to
 from __future__ import annotations
 
 from ..context import RequestContext
-from ..settings import AnonymousAuthenticatorSettings
+from ..settings.authn import AnonymousAuthenticatorSettings
 from ..core.identity import Identity
 
 

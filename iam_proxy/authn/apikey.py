@@ -35,7 +35,7 @@ from ..core.files import WatchedFiles
 from ..core.redaction import register_secret_header
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, ConfigError, InvalidCredential
-from ..settings import ApiKeyAuthenticatorSettings
+from ..settings.authn import ApiKeyAuthenticatorSettings
 from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.apikey")

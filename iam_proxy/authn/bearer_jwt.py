@@ -25,7 +25,8 @@ from joserfc.errors import JoseError
 
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
-from ..settings import JWTAuthenticatorSettings, JWTProvider
+from ..settings.authn import JWTAuthenticatorSettings
+from ..settings.identity import JWTProvider
 from .base import authorization_credentials
 from ..core.cache import ExpiringCache
 from ..core.identity import Identity

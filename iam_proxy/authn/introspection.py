@@ -28,7 +28,8 @@ import orjson
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
-from ..settings import IntrospectionAuthenticatorSettings, JWTProvider
+from ..settings.authn import IntrospectionAuthenticatorSettings
+from ..settings.identity import JWTProvider
 from .bearer_jwt import MAX_TOKEN_BYTES, bearer_token
 from ..core.cache import ExpiringCache
 from ..core.identity import Identity

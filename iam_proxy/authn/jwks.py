@@ -16,7 +16,7 @@ import orjson
 from joserfc.jwk import KeySet
 
 from ..outbound import read_limited
-from ..settings import JWTProvider
+from ..settings.identity import JWTProvider
 
 log = logging.getLogger("iam_proxy.jwks")
 

@@ -19,7 +19,7 @@ import gssapi
 
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
-from ..settings import KerberosAuthenticatorSettings
+from ..settings.authn import KerberosAuthenticatorSettings
 from .base import authorization_credentials
 from ..core.identity import Identity
 

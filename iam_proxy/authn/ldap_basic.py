@@ -26,7 +26,7 @@ from ..context import RequestContext
 from ..core.cache import ExpiringCache
 from ..directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
 from ..core.errors import AuthUnavailable, InvalidCredential
-from ..settings import LdapAuthenticatorSettings
+from ..settings.directory import LdapAuthenticatorSettings
 from .base import authorization_credentials
 from ..core.identity import Identity
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import InvalidCredential
-from ..settings import ClaimMapping
+from ..settings.identity import ClaimMapping
 from ..core.identity import Identity
 
 

@@ -31,7 +31,9 @@ from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
 from ..session import Session, SessionManager
-from ..settings import JWTAuthenticatorSettings, JWTProvider, OIDCSessionAuthenticatorSettings, Settings
+from ..settings import Settings
+from ..settings.authn import JWTAuthenticatorSettings, OIDCSessionAuthenticatorSettings
+from ..settings.identity import JWTProvider
 from .bearer_jwt import JWTAuthenticator
 from ..core.identity import Identity
 from .jwks import JWKSCache

@@ -1,7 +1,7 @@
 """Builds each configured authenticator from its validated settings: one entry per credential kind.
 
 Adding a kind: write `authn/<kind>.py` with a settings model (added to `AuthenticatorSettings` in
-settings.py) and a class with `name`, `challenge` and `async authenticate(ctx)`, then add its builder
+settings/authn.py) and a class with `name`, `challenge` and `async authenticate(ctx)`, then add its builder
 to BUILDERS below.
 """
 
@@ -10,18 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..settings import (
-    AnonymousAuthenticatorSettings,
-    ApiKeyAuthenticatorSettings,
-    JWTAuthenticatorSettings,
-    KerberosAuthenticatorSettings,
-    LdapAuthenticatorSettings,
-    IntrospectionAuthenticatorSettings,
-    OIDCSessionAuthenticatorSettings,
-    SAMLAuthenticatorSettings,
-    Settings,
-    X509AuthenticatorSettings,
+from ..settings import Settings
+from ..settings.authn import (
+    AnonymousAuthenticatorSettings, ApiKeyAuthenticatorSettings, IntrospectionAuthenticatorSettings,
+    JWTAuthenticatorSettings, KerberosAuthenticatorSettings, OIDCSessionAuthenticatorSettings,
 )
+from ..settings.directory import LdapAuthenticatorSettings
+from ..settings.saml import SAMLAuthenticatorSettings
+from ..settings.x509 import X509AuthenticatorSettings
 from .anonymous import AnonymousAuthenticator
 from .apikey import ApiKeyAuthenticator
 from .base import Authenticator

@@ -34,7 +34,7 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
 from ..context import RequestContext
 from ..core.errors import ConfigError, InvalidCredential
-from ..settings import CertificateMappingRule, X509AuthenticatorSettings
+from ..settings.x509 import CertificateMappingRule, X509AuthenticatorSettings
 from ..core.cache import ExpiringCache
 from ..core.claims import first
 from ..core.files import WatchedFiles

@@ -37,7 +37,7 @@ from ldap3.utils.dn import parse_dn
 
 from ..core.claims import first
 from ..core.errors import ConfigError
-from ..settings import LdapDirectory
+from ..settings.directory import LdapDirectory
 
 log = logging.getLogger("iam_proxy.directory.ldap")
 

@@ -3,8 +3,8 @@ from another source (an LDAP directory, Keycloak). A route lists its enrichers b
 that order, each one receiving the previous one's identity. Anonymous identities are never enriched.
 
 Adding a kind: write `enrich/<kind>.py` with a class that has `name` and
-`async enrich(identity, ctx) -> Identity`, add its settings model to `EnricherSettings` in settings.py,
-and its builder to `BUILDERS` in `enrich/registry.py`.
+`async enrich(identity, ctx) -> Identity`, add its settings model to `EnricherSettings` in
+settings/enrich.py, and its builder to `BUILDERS` in `enrich/registry.py`.
 """
 
 from .base import Enricher

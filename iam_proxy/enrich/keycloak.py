@@ -20,7 +20,7 @@ from ..core.cache import ExpiringCache
 from ..core.identity import Identity
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
-from ..settings import KeycloakEnricherSettings
+from ..settings.enrich import KeycloakEnricherSettings
 
 log = logging.getLogger("iam_proxy.enrich.keycloak")
 

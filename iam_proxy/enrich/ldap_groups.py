@@ -17,7 +17,7 @@ from ..context import RequestContext
 from ..core.cache import ExpiringCache
 from ..directory.ldap import DirectoryUnavailable, DirectoryUser, LdapDirectoryClient, LookupFailed
 from ..core.errors import AuthUnavailable, InvalidCredential
-from ..settings import LdapEnricherSettings
+from ..settings.enrich import LdapEnricherSettings
 
 log = logging.getLogger("iam_proxy.enrich.ldap")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..settings import KeycloakEnricherSettings, LdapEnricherSettings, Settings
+from ..settings import Settings
+from ..settings.enrich import KeycloakEnricherSettings, LdapEnricherSettings
 from .base import Enricher
 
 

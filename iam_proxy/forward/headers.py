@@ -16,7 +16,8 @@ from ..core.errors import InvalidCredential
 from ..core.networks import TrustedNetworks
 from ..core.header_safety import (HOP_BY_HOP, REQUEST_DESCRIPTION, SpoofList, as_wire, connection_listed,
                              has_unusual_characters, is_method_override, safe_value, settable, strip_cookies)
-from ..settings import IdentityHeaders, Route
+from ..settings.forward import IdentityHeaders
+from ..settings.routes import Route
 
 # C0 controls, DEL, NEL and the Unicode line and paragraph separators
 _UNSAFE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")

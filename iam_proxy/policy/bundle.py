@@ -34,7 +34,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from ..core.files import Stamp, file_stamp
-from ..settings import BundleSettings, BundleVerificationSettings
+from ..settings.policy import BundleSettings, BundleVerificationSettings
 from .source import PolicyLoadError, PolicyProblem, PolicySource, _mount
 
 log = logging.getLogger("iam_proxy.policy.bundle")

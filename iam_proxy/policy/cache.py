@@ -19,7 +19,7 @@ from typing import Any, Callable
 import orjson
 
 from ..core.cache import ExpiringCache
-from ..settings import DecisionCacheSettings
+from ..settings.policy import DecisionCacheSettings
 from .engine import EngineResult
 from .source import code_only
 

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..settings import OpaServerSettings
+from ..settings.policy import OpaServerSettings
 from .engine import (
     EngineResult,
     EngineTimeout,

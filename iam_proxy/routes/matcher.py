@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..core.errors import RouteAmbiguous, RouteNotFound
-from ..settings import Route
+from ..settings.routes import Route
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:

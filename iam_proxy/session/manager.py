@@ -11,7 +11,7 @@ import orjson
 
 from ..core.identity import Identity
 from ..core.errors import ProxyError
-from ..settings import SessionSettings
+from ..settings.sessions import SessionSettings
 from ._model import Session
 from ._seal import Sealer
 from .stores import CookieStore, RedisStore, SessionStore

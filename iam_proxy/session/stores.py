@@ -11,7 +11,7 @@ from typing import Protocol
 import orjson
 
 from ..core.errors import AuthUnavailable
-from ..settings import RedisSessionStoreSettings
+from ..settings.sessions import RedisSessionStoreSettings
 from ._model import Session
 
 

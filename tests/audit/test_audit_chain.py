@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit_sample import sample_event
-from iam_proxy.audit.config import FileSink
+from iam_proxy.settings.audit import FileSink
 from iam_proxy.audit.sinks.file import FileAuditSink, rotated_files
 from iam_proxy.cli import main
 from support import REPO

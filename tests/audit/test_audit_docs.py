@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from audit_peers import make_ca_and_server_cert
-from iam_proxy.audit.config import AuditSettings
+from iam_proxy.settings.audit import AuditSettings
 from iam_proxy.audit.privacy import PrivacyFilter
 from iam_proxy.settings import interpolate_env
 from audit_sample import sample_event

@@ -12,7 +12,7 @@ import pytest
 
 from audit_sample import sample_event
 from iam_proxy.audit.auditor import AuditRecordError, Auditor
-from iam_proxy.audit.config import AuditSettings
+from iam_proxy.settings.audit import AuditSettings
 from iam_proxy.audit.journal import slot_path
 from iam_proxy.audit.verify import CheckpointVerifier, verify_files
 from iam_proxy.audit.writeahead import AuditedResponse

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from iam_proxy.audit.config import SpoolSettings
+from iam_proxy.settings.audit import SpoolSettings
 from iam_proxy.audit.metrics import AuditMetrics
 from iam_proxy.audit.spool import Spool
 

@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 from audit_sample import sample_event
-from iam_proxy.audit.config import SyslogSink
+from iam_proxy.settings.audit import SyslogSink
 from iam_proxy.audit.sinks.syslog import SyslogAuditSink
 
 

@@ -25,7 +25,7 @@ from support import PYTHON, opa_binary
 from iam_proxy.core.errors import ConfigError
 from iam_proxy.core.networks import TrustedNetworks
 from iam_proxy.forward.headers import HeaderRewriter
-from iam_proxy.settings import Settings, load_settings
+from iam_proxy.settings import load_settings, Settings
 
 ENV = {"IAM_PROXY_SESSION_SECRET": "s" * 40, "IAM_PROXY_APIKEY_PEPPER": "p" * 32, "LDAP_BIND_PASSWORD": "x",
        "AD_BIND_PASSWORD": "x", "KEYCLOAK_CLIENT_SECRET": "x", "KEYCLOAK_INTROSPECTION_SECRET": "x",
@@ -262,8 +262,8 @@ action.onExecutePostLogin(event, api).then(() => console.log(JSON.stringify(clai
     assert access == {"https://example.com/roles": ["admin"], "https://example.com/groups": ["finance"],
                       "https://example.com/tenant": "acme"}
     from iam_proxy.authn.mapping import identity_from_claims  # the preset reads what the action wrote
-    from iam_proxy.authn.presets import preset_claims
-    from iam_proxy.settings import ClaimMapping, ClaimPreset
+    from iam_proxy.settings.presets import preset_claims
+    from iam_proxy.settings.identity import ClaimMapping, ClaimPreset
 
     mapping = ClaimMapping(**preset_claims(ClaimPreset(name="auth0", namespace="https://example.com/")))
     identity = identity_from_claims({"sub": "auth0|1", **access}, mapping, method="jwt", provider="auth0")

@@ -15,7 +15,8 @@ from iam_proxy.context import context_from_scope
 from iam_proxy.directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
 from iam_proxy.enrich.ldap_groups import LdapGroupEnricher
 from iam_proxy.core.errors import AuthUnavailable, InvalidCredential
-from iam_proxy.settings import LdapAuthenticatorSettings, LdapDirectory, LdapEnricherSettings
+from iam_proxy.settings.directory import LdapAuthenticatorSettings, LdapDirectory
+from iam_proxy.settings.enrich import LdapEnricherSettings
 from peers.slapd import SERVICE_DN, SERVICE_PASSWORD, SUFFIX
 from support import free_port
 

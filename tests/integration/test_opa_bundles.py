@@ -24,7 +24,8 @@ from iam_proxy.ops.metrics import Metrics
 from iam_proxy.policy.bundle import BundleRefused, SignatureVerifier, file_digest, read_bundle
 from iam_proxy.policy.runtime import PolicyRuntime
 from iam_proxy.policy.source import PolicyLoadError
-from iam_proxy.settings import BundleVerificationSettings, parse_settings
+from iam_proxy.settings import parse_settings
+from iam_proxy.settings.policy import BundleVerificationSettings
 from support import REPO, ProxyProcess, opa_binary
 
 pytestmark = pytest.mark.peer("opa")

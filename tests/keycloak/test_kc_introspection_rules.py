@@ -6,7 +6,8 @@ import pytest
 
 from iam_proxy.authn.introspection import IntrospectionAuthenticator
 from iam_proxy.core.errors import InvalidCredential
-from iam_proxy.settings import IntrospectionAuthenticatorSettings, JWTProvider
+from iam_proxy.settings.authn import IntrospectionAuthenticatorSettings
+from iam_proxy.settings.identity import JWTProvider
 
 NOW = 1_800_000_000
 PROVIDER = JWTProvider.model_validate({

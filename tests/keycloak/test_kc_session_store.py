@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from iam_proxy.audit.auditor import Auditor
-from iam_proxy.audit.config import AuditSettings
+from iam_proxy.settings.audit import AuditSettings
 from iam_proxy.core.identity import Identity
 from iam_proxy.authn.jwks import JWKSCache
 from iam_proxy.authn.oidc_session import build_browser_login
@@ -17,7 +17,8 @@ from iam_proxy.core.errors import AuthUnavailable
 from iam_proxy.portal import Portal
 from iam_proxy.routes.matcher import RouteTable
 from iam_proxy.session import build_session_manager
-from iam_proxy.settings import SessionSettings, parse_settings
+from iam_proxy.settings import parse_settings
+from iam_proxy.settings.sessions import SessionSettings
 
 SECRET = "unit-test-session-secret-0123456789abcdef"
 

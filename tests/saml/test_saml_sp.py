@@ -23,7 +23,7 @@ from saml2 import BINDING_HTTP_REDIRECT
 from saml2.saml import NAMEID_FORMAT_UNSPECIFIED, NameID
 
 from iam_proxy.audit.auditor import Auditor
-from iam_proxy.audit.config import AuditSettings
+from iam_proxy.settings.audit import AuditSettings
 from iam_proxy.authn.saml.metadata import sp_metadata
 from iam_proxy.authn.saml.portal import SAMLPortal
 from iam_proxy.authn.saml.presets import PRESETS, mapping_for
@@ -32,7 +32,9 @@ from iam_proxy.authn.saml.attributes import map_identity
 from iam_proxy.authn.saml.sp import ServiceProvider
 from iam_proxy.core.errors import AuthUnavailable, ConfigError, InvalidCredential
 from iam_proxy.session import build_session_manager
-from iam_proxy.settings import SAMLAttributeMapping, SAMLAuthenticatorSettings, SessionSettings, parse_settings
+from iam_proxy.settings import parse_settings
+from iam_proxy.settings.saml import SAMLAttributeMapping, SAMLAuthenticatorSettings
+from iam_proxy.settings.sessions import SessionSettings
 from support import Process, free_port, wait_for_port
 
 SP_BASE = "https://proxy.test.invalid"

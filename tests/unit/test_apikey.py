@@ -28,7 +28,8 @@ from iam_proxy.authn.apikey import (
 from iam_proxy.cli import main
 from iam_proxy.context import context_from_scope
 from iam_proxy.core.errors import AuthUnavailable, ConfigError, InvalidCredential
-from iam_proxy.settings import ApiKeyAuthenticatorSettings, parse_settings
+from iam_proxy.settings import parse_settings
+from iam_proxy.settings.authn import ApiKeyAuthenticatorSettings
 from support import PYTHON, REPO
 
 PEPPER = "pepper-for-tests-0123456789"

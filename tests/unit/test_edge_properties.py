@@ -23,7 +23,9 @@ from iam_proxy.core.networks import TrustedNetworks
 from iam_proxy.forward.headers import HeaderRewriter
 from iam_proxy.core.header_safety import IDENTITY_HEADERS, normalise
 from iam_proxy.routes.matcher import RouteTable
-from iam_proxy.settings import IdentityHeaders, JWTProvider, Route
+from iam_proxy.settings.forward import IdentityHeaders
+from iam_proxy.settings.identity import JWTProvider
+from iam_proxy.settings.routes import Route
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 

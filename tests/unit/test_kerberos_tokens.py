@@ -10,7 +10,7 @@ import pytest
 from iam_proxy.authn.kerberos import KerberosAuthenticator, is_ntlm, negotiate_token
 from iam_proxy.context import context_from_scope
 from iam_proxy.core.errors import InvalidCredential
-from iam_proxy.settings import KerberosAuthenticatorSettings
+from iam_proxy.settings.authn import KerberosAuthenticatorSettings
 
 
 def ctx(authorization: str | None):

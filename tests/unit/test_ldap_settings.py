@@ -15,7 +15,8 @@ from iam_proxy.directory.ldap import (
     password_is_usable,
 )
 from iam_proxy.core.errors import ConfigError
-from iam_proxy.settings import LdapDirectory, parse_settings
+from iam_proxy.settings import parse_settings
+from iam_proxy.settings.directory import LdapDirectory
 
 
 def config(directory: dict | None = None, **top) -> dict:

@@ -7,7 +7,7 @@ import copy
 
 from iam_proxy.policy.cache import DecisionCache, volatile_reasons
 from iam_proxy.policy.engine import EngineResult
-from iam_proxy.settings import DecisionCacheSettings
+from iam_proxy.settings.policy import DecisionCacheSettings
 
 
 def _input(request_id: str = "r1", time: str = "2026-01-01T00:00:00.000Z", **headers: str) -> dict:

@@ -11,7 +11,7 @@ from aiohttp import web
 from iam_proxy.core.errors import PolicyError
 from iam_proxy.policy.engine import decide
 from iam_proxy.policy.opa_http import OpaHttpEngine
-from iam_proxy.settings import OpaServerSettings
+from iam_proxy.settings.policy import OpaServerSettings
 
 
 class ScriptedOpa:

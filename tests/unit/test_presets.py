@@ -6,7 +6,8 @@ import pytest
 
 from iam_proxy.authn.mapping import identity_from_claims
 from iam_proxy.core.errors import ConfigError, InvalidCredential
-from iam_proxy.settings import JWTProvider, parse_settings
+from iam_proxy.settings import parse_settings
+from iam_proxy.settings.identity import JWTProvider
 
 
 def provider(preset: dict, issuer: str = "https://idp.example") -> JWTProvider:

@@ -4,7 +4,7 @@ import pytest
 
 from iam_proxy.core.errors import RouteAmbiguous, RouteNotFound
 from iam_proxy.routes.matcher import RouteTable, glob_to_regex
-from iam_proxy.settings import Route
+from iam_proxy.settings.routes import Route
 
 
 def route(rid: str, path: str, methods=(), hosts=()) -> Route:

@@ -87,10 +87,10 @@ def test_cli_reports_yaml_syntax_errors_with_line(tmp_path):
 
 
 def test_kerberos_without_its_extra_names_the_key_and_the_install_command(monkeypatch):
-    import iam_proxy.extras
+    import iam_proxy.core.extras
 
-    real_find_spec = iam_proxy.extras.importlib.util.find_spec
-    monkeypatch.setattr(iam_proxy.extras.importlib.util, "find_spec",
+    real_find_spec = iam_proxy.core.extras.importlib.util.find_spec
+    monkeypatch.setattr(iam_proxy.core.extras.importlib.util, "find_spec",
                         lambda name, *a: None if name == "gssapi" else real_find_spec(name, *a))
     config = minimal()
     config["authenticators"]["krb"] = {"type": "kerberos", "keytab": "/etc/krb5.keytab"}
@@ -101,10 +101,10 @@ def test_kerberos_without_its_extra_names_the_key_and_the_install_command(monkey
 
 
 def test_saml_without_xmlsec1_names_the_key_and_the_package(monkeypatch):
-    import iam_proxy.extras
+    import iam_proxy.core.extras
 
-    monkeypatch.setattr(iam_proxy.extras.shutil, "which", lambda name: None)
-    monkeypatch.setattr(iam_proxy.extras.Path, "exists", lambda self: False)
+    monkeypatch.setattr(iam_proxy.core.extras.shutil, "which", lambda name: None)
+    monkeypatch.setattr(iam_proxy.core.extras.Path, "exists", lambda self: False)
     config = minimal()
     config["authenticators"]["sso"] = {"type": "saml", "base_url": "https://proxy.example", "key_file": "k.pem",
                                        "cert_file": "c.pem", "idp": {"metadata_file": "idp.xml"}}

@@ -6,7 +6,7 @@ import pytest
 
 from iam_proxy.authn.x509 import CertificateFacts, chain_from_nginx, chain_from_xfcc, map_identity, parse_xfcc
 from iam_proxy.core.errors import InvalidCredential
-from iam_proxy.settings import DEFAULT_CERT_MAPPING, CertificateMappingRule
+from iam_proxy.settings.x509 import CertificateMappingRule, DEFAULT_CERT_MAPPING
 from x509_pki import PKI
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ..chain import ChainState, chain_head, lines_backward
-from ..config import FileSink, StdoutSink
+from ...settings.audit import FileSink, StdoutSink
 from ..privacy import PrivacyFilter
 from ..render import json_bytes, render, to_bytes
 

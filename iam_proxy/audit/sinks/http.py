@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import orjson
 
-from ..config import HttpSink
+from ...settings.audit import HttpSink
 from ..render import json_bytes, render
 from .syslog import client_tls_context
 

@@ -15,7 +15,7 @@ import socket
 import ssl
 from typing import Any
 
-from ..config import ClientTLSSettings, SyslogSink
+from ...settings.audit import ClientTLSSettings, SyslogSink
 from ..render import render, to_bytes
 
 SD_ID = "iam@32473"

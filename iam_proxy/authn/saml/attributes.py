@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ...core.claims import all_of, first_of
 from ...core.identity import Identity
-from ...settings import SAMLAttributeMapping
+from ...settings.saml import SAMLAttributeMapping
 from .xmlguard import refuse
 
 

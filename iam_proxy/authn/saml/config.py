@@ -6,8 +6,8 @@ from typing import Any
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 
-from ...extras import program_path
-from ...settings import SAMLAuthenticatorSettings
+from ...core.extras import program_path
+from ...settings.saml import SAMLAuthenticatorSettings
 
 ACS_PATH = "/.iam/saml/acs"
 SLO_PATH = "/.iam/saml/slo"

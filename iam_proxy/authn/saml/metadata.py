@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ...settings import SAMLAuthenticatorSettings, SAMLIdPMetadataSettings
+from ...settings.saml import SAMLAuthenticatorSettings, SAMLIdPMetadataSettings
 from .xmlguard import DS, parse_strict
 
 log = logging.getLogger("iam_proxy.saml")

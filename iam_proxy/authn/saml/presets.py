@@ -7,7 +7,7 @@ for groups and roles. `sub` is the NameID unless `sub` names attributes.
 
 from __future__ import annotations
 
-from ...settings import SAMLAttributeMapping
+from ...settings.saml import SAMLAttributeMapping
 
 _MS_CLAIMS = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/"
 _MS_2008 = "http://schemas.microsoft.com/ws/2008/06/identity/claims/"

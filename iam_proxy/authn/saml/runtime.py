@@ -8,7 +8,8 @@ from ...audit.auditor import Auditor
 from ...core.errors import ConfigError, RouteAmbiguous, RouteNotFound
 from ...routes.matcher import RouteTable
 from ...session import SessionManager
-from ...settings import SAMLAuthenticatorSettings, Settings
+from ...settings import Settings
+from ...settings.saml import SAMLAuthenticatorSettings
 from .authenticator import SAMLSessionAuthenticator
 from .metadata import sp_metadata
 from .portal import SAMLPortal

@@ -31,7 +31,7 @@ from saml2.saml import NameID
 from saml2.samlp import STATUS_SUCCESS
 
 from ...core.errors import AuthUnavailable, InvalidCredential
-from ...settings import SAMLAttributeMapping, SAMLAuthenticatorSettings
+from ...settings.saml import SAMLAttributeMapping, SAMLAuthenticatorSettings
 from .attributes import LoginResult, LogoutRequestResult, map_identity
 from .config import ACS_PATH, SIGNATURE_ALGORITHMS, SLO_PATH, sp_config_dict
 from .metadata import MetadataError, check_metadata_document, fetch_idp_metadata

@@ -1,4 +1,4 @@
-"""Field validators shared by the settings models (iam_proxy/settings.py and the audit settings)."""
+"""Field validators shared by the settings models."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Audit settings: sinks (file, stdout, syslog, HTTP collectors), the durable spool, hash chain,
-per-sink privacy rules. Imported by `iam_proxy.settings` as the `audit:` section.
-"""
+per-sink privacy rules (the `audit:` section)."""
 
 from __future__ import annotations
 
@@ -10,13 +9,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from ..validators import http_url
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .base import Model
+from .validators import http_url
 
 
 Format = Literal["native", "ecs", "cef", "ocsf"]
@@ -27,7 +23,7 @@ FsyncPolicy = Literal["never", "always", "interval"]
 PRIVACY_ALIASES = ("email", "username", "subject", "name", "client_ip", "groups")
 
 
-class FieldRule(_Model):
+class FieldRule(Model):
     """What to do with one field: `drop` it, `mask` it ("***"), `pseudonymize` it (keyed HMAC,
     stable for a given key), or `encrypt` it (AES-GCM, readable with the key)."""
 
@@ -42,7 +38,7 @@ class FieldRule(_Model):
         return value
 
 
-class PrivacySettings(_Model):
+class PrivacySettings(Model):
     rules: list[FieldRule] = []
     pseudonym_key: SecretStr | None = None  # HMAC-SHA256 key; same key, same pseudonym
     encryption_key: SecretStr | None = None  # base64 of a 16, 24 or 32 byte AES key
@@ -71,7 +67,7 @@ class PrivacySettings(_Model):
         return self.include_input if self.include_input is not None else not self.rules
 
 
-class RetrySettings(_Model):
+class RetrySettings(Model):
     """Exponential backoff between attempts: initial * 2^n, capped, with +-jitter (a fraction)."""
 
     initial_backoff_seconds: float = Field(default=0.2, gt=0)
@@ -79,7 +75,7 @@ class RetrySettings(_Model):
     jitter: float = Field(default=0.3, ge=0, le=1)
 
 
-class ChainSettings(_Model):
+class ChainSettings(Model):
     """Tamper evidence for the file sink: every line carries `chain.seq` and `chain.prev` (SHA-256
     of the previous line); checkpoints signed with `hmac_key` or `ed25519_private_key_file`."""
 
@@ -104,7 +100,7 @@ class ChainSettings(_Model):
         return self
 
 
-class _SinkBase(_Model):
+class _SinkBase(Model):
     # Names label metrics and key the spool cursors: give each sink a stable name.
     name: str | None = None
     format: Format = "native"
@@ -149,7 +145,7 @@ class StdoutSink(_SinkBase):
     type: Literal["stdout"]
 
 
-class ClientTLSSettings(_Model):
+class ClientTLSSettings(Model):
     ca_file: Path | None = None  # the collector's CA; the system store when absent
     cert_file: Path | None = None  # client certificate, for collectors that ask for one
     key_file: Path | None = None
@@ -230,7 +226,7 @@ class HttpSink(_DeliveredSink):
         return self
 
 
-class SpoolSettings(_Model):
+class SpoolSettings(Model):
     """The on-disk spool in front of the syslog and HTTP sinks (at-least-once delivery)."""
 
     dir: Path
@@ -255,7 +251,7 @@ AuditSinkSettings = Annotated[Union[FileSink, StdoutSink, SyslogSink, HttpSink],
 DELIVERED_SINKS = (SyslogSink, HttpSink)
 
 
-class AuditSettings(_Model):
+class AuditSettings(Model):
     sinks: list[AuditSinkSettings] = [StdoutSink(type="stdout")]
     include_input: bool = True
     spool: SpoolSettings | None = None

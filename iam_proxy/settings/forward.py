@@ -1,0 +1,40 @@
+"""Forwarding: the identity headers and the signed assertion the upstream receives."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from .base import Model
+
+
+class AssertionSettings(Model):
+    header: str = "X-Iam-Assertion"
+    key_file: Path | None = None  # PEM, EC P-256; an ephemeral key is made when absent
+    issuer: str = "iam-proxy"
+    ttl_seconds: int = Field(default=60, ge=5, le=3600)
+
+
+class IdentityHeaders(Model):
+    user: str = "X-Forwarded-User"
+    email: str = "X-Forwarded-Email"
+    groups: str = "X-Forwarded-Groups"
+    preferred_username: str = "X-Forwarded-Preferred-Username"
+    # Sent only on routes with pass_access_token: the bearer token (or the session's access token).
+    access_token: str = "X-Forwarded-Access-Token"
+    # Inbound headers to strip besides the built-in identity families (iam_proxy/header_safety.py):
+    # exact names, or "prefix*"; compared case-insensitively with `_` and `.` read as `-`.
+    spoofable: list[str] = []
+    # Inbound header names containing `_` or `.` are dropped (as nginx does): backends that map headers
+    # to variables read them as the `-` name. true keeps them (the spoof list still applies).
+    keep_underscored_names: bool = False
+    assertion: AssertionSettings = AssertionSettings()
+
+    @field_validator("user", "email", "groups", "preferred_username", "access_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+            raise ValueError("must be a header name of letters, digits and '-'")
+        return value

@@ -1,0 +1,80 @@
+"""Where the proxy listens: ports, TLS, trusted front proxies, workers, forward-auth peers."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Model
+
+
+class TLSSettings(Model):
+    cert_file: Path
+    key_file: Path
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    ciphers: str | None = None  # OpenSSL cipher string for TLS 1.2 (1.3 suites are OpenSSL's defaults)
+    # Client certificates: "optional" asks for one, "required" refuses the handshake without one.
+    # A certificate that is presented must verify (chain to client_ca_file, in date, not revoked).
+    client_auth: Literal["none", "optional", "required"] = "none"
+    client_ca_file: Path | None = None
+    crl_file: Path | None = None  # PEM CRLs; when set, every issuing CA must have a current CRL
+    crl_check: Literal["leaf", "chain"] = "leaf"
+    # Certificate, key, CA bundle and CRLs are re-read when they change; 0 = never.
+    reload_interval_seconds: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _client_ca(self) -> "TLSSettings":
+        if self.client_auth != "none" and self.client_ca_file is None:
+            raise ValueError("client_ca_file is required when client_auth is not 'none'")
+        if self.crl_file is not None and self.client_auth == "none":
+            raise ValueError("crl_file needs client_auth 'optional' or 'required'")
+        return self
+
+
+class Listener(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    tls: TLSSettings | None = None
+
+
+class Listeners(Model):
+    proxy: Listener = Listener(port=8080)
+    admin: Listener = Listener(port=9090)
+    # Peers whose X-Forwarded-* headers are believed; everyone else's are replaced.
+    trusted_proxies: list[str] = []
+    # Proxy processes sharing the proxy port (SO_REUSEPORT); one per core. See workers.py.
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _workers_need_a_port(self) -> "Listeners":
+        if self.workers > 1 and self.proxy.port == 0:
+            raise ValueError("workers > 1 needs a fixed listeners.proxy.port (not 0)")
+        return self
+
+
+class ForwardAuthSettings(Model):
+    """`/.iam/auth` for nginx auth_request, Traefik forwardAuth and Caddy forward_auth (deployment.md)."""
+
+    # The front proxies that may ask (CIDRs); everyone else gets 404, and only their X-Original-* and
+    # X-Forwarded-* description of the request is believed. Empty: forward-auth is off.
+    trusted_peers: list[str] = []
+    # true: a forward-auth deployment; the proxy listener answers /.iam/ and forwards nothing.
+    only: bool = False
+
+    _cidrs = field_validator("trusted_peers")(lambda cls, value: Listeners._cidrs(value))
+
+    @model_validator(mode="after")
+    def _only_needs_peers(self) -> "ForwardAuthSettings":
+        if self.only and not self.trusted_peers:
+            raise ValueError("only: forward-auth only needs trusted_peers (the front proxies that ask)")
+        return self

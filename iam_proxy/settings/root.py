@@ -1,0 +1,125 @@
+"""The whole configuration: every section, and the checks that span sections."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+
+from .audit import AuditSettings
+from .authn import (AuthenticatorSettings, IntrospectionAuthenticatorSettings, JWTAuthenticatorSettings,
+                    OIDCSessionAuthenticatorSettings)
+from .base import Model, unique
+from .directory import LdapAuthenticatorSettings, LdapDirectory
+from .enrich import EnricherSettings, LdapEnricherSettings
+from .forward import IdentityHeaders
+from .identity import JWTProvider
+from .listeners import ForwardAuthSettings, Listeners
+from .policy import PolicySettings
+from .routes import Route
+from .saml import SAMLAuthenticatorSettings
+from .sessions import SessionSettings
+
+
+class Settings(Model):
+    listeners: Listeners = Listeners()
+    identity_providers: list[JWTProvider] = []
+    authenticators: dict[str, AuthenticatorSettings]
+    directories: list[LdapDirectory] = []
+    enrichers: dict[str, EnricherSettings] = {}
+    routes: list[Route] = Field(min_length=1)
+    policy: PolicySettings = PolicySettings()
+    identity_headers: IdentityHeaders = IdentityHeaders()
+    forward_auth: ForwardAuthSettings = ForwardAuthSettings()
+    audit: AuditSettings = AuditSettings()
+    sessions: SessionSettings = SessionSettings()
+    # Secrets are wrapped so that printing the settings never shows them.
+    secrets: dict[str, SecretStr] = {}
+
+    @model_validator(mode="after")
+    def _references(self) -> "Settings":
+        provider_ids = [p.id for p in self.identity_providers]
+        unique(provider_ids, "identity_providers", "id")
+        unique([r.id for r in self.routes], "routes", "id")
+        for name, auth in self.authenticators.items():
+            if isinstance(auth, JWTAuthenticatorSettings):
+                for i, pid in enumerate(auth.providers):
+                    if pid not in provider_ids:
+                        raise ValueError(
+                            f"authenticators.{name}.providers[{i}]: unknown identity provider {pid!r}"
+                        )
+        directory_ids = [d.id for d in self.directories]
+        unique(directory_ids, "directories", "id")
+        for section, plugins in (("authenticators", self.authenticators), ("enrichers", self.enrichers)):
+            for name, plugin in plugins.items():
+                if isinstance(plugin, (LdapAuthenticatorSettings, LdapEnricherSettings)) \
+                        and plugin.directory not in directory_ids:
+                    raise ValueError(f"{section}.{name}.directory: unknown directory {plugin.directory!r}")
+        _check_interactive_logins(self)
+        _check_saml(self)
+        for i, route in enumerate(self.routes):
+            for j, auth_name in enumerate(route.authenticators):
+                if auth_name not in self.authenticators:
+                    raise ValueError(
+                        f"routes[{i}].authenticators[{j}]: unknown authenticator {auth_name!r}"
+                    )
+            for j, enricher_name in enumerate(route.enrichers):
+                if enricher_name not in self.enrichers:
+                    raise ValueError(f"routes[{i}].enrichers[{j}]: unknown enricher {enricher_name!r}")
+            engine = route.policy.engine or self.policy.engine
+            if engine == "opa" and self.policy.opa is None:
+                raise ValueError(f"routes[{i}].policy.engine: engine 'opa' needs policy.opa.url")
+            if engine == "opa" and route.policy.cache is True:
+                raise ValueError(f"routes[{i}].policy.cache: the decision cache needs a policy revision "
+                                 "the proxy controls; it is not available with engine 'opa'")
+        return self
+
+    def engine_for(self, route: Route) -> str:
+        return route.policy.engine or self.policy.engine
+
+    def caches_decisions(self, route: Route) -> bool:
+        if route.policy.cache is not None:
+            return route.policy.cache
+        return self.engine_for(route) == "embedded"
+
+
+def _check_saml(settings: "Settings") -> None:
+    """SAML logins live in the browser session; a shared replay cache needs the sessions' Redis."""
+    names = [n for n, a in settings.authenticators.items() if isinstance(a, SAMLAuthenticatorSettings)]
+    if len(names) > 1:
+        raise ValueError(f"authenticators.{names[1]}: one saml authenticator per proxy (its ACS is /.iam/saml/acs)")
+    for name, auth in settings.authenticators.items():
+        if isinstance(auth, SAMLAuthenticatorSettings):
+            if settings.sessions.secret is None:
+                raise ValueError(f"sessions.secret: authenticator {name!r} (saml) needs a session secret")
+            if auth.replay_cache.store == "redis" and settings.sessions.redis is None:
+                raise ValueError(f"authenticators.{name}.replay_cache.store: 'redis' needs sessions.redis.url")
+
+
+def _check_interactive_logins(settings: "Settings") -> None:
+    """oidc_session and introspection name providers that exist and have a client; sessions have a key."""
+    providers = {p.id: p for p in settings.identity_providers}
+    index = {pid: i for i, pid in enumerate(providers)}
+    for name, auth in settings.authenticators.items():
+        if isinstance(auth, OIDCSessionAuthenticatorSettings):
+            for i, pid in enumerate(auth.providers):
+                if pid not in providers:
+                    raise ValueError(f"authenticators.{name}.providers[{i}]: unknown identity provider {pid!r}")
+                if providers[pid].client is None:
+                    raise ValueError(f"identity_providers[{index[pid]}].client: provider {pid!r} is used "
+                                     "for browser sign-in and needs a client")
+            if settings.sessions.secret is None:
+                raise ValueError(f"sessions.secret: authenticator {name!r} (oidc_session) needs a session secret")
+        if isinstance(auth, IntrospectionAuthenticatorSettings):
+            provider = providers.get(auth.provider)
+            if provider is None:
+                raise ValueError(f"authenticators.{name}.provider: unknown identity provider {auth.provider!r}")
+            if provider.client is None or provider.client.client_secret is None:
+                raise ValueError(f"identity_providers[{index[auth.provider]}].client: introspection needs "
+                                 "a confidential client (client_id and client_secret)")
+
+
+def unique(values: list[str], section: str, key: str) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{section}[{i}].{key}: duplicate {value!r}")
+        seen.add(value)
