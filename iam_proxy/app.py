@@ -36,6 +36,7 @@ from .core import redaction
 from .core.responses import send_error, send_json
 from .routes.matcher import RouteTable
 from .settings import Settings
+from .settings.audit import AuditSettings
 from .settings.saml import SAMLAuthenticatorSettings
 from .session import build_session_manager
 
@@ -45,15 +46,17 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 
 class Proxy:
-    def __init__(self, settings: Settings, worker: int = 0, audit_board: Board | None = None) -> None:
+    def __init__(self, settings: Settings, worker: int = 0, audit_board: Board | None = None,
+                 audit: AuditSettings | None = None) -> None:
         """`worker`: this process's number among `listeners.workers`; `audit_board`: the audit
-        metrics table the workers share (see audit/metrics.py)."""
+        metrics table the workers share (see audit/metrics.py); `audit`: the audit settings to build
+        with, when not `settings.audit` (`iam-proxy check` relocates the journal)."""
         self.settings = settings
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
         # first: every front door records through it (audit/writeahead.py)
-        self.auditor = Auditor(settings.audit, self.metrics.registry, worker=worker,
+        self.auditor = Auditor(audit or settings.audit, self.metrics.registry, worker=worker,
                                workers=settings.listeners.workers, board=audit_board)
         self.policy = PolicyRuntime(settings, self.metrics)
         self.engine = self.policy.default_engine

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import uuid
@@ -38,40 +39,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_credential_stores(settings) -> None:
-    """API key files load with the configured pepper; LDAP CA bundles load (ConfigError otherwise)."""
-    from .authn.apikey import ApiKeyAuthenticator
-    from .directory import LdapDirectoryClient
-    from .settings.authn import ApiKeyAuthenticatorSettings
-
-    for name, auth in settings.authenticators.items():
-        if isinstance(auth, ApiKeyAuthenticatorSettings):
-            ApiKeyAuthenticator(name, auth)
-    for directory in settings.directories:
-        LdapDirectoryClient(directory)
+def _writable(path: Path) -> bool:
+    """Whether `path` can be written or made: its nearest existing ancestor is writable."""
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    return os.access(path, os.W_OK)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .ops.metrics import Metrics
-    from .policy.runtime import PolicyRuntime
+    """Builds the application `run` builds (authenticators, directories, sessions, SAML SP, policy
+    engines, assertion signer, listener TLS), so a config that passes cannot fail at start. Only the
+    audit journal is built elsewhere, in a scratch directory: a running proxy's spool is recovered by
+    that proxy alone, so check only makes sure the real locations can be written."""
+    import asyncio
+    import tempfile
+
+    from .app import Proxy
     from .settings import load_settings
+    from .tls import ReloadingServerContext
 
     settings = load_settings(args.config)
     for i, provider in enumerate(settings.identity_providers):
-        if provider.jwks_file is not None and not provider.jwks_file.is_file():
+        if provider.jwks_file is not None and not provider.jwks_file.is_file():  # read at start, not at build
             raise ConfigError(f"identity_providers[{i}].jwks_file: {provider.jwks_file} does not exist")
-    key_file = settings.identity_headers.assertion.key_file
-    if key_file is not None and not key_file.is_file():
-        raise ConfigError(f"identity_headers.assertion.key_file: {key_file} does not exist")
-    _check_credential_stores(settings)
-    runtime = PolicyRuntime(settings, Metrics())
-    embedded = runtime.engines.get("embedded")
-    if embedded is not None:
-        from .policy.embedded_lint import embedded_warnings
+    for path in settings.audit.durable_paths():
+        if not _writable(path):
+            raise ConfigError(f"audit: {path} cannot be written")
+    with tempfile.TemporaryDirectory(prefix="iam-proxy-check-") as scratch:
+        try:
+            proxy = Proxy(settings, audit=settings.audit.relocated(Path(scratch)))
+            for name in ("proxy", "admin"):
+                listener = getattr(settings.listeners, name)
+                if listener.tls is not None:
+                    ReloadingServerContext(listener.tls)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever would stop `run` stops check, named
+            raise ConfigError(f"the proxy cannot be built from this config: {type(exc).__name__}: {exc}") from None
+        try:
+            embedded = proxy.policy.engines.get("embedded")
+            if embedded is not None:
+                from .policy.embedded_lint import embedded_warnings
 
-        for warning in embedded_warnings(embedded.modules):
-            print(f"warning: {warning}", file=sys.stderr)
-    engines = ", ".join(f"{kind} revision {engine.revision}" for kind, engine in runtime.engines.items())
+                for warning in embedded_warnings(embedded.modules):
+                    print(f"warning: {warning}", file=sys.stderr)
+            engines = ", ".join(f"{kind} revision {engine.revision}" for kind, engine in proxy.policy.engines.items())
+        finally:
+            asyncio.run(proxy.stop())
     print(f"ok: {len(settings.routes)} routes, {len(settings.authenticators)} authenticators, policy {engines}")
     return 0
 

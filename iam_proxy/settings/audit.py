@@ -273,6 +273,19 @@ class AuditSettings(Model):
                                  "(events are spooled to disk before delivery)")
         return self
 
+    def durable_paths(self) -> list[Path]:
+        """Where the audit trail is written: the spool directory and every file sink's file."""
+        paths = [s.path for s in self.sinks if isinstance(s, FileSink)]
+        return paths + ([self.spool.dir] if self.spool is not None else [])
+
+    def relocated(self, directory: Path) -> "AuditSettings":
+        """The same sinks and spool, their files under `directory`: `iam-proxy check` builds the
+        audit pipeline there, because a running proxy's spool is recovered only by that proxy."""
+        sinks = [s.model_copy(update={"path": directory / f"{sink_name(s, i)}.log"}) if isinstance(s, FileSink)
+                 else s for i, s in enumerate(self.sinks)]
+        spool = self.spool.model_copy(update={"dir": directory / "spool"}) if self.spool is not None else None
+        return self.model_copy(update={"sinks": sinks, "spool": spool})
+
 
 def sink_name(sink: _SinkBase, index: int) -> str:
     return sink.name or f"{sink.type}{index}"  # type: ignore[attr-defined]
