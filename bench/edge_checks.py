@@ -76,8 +76,8 @@ def checks() -> dict[str, Callable[[], Any]]:
         JWTAuthenticator._check_claims(claims, PROVIDER, now)
 
     return {
-        "header rewrite": lambda: rewriter.upstream_request_headers(ctx, IDENTITY, "a.b.c", extra={"X-Policy": "1"},
-                                                                    remove=(), preserve_host=False),
+        "header rewrite": lambda: rewriter.upstream_request_headers(
+            ctx, rewriter.set_headers(ctx, IDENTITY, "a.b.c", {"X-Policy": "1"}), frozenset(), preserve_host=False),
         "input masking": lambda: mask_input(policy_input),
         "token times": token_times,
         "forward-auth describe": lambda: forward_auth.describe(described),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,10 +29,12 @@ from .forward.headers import HeaderRewriter
 from .forward.upstream import UpstreamClient
 from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
 from .ops.metrics import Metrics
+from .frontdoor import FrontDoors
 from .pipeline import Pipeline
 from .portal import Portal
 from .policy.runtime import PolicyRuntime
 from .core import redaction
+from .core.asgi import Receive, Scope, Send
 from .core.responses import send_error, send_json
 from .routes.matcher import RouteTable
 from .settings import Settings
@@ -43,6 +45,8 @@ from .session import build_session_manager
 log = logging.getLogger("iam_proxy")
 
 JWKS_PATH = "/.well-known/jwks.json"
+SAML_PREFIX = "/.iam/saml/"
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Proxy:
@@ -82,22 +86,24 @@ class Proxy:
         self.forward_auth = ForwardAuth(settings.forward_auth.trusted_peers, settings.listeners.trusted_proxies,
                                         only=settings.forward_auth.only)
         self.pipeline = Pipeline(
-            routes=RouteTable(settings.routes), authenticators=self.authenticators, engine=self.engine,
-            rewriter=self.rewriter, signer=self.signer, upstream=self.upstream, auditor=self.auditor,
-            metrics=self.metrics, include_input=settings.audit.include_input,
-            decider=self.policy.decider, decision_log=self.policy.decision_log,
-            enrichers=self.enrichers, forward_auth=self.forward_auth,
+            routes=RouteTable(settings.routes), authenticators=self.authenticators, decider=self.policy.decider,
+            rewriter=self.rewriter, signer=self.signer, auditor=self.auditor, enrichers=self.enrichers,
+            include_input=settings.audit.include_input,
         )
+        self.doors = FrontDoors(pipeline=self.pipeline, upstream=self.upstream, rewriter=self.rewriter,
+                                auditor=self.auditor, metrics=self.metrics, forward_auth=self.forward_auth,
+                                decision_log=self.policy.decision_log)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._endpoints = self._own_endpoints()
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
         if self.sessions is None or not any(isinstance(a, SAMLAuthenticatorSettings)
                                             for a in settings.authenticators.values()):
             return None
-        from .authn.saml import SAMLRuntime
+        from .portal.saml_runtime import SAMLRuntime
 
         return SAMLRuntime(settings, self.sessions, RouteTable(settings.routes), self._outbound_session,
                            auditor=self.auditor)
@@ -149,30 +155,34 @@ class Proxy:
 
     # ------------------------------------------------------------------ ASGI apps
 
-    async def proxy_app(self, scope: dict[str, Any], receive, send) -> None:
+    def _own_endpoints(self) -> dict[str, App]:
+        """The proxy's own paths, each to the front door that answers it; every other path is proxied."""
+        table: dict[str, App] = {JWKS_PATH: self._jwks, AUTH_PATH: self.doors.forward_auth_check,
+                                 PROBLEM_PATH: self._problem}
+        for portal in (self.portal, self.saml.portal if self.saml is not None else None):
+            if portal is not None:
+                table.update(dict.fromkeys(portal.frame.paths, portal.frame))
+        return table
+
+    async def proxy_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return  # websockets arrive in a later issue; the server closes the connection
-        if scope["path"] == JWKS_PATH and scope["method"] in ("GET", "HEAD"):
-            await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
-            return
-        if scope["path"] == AUTH_PATH:
-            await self.pipeline.handle(scope, receive, send, forward_auth=True)
-            return
-        if scope["path"] == PROBLEM_PATH:
-            await self._problem(scope, send)
-            return
-        if self.saml is not None and scope["path"].startswith("/.iam/saml/"):
-            await self.saml.portal.handle(scope, receive, send)
-            return
-        if self.portal is not None and self.portal.handles(scope["path"]):
-            await self.portal.handle(scope, receive, send)
-            return
-        await self.pipeline.handle(scope, receive, send)
+        path = scope["path"]
+        endpoint = self._endpoints.get(path)
+        if endpoint is None and self.saml is not None and path.startswith(SAML_PREFIX):
+            endpoint = self.saml.portal.frame  # its frame answers 404 for an unknown SAML path
+        await (endpoint or self.doors.proxy)(scope, receive, send)
 
-    async def _problem(self, scope: dict[str, Any], send) -> None:
+    async def _jwks(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            await self.doors.proxy(scope, receive, send)  # only reading the keys is the proxy's own
+            return
+        await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
+
+    async def _problem(self, scope: Scope, receive: Receive, send: Send) -> None:
         """nginx's error location: render the refusal /.iam/auth decided (front proxies only)."""
         try:
             self.forward_auth.admit(scope)

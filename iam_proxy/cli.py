@@ -183,7 +183,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_saml_metadata(args: argparse.Namespace) -> int:
-    from .authn.saml import saml_settings
+    from .portal.saml_runtime import saml_settings
     from .authn.saml.metadata import sp_metadata
     from .settings import load_settings
 

@@ -1,4 +1,10 @@
-"""RequestContext: what the pipeline knows about one request, built once from the ASGI scope."""
+"""What the pipeline knows about one request.
+
+`RequestDescription` is the request as a front door received it (method, path, headers, peer, TLS
+facts), free of any server's objects: the HTTP proxy and forward-auth make it from an ASGI scope, an
+ext_authz server would make it from a CheckRequest. `RequestContext` is built once from it and
+filled in as the stages go.
+"""
 
 from __future__ import annotations
 
@@ -69,6 +75,34 @@ class RequestContext:
         return f"{self.raw_path}?{self.query_string}" if self.query_string else self.raw_path
 
 
+@dataclass(frozen=True, slots=True)
+class RequestDescription:
+    method: str
+    scheme: str
+    raw_path: bytes  # as sent, percent-encoded; may carry the query
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]
+    peer: str
+    http_version: str = "1.1"
+    client_cert_chain: tuple[str, ...] = ()  # PEM, leaf first, verified by our own TLS handshake
+    via: str | None = None  # the front proxy that described this request to /.iam/auth
+
+    @classmethod
+    def from_scope(cls, scope: dict[str, Any]) -> "RequestDescription":
+        tls = (scope.get("extensions") or {}).get("tls", {})
+        return cls(method=scope.get("method", ""), scheme=scope.get("scheme", "http"),
+                   raw_path=scope.get("raw_path") or scope.get("path", "").encode(),
+                   query_string=scope.get("query_string", b""), headers=scope.get("headers", []),
+                   peer=(scope.get("client") or ("0.0.0.0", 0))[0],
+                   http_version=scope.get("http_version", "1.1"),
+                   client_cert_chain=tuple(tls.get("client_cert_chain") or ()), via=scope.get("iam.via"))
+
+    @property
+    def path(self) -> str:
+        """The path as sent, without the query (for the audit of a request that could not be read)."""
+        return self.raw_path.decode("latin-1").split("?", 1)[0]
+
+
 _SLASHES = re.compile("//+")
 
 
@@ -83,15 +117,20 @@ def _has_dot_segments(path: str) -> bool:
 
 
 def context_from_scope(scope: dict[str, Any]) -> RequestContext:
-    raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+    return request_context(RequestDescription.from_scope(scope))
+
+
+def request_context(request: RequestDescription) -> RequestContext:
+    """The context of a request; BadRequest when its path could mean one thing to us and another to
+    the upstream."""
+    raw_headers = request.headers
     headers: dict[str, str] = {}
     for name, value in raw_headers:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
-    raw_path_bytes = scope.get("raw_path") or scope["path"].encode()
-    raw_path = raw_path_bytes.decode("latin-1").split("?", 1)[0]
+    raw_path = request.path
     lowered = raw_path.lower()
     # Encoded separators and NULs let a path mean one thing to us and another to the upstream.
     if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or "\\" in raw_path:
@@ -103,22 +142,22 @@ def context_from_scope(scope: dict[str, Any]) -> RequestContext:
     if _has_dot_segments(raw_path) or _has_dot_segments(decoded):
         raise BadRequest("path_not_normalized", message="The path must be absolute and free of dot segments.")
 
-    client = scope.get("client") or ("0.0.0.0", 0)
     request_id = headers.get("x-request-id") or uuid.uuid4().hex
     if len(request_id) > 128 or not request_id.isprintable():
         request_id = uuid.uuid4().hex
     return RequestContext(
         request_id=request_id,
         decision_id=str(uuid.uuid4()),
-        method=scope["method"],
-        scheme=scope.get("scheme", "http"),
+        method=request.method,
+        scheme=request.scheme,
         host=headers.get("host", ""),
         raw_path=raw_path,
         path=decoded,
-        query_string=scope.get("query_string", b"").decode("latin-1"),
+        query_string=request.query_string.decode("latin-1"),
         headers=headers,
         raw_headers=raw_headers,
-        peer=client[0],
-        http_version=scope.get("http_version", "1.1"),
-        client_cert_chain=list((scope.get("extensions") or {}).get("tls", {}).get("client_cert_chain") or []),
+        peer=request.peer,
+        http_version=request.http_version,
+        client_cert_chain=list(request.client_cert_chain),
+        via=request.via,
     )

@@ -1,9 +1,10 @@
 """`iam-proxy explain`: what the proxy would do with one request, without forwarding anything.
 
-It runs the real stages (route match, the route's authenticators or a given identity, the policy
-input, the route's engine and cache, the header rewrite) on a synthesized request and reports each
-one: the route matched, the identity, the exact policy input, the decision with its reasons, and the
-URL and headers the upstream would receive. Credentials in the report are masked unless asked not to.
+It asks the live pipeline (`Pipeline.decide`: route match, the route's authenticators or a given
+identity, its enrichers, the policy input, the route's engine and cache, the headers to set) about a
+synthesized request and reports each stage: the route matched, the identity, the exact policy input,
+the decision with its reasons, and the URL and headers the upstream would receive. Credentials in the
+report are masked unless asked not to.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .core.redaction import mask_header, mask_input, mask_uri
 from .core.identity import Identity
-from .context import context_from_scope
-from .core.errors import ConfigError, PolicyError, ProxyError
-from .policy.input import build_input
+from .context import RequestDescription
+from .core.errors import ConfigError, PolicyError
+from .pipeline import Outcome
 from .settings import Settings
 
 _TUPLE_FIELDS = {"groups", "roles", "scopes", "amr"}
@@ -71,64 +74,63 @@ async def explain(settings: Settings, method: str, url: str, headers: list[tuple
                   show_secrets: bool = False) -> dict[str, Any]:
     from .app import Proxy  # the same wiring as `run`, so the answer is the proxy's answer
 
-    proxy = Proxy(settings)
-    report: dict[str, Any] = {"request": {"method": method.upper(), "url": url if show_secrets else mask_uri(url)}}
-    try:
-        await asyncio.gather(*(cache.refresh() for cache in proxy.jwks.values()))
-        await _explain(proxy, report, synthesize_scope(method, url, headers, client), identity, show_secrets)
-    finally:
-        await proxy.stop()
+    with tempfile.TemporaryDirectory(prefix="iam-proxy-explain-") as scratch:
+        # explain records nothing: a running proxy's audit spool is that proxy's alone
+        proxy = Proxy(settings, audit=settings.audit.relocated(Path(scratch)))
+        report: dict[str, Any] = {"request": {"method": method.upper(),
+                                              "url": url if show_secrets else mask_uri(url)}}
+        try:
+            await asyncio.gather(*(cache.refresh() for cache in proxy.jwks.values()))
+            request = RequestDescription.from_scope(synthesize_scope(method, url, headers, client))
+            outcome = await proxy.pipeline.decide(request, identity)
+            _report(proxy, report, outcome, show_secrets)
+        finally:
+            await proxy.stop()
     return report
 
 
-async def _explain(proxy: Any, report: dict[str, Any], scope: dict[str, Any], identity: Identity | None,
-                   show_secrets: bool) -> None:
+def _report(proxy: Any, report: dict[str, Any], outcome: Outcome, show_secrets: bool) -> None:
+    """Each stage of the live pipeline's outcome, up to the one that refused the request."""
     settings: Settings = proxy.settings
-    try:
-        ctx = context_from_scope(scope)
-        ctx.route = proxy.pipeline.routes.match(ctx.method, ctx.host, ctx.path)
-    except ProxyError as exc:
-        report["route"] = {"error": exc.reason, "status": exc.status, "detail": exc.detail or exc.message}
+    ctx, error = outcome.ctx, outcome.error
+    if ctx is None or ctx.route is None:
+        assert error is not None
+        report["route"] = {"error": error.reason, "status": error.status, "detail": error.detail or error.message}
         return
     route = ctx.route.settings
-    engine_kind = settings.engine_for(route)
     report["route"] = {"id": route.id, "upstream": route.upstream, "policy_path": route.policy.path,
-                       "engine": engine_kind, "cache": route.policy.cache, "dry_run": route.policy.dry_run,
-                       "authenticators": list(route.authenticators)}
-    try:
-        ctx.identity = identity if identity is not None else await proxy.pipeline.authenticate(ctx)
-    except ProxyError as exc:
-        report["identity"] = {"error": exc.reason, "status": exc.status}
+                       "engine": settings.engine_for(route), "cache": route.policy.cache,
+                       "dry_run": route.policy.dry_run, "authenticators": list(route.authenticators)}
+    if ctx.identity is None or outcome.audit.policy_input is None:
+        assert error is not None
+        report["identity"] = {"error": error.reason, "status": error.status}
         return
     report["identity"] = ctx.identity.to_dict()
-    policy_input = build_input(ctx)
+    policy_input = outcome.audit.policy_input
     report["input"] = policy_input if show_secrets else mask_input(policy_input)
+    decided = outcome.decision
     engine = proxy.policy.decider.engine_for(route.id)
-    try:
-        outcome = await proxy.policy.decider.decide(route.id, route.policy.path, policy_input)
-    except PolicyError as exc:
-        report["decision"] = {"allowed": False, "error": exc.reason, "status": exc.status,
-                              "detail": exc.detail, "engine": engine.name, "revision": engine.revision,
+    if decided is None or (isinstance(error, PolicyError) and not route.policy.dry_run):
+        assert error is not None
+        report["decision"] = {"allowed": False, "error": error.reason, "status": error.status,
+                              "detail": error.detail, "engine": engine.name, "revision": engine.revision,
                               "dry_run_would_allow": route.policy.dry_run}
         return
-    decision = outcome.decision
+    decision = decided.decision
     report["decision"] = {"allowed": decision.allowed, "reasons": list(decision.reasons), "result": decision.raw,
-                          "engine": outcome.engine, "revision": outcome.revision, "cached": outcome.cached}
+                          "engine": decided.engine, "revision": decided.revision, "cached": decided.cached}
     if not decision.allowed:
         report["decision"]["status"] = decision.http_status or 403
         if not route.policy.dry_run:
             return
         report["decision"]["dry_run_would_allow"] = True
-    assertion = None
-    if not ctx.identity.anonymous:
-        assertion = proxy.signer.sign(ctx.identity, audience=route.id, jti=ctx.decision_id)
-    upstream_headers = proxy.rewriter.upstream_request_headers(
-        ctx, ctx.identity, assertion,
-        extra=decision.headers if decision.allowed else {},
-        remove=decision.request_headers_to_remove if decision.allowed else (),
-        preserve_host=route.preserve_host)
+    if error is not None:
+        return
+    upstream_headers = proxy.rewriter.upstream_request_headers(ctx, outcome.upstream_headers, outcome.upstream_removed,
+                                                               preserve_host=route.preserve_host)
+    url = proxy.upstream.url_for(ctx, ctx.route)
     report["upstream"] = {
-        "url": proxy.upstream.url_for(ctx, ctx.route) if show_secrets else mask_uri(proxy.upstream.url_for(ctx, ctx.route)),
+        "url": url if show_secrets else mask_uri(url),
         "headers": [list(h) for h in upstream_headers] if show_secrets
         else _masked_headers(upstream_headers, settings.identity_headers.assertion.header),
     }

@@ -9,12 +9,13 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
-from ..context import RequestContext
-from ..policy.engine import DecisionOutcome
+from ..context import RequestContext, RequestDescription
+from ..core.decision import DecisionOutcome
 from ..core.redaction import mask_input, mask_query_string
 
 HOSTNAME = socket.gethostname()
@@ -25,7 +26,7 @@ def _timestamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: int, outcome: str,
+def build_event(*, ctx: RequestContext | None, request: RequestDescription, status: int, outcome: str,
                 reason: str, decision: DecisionOutcome | None, policy_input: dict[str, Any] | None,
                 policy_revision: str | None, client_address: str | None, dry_run: bool = False,
                 include_input: bool = True, response: str = "complete") -> dict[str, Any]:
@@ -39,11 +40,11 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
         peer, started = ctx.via or ctx.peer, ctx.started  # via: the front proxy that asked /.iam/auth
         user_agent = ctx.headers.get("user-agent")
     else:  # the request could not even be parsed
-        method, path = scope.get("method", ""), scope.get("path", "")
-        query = scope.get("query_string", b"").decode("latin-1")
+        method, path = request.method, request.path
+        query = request.query_string.decode("latin-1")
         host = request_id = ""
         decision_id = str(uuid.uuid4())
-        peer = (scope.get("client") or ("", 0))[0]
+        peer = request.via or request.peer
         started = None
         user_agent = None
     route = ctx.route if ctx is not None else None
@@ -90,8 +91,36 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
     return event
 
 
-def endpoint_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: int, outcome: str,
+def endpoint_event(*, ctx: RequestContext | None, request: RequestDescription, status: int, outcome: str,
                    reason: str, response: str = "complete") -> dict[str, Any]:
     """The event for a request to one of the proxy's own endpoints (/.iam/...): no policy was asked."""
-    return build_event(ctx=ctx, scope=scope, status=status, outcome=outcome, reason=reason, decision=None,
+    return build_event(ctx=ctx, request=request, status=status, outcome=outcome, reason=reason, decision=None,
                        policy_input=None, policy_revision=None, client_address=None, response=response)
+
+
+@dataclass
+class AuditDraft:
+    """A request's audit event, less what only its response knows (the status, whether it completed).
+
+    The pipeline's decision fills it; the front door that answers completes it exactly once, as the
+    response's last byte is about to leave (audit/writeahead.py)."""
+
+    request: RequestDescription
+    ctx: RequestContext | None = None
+    outcome: str = "error"
+    reason: str = "internal_error"
+    decision: DecisionOutcome | None = None
+    policy_input: dict[str, Any] | None = None
+    policy_revision: str | None = None
+    client_address: str | None = None
+    dry_run: bool = False
+    include_input: bool = True
+
+    def refused(self, outcome: str, reason: str) -> None:
+        self.outcome, self.reason = outcome, reason
+
+    def event(self, status: int, response: str) -> dict[str, Any]:
+        return build_event(ctx=self.ctx, request=self.request, status=status, outcome=self.outcome,
+                           reason=self.reason, decision=self.decision, policy_input=self.policy_input,
+                           policy_revision=self.policy_revision, client_address=self.client_address,
+                           dry_run=self.dry_run, include_input=self.include_input, response=response)

@@ -69,6 +69,13 @@ def bearer_token(ctx: RequestContext, header: str) -> str | None:
     return token
 
 
+def token_key(token: str) -> bytes:
+    """A bearer token's cache key (its SHA-256); a token over MAX_TOKEN_BYTES is refused first."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise InvalidCredential("token_too_large", message="The bearer token is too large.")
+    return hashlib.sha256(token.encode()).digest()
+
+
 class JWTAuthenticator:
     challenge = 'Bearer realm="iam-proxy"'
 
@@ -96,10 +103,8 @@ class JWTAuthenticator:
         return identity
 
     async def verify(self, token: str) -> Identity:
-        if len(token) > MAX_TOKEN_BYTES:
-            raise InvalidCredential("token_too_large", message="The bearer token is too large.")
+        digest = token_key(token)
         now = self._clock()
-        digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
         if cached is not None:
             identity, provider_id, kid = cached

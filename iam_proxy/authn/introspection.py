@@ -30,7 +30,7 @@ from ..core.errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
 from ..settings.authn import IntrospectionAuthenticatorSettings
 from ..settings.identity import JWTProvider
-from .bearer_jwt import MAX_TOKEN_BYTES, bearer_token
+from .bearer_jwt import bearer_token, token_key
 from ..core.cache import ExpiringCache
 from ..core.identity import Identity
 from .mapping import identity_from_claims
@@ -64,10 +64,8 @@ class IntrospectionAuthenticator:
         ctx.access_token = token  # forwarded only on routes with pass_access_token (if it verifies)
         if self.settings.header != "authorization":
             ctx.consumed_headers.add(self.settings.header)
-        if len(token) > MAX_TOKEN_BYTES:
-            raise InvalidCredential("token_too_large", message="The bearer token is too large.")
+        digest = token_key(token)
         now = self._clock()
-        digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
         if cached is not None:
             return cached

@@ -27,6 +27,7 @@ import orjson
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from ..core.claims import json_object
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
@@ -142,11 +143,11 @@ class RelyingParty:
         except (aiohttp.ClientError, asyncio.TimeoutError, ResponseTooLarge) as exc:
             raise AuthUnavailable("idp_unavailable", detail=f"token endpoint: {type(exc).__name__}") from None
         if 400 <= status < 500:
-            error = _json_or_empty(raw).get("error")
+            error = json_object(raw).get("error")
             raise TokenEndpointError(f"token endpoint answered {status} {error!r}")
         if status != 200:
             raise AuthUnavailable("idp_unavailable", detail=f"token endpoint answered {status}")
-        tokens = _json_or_empty(raw)
+        tokens = json_object(raw)
         if not isinstance(tokens.get("access_token"), str):
             raise AuthUnavailable("idp_misconfigured", detail="token response without access_token")
         return tokens
@@ -203,14 +204,6 @@ class RelyingParty:
 def _form_quote(value: str) -> str:
     # RFC 6749 2.3.1: client id and secret are form-urlencoded before Basic encoding.
     return quote_plus(value)
-
-
-def _json_or_empty(raw: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def tokens_expire_at(tokens: dict[str, Any], now: float) -> float | None:

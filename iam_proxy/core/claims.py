@@ -1,8 +1,10 @@
-"""Reading claims, attributes and query parameters that may hold several values."""
+"""Reading claims, attributes and query parameters that may hold several values, and JSON objects."""
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
+
+import orjson
 
 T = TypeVar("T")
 
@@ -20,3 +22,12 @@ def first_of(attributes: Mapping[str, Iterable[str]], names: Iterable[str]) -> s
 def all_of(attributes: Mapping[str, Iterable[str]], names: Iterable[str]) -> tuple[str, ...]:
     """Every non-empty value of `names`, in order, each once (groups and roles from attributes)."""
     return tuple(dict.fromkeys(value for name in names for value in attributes.get(name, ()) if value))
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a peer's answer; {} for anything else (not JSON, or not an object)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

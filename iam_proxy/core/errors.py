@@ -62,10 +62,13 @@ class RouteAmbiguous(ProxyError):
 
 class AuthenticationRequired(ProxyError):
     status, reason, message = 401, "credential_missing", "Authentication is required."
+    challenges: list[str] = []  # WWW-Authenticate values of the route's authenticators
+    login_url: str | None = None  # where a browser signs in, on a route with interactive sign-in
 
 
 class InvalidCredential(ProxyError):
     status, reason, message = 401, "invalid_credential", "The credential is not valid."
+    challenge: str | None = None  # the WWW-Authenticate value of the authenticator that refused it
 
 
 class AuthUnavailable(ProxyError):

@@ -20,7 +20,7 @@ reverse proxy, forward-auth and `explain` apply exactly the same rules.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 HOP_BY_HOP = frozenset({
@@ -137,7 +137,7 @@ def connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> set[str]:
     return names
 
 
-def strip_cookies(value: str, is_ours) -> str:
+def strip_cookies(value: str, is_ours: Callable[[str], bool]) -> str:
     """The Cookie header without the cookies `is_ours(name)` claims (the proxy's own session)."""
     kept = [part for part in value.split(";")
             if part.strip() and not is_ours(part.strip().partition("=")[0].strip())]

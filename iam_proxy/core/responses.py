@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
+from .asgi import Send
 from .errors import AccessDenied, AuthenticationRequired, InvalidCredential, ProxyError
 from .header_safety import as_wire, safe_value, settable
 
@@ -45,9 +46,9 @@ def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def send_error(send, error: ProxyError, error_id: str, head_only: bool = False,
+async def send_error(send: Send, error: ProxyError, error_id: str, head_only: bool = False,
                      authn_headers: dict[str, str] | None = None,
-                     extra_headers: list[tuple[str, str]] = ()) -> int:
+                     extra_headers: Sequence[tuple[str, str]] = ()) -> int:
     """`authn_headers`: what authenticators set for the client (a refreshed or cleared session cookie);
     `extra_headers`: more for the client (a forward-auth refusal's description)."""
     authn = [(k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -75,7 +76,7 @@ async def send_error(send, error: ProxyError, error_id: str, head_only: bool = F
     return error.status
 
 
-async def send_json(send, status: int, payload: Any, extra_headers: list[tuple[bytes, bytes]] = ()) -> int:
+async def send_json(send: Send, status: int, payload: Any, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> int:
     body = orjson.dumps(payload)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),

@@ -104,12 +104,23 @@ class HeaderRewriter:
         return [(name, as_wire(value)) for name, value in headers.items()
                 if settable(name) and safe_value(value) and name not in self.spoofed]
 
-    def upstream_request_headers(self, ctx: RequestContext, identity: Identity | None, assertion: str | None,
-                                 extra: dict[str, str], remove: tuple[str, ...],
-                                 preserve_host: bool) -> list[tuple[str, str]]:
+    def set_headers(self, ctx: RequestContext, identity: Identity, assertion: str | None,
+                    policy: dict[str, str]) -> list[tuple[str, str]]:
+        """What the proxy sets on the upstream request: the identity headers (all of them, "" where
+        the identity has no value), the verified access token where the route passes it, the policy's."""
+        out = self.identity_headers(identity, assertion)
+        route = ctx.route.settings if ctx.route is not None else None
+        if route is not None and route.pass_access_token and ctx.access_token:
+            out.append((self.settings.access_token, ctx.access_token))
+        return out + self.policy_headers(policy)
+
+    def upstream_request_headers(self, ctx: RequestContext, set_headers: list[tuple[str, str]],
+                                 removed: frozenset[str], preserve_host: bool) -> list[tuple[str, str]]:
+        """The client's headers the upstream may see (less `removed`), the X-Forwarded-* set, the
+        request id, and the non-empty `set_headers`."""
         route = ctx.route.settings if ctx.route is not None else None
         opted = (route.pass_authorization, route.method_override) if route is not None else (False, False)
-        drop = {"x-request-id", *(r.lower() for r in remove), *ctx.consumed_headers}
+        drop = {"x-request-id", *removed}
         if "connection" in ctx.headers:
             drop |= connection_listed(ctx.raw_headers)
         if not preserve_host:
@@ -129,12 +140,7 @@ class HeaderRewriter:
         xff, proto, host = self.forwarded_for(ctx)
         out += [("x-forwarded-for", xff), ("x-forwarded-proto", proto), ("x-forwarded-host", host),
                 ("x-request-id", ctx.request_id)]
-        if identity is not None and not identity.anonymous:
-            out += [(n, v) for n, v in self.identity_headers(identity, assertion) if v]
-        if route is not None and route.pass_access_token and ctx.access_token:
-            out.append((self.settings.access_token, ctx.access_token))
-        out += self.policy_headers(extra)
-        return out
+        return out + [(name, value) for name, value in set_headers if value]
 
 
 def response_headers(raw: list[tuple[bytes, bytes]], withheld: frozenset[bytes] = frozenset()

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..core.errors import PolicyError
 from .cache import DecisionCache, volatile_reasons
-from .engine import DecisionOutcome, PolicyEngine, ask, interpret
+from ..core.decision import DecisionOutcome
+from .engine import PolicyEngine, ask, interpret
 from .input_reads import WHOLE, project
 
 log = logging.getLogger("iam_proxy.policy")
@@ -22,8 +23,10 @@ log = logging.getLogger("iam_proxy.policy")
 
 class Decider:
     def __init__(self, engines: dict[str, PolicyEngine], route_engines: dict[str, str],
-                 cached_routes: frozenset[str], cache: DecisionCache | None, metrics: Any) -> None:
+                 cached_routes: frozenset[str], cache: DecisionCache | None, metrics: Any,
+                 default: str | None = None) -> None:
         self.engines = engines
+        self.default = default or next(iter(engines))  # the engine named by `policy.engine`
         self.route_engines = route_engines
         self.cached_routes = cached_routes if cache is not None else frozenset()
         self.cache = cache
@@ -32,6 +35,11 @@ class Decider:
 
     def engine_for(self, route_id: str) -> PolicyEngine:
         return self.engines[self.route_engines[route_id]]
+
+    @property
+    def default_revision(self) -> str:
+        """The revision an event names when no route was matched: the default engine's."""
+        return self.engines[self.default].revision
 
     def cacheable(self, engine: PolicyEngine) -> bool:
         """Only for an engine whose sources the proxy holds, and whose policies read no clock."""

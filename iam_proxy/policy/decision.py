@@ -5,24 +5,13 @@ is a malformed decision, and a malformed decision denies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from ..core.decision import Decision
 
 
 class MalformedDecision(ValueError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool
-    reasons: tuple[str, ...] = ()
-    headers: dict[str, str] = field(default_factory=dict)
-    request_headers_to_remove: tuple[str, ...] = ()
-    response_headers_to_add: dict[str, str] = field(default_factory=dict)
-    http_status: int | None = None
-    body: str | None = None
-    raw: Any = None
 
 
 def _header_map(value: Any, key: str) -> dict[str, str]:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..core.errors import PolicyError
-from .decision import Decision, MalformedDecision, parse_decision
+from ..core.decision import Decision, DecisionOutcome
+from .decision import MalformedDecision, parse_decision
 
 
 class UndefinedDecision(Exception):
@@ -54,15 +55,6 @@ class PolicyEngine(Protocol):
     def reload_if_changed(self) -> bool: ...
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionOutcome:
-    decision: Decision
-    path: str
-    revision: str
-    engine: str
-    cached: bool = False
 
 
 async def decide(engine: PolicyEngine, path: str, policy_input: dict[str, Any]) -> DecisionOutcome:

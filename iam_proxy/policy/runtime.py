@@ -44,7 +44,8 @@ class PolicyRuntime:
         self.default_engine = self.engines.get(policy.engine) or next(iter(self.engines.values()))
         cached_routes = frozenset(r.id for r in settings.routes if settings.caches_decisions(r))
         cache = DecisionCache(policy.cache) if cached_routes else None
-        self.decider = Decider(self.engines, route_engines, cached_routes, cache, metrics)
+        self.decider = Decider(self.engines, route_engines, cached_routes, cache, metrics,
+                               default=self.default_engine.name)
         self.decision_log = DecisionLogWriter(policy.decision_log.path) if policy.decision_log else None
 
     def background(self) -> list[Coroutine[Any, Any, None]]:

@@ -18,15 +18,13 @@ import base64
 import hmac
 import logging
 import time
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from authlib.common.security import generate_token
 
 from ..audit.auditor import Auditor
-from ..audit.event import endpoint_event
-from ..audit.writeahead import AuditedResponse
 from ..authn.oidc_session import (
     CALLBACK_PATH,
     BrowserLogin,
@@ -34,12 +32,14 @@ from ..authn.oidc_session import (
     session_tokens,
     tokens_expire_at,
 )
-from ..context import RequestContext, context_from_scope
+from ..context import RequestContext
+from ..core.asgi import Receive, Scope, Send
 from ..core.claims import first
-from ..core.errors import AuthenticationRequired, BadRequest, InvalidCredential, ProxyError, RouteNotFound
+from ..core.errors import AuthenticationRequired, BadRequest, InvalidCredential, ProxyError
 from ..core.responses import send_error
 from ..routes.matcher import RouteTable
 from . import pages
+from .frame import Endpoint, Frame, Handler
 
 log = logging.getLogger("iam_proxy.portal")
 
@@ -57,66 +57,36 @@ def _wants_html(ctx: RequestContext) -> bool:
 
 
 class Portal:
-    PATHS = frozenset({"/.iam/", "/.iam/me", "/.iam/login", CALLBACK_PATH, "/.iam/logout", "/.iam/signed-out",
-                       "/.iam/backchannel-logout", "/.iam/userinfo"})
-
     def __init__(self, login: BrowserLogin, routes: RouteTable, auditor: Auditor, clock=time.time) -> None:
         self.login = login
         self.sessions = login.sessions
         self._routes = routes
-        self._auditor = auditor
         self._clock = clock
         prefix = "__Host-" if login.settings.sessions.secure else ""
         self.login_cookie = f"{prefix}iam_oidc_login"
-
-    def handles(self, path: str) -> bool:
-        return path in self.PATHS
+        self.frame = Frame(self._endpoints(), auditor, self._error)
 
     # ------------------------------------------------------------------ dispatch
 
-    async def handle(self, scope: dict[str, Any], receive, send) -> None:
-        ctx: RequestContext | None = None
-        status, outcome, reason = 500, "error", "internal_error"
+    def _endpoints(self) -> list[Endpoint]:
+        def page(document: Callable[[], tuple[str, str]]) -> Handler:
+            return lambda ctx, receive, send: self._html(send, 200, document())
 
-        def event(sent: int, response: str) -> dict[str, Any]:
-            return endpoint_event(ctx=ctx, scope=scope, status=sent, outcome=outcome, reason=reason,
-                                  response=response)
+        get, get_head, post = frozenset({"GET"}), frozenset({"GET", "HEAD"}), frozenset({"POST"})
+        return [
+            Endpoint("/.iam/", get_head, lambda ctx, receive, send: self._signed_in_page(ctx, send), "portal_"),
+            Endpoint("/.iam/me", get_head, lambda ctx, receive, send: self._signed_in_page(ctx, send), "portal_me"),
+            Endpoint("/.iam/login", get, lambda ctx, receive, send: self._login(ctx, send), "portal_login"),
+            Endpoint(CALLBACK_PATH, get, lambda ctx, receive, send: self._callback(ctx, send), "portal_callback"),
+            Endpoint("/.iam/logout", get, page(pages.logout_confirm), "portal_logout"),
+            Endpoint("/.iam/logout", post, self._logout, "portal_logout"),
+            Endpoint("/.iam/signed-out", get, page(pages.signed_out), "portal_signed_out"),
+            Endpoint("/.iam/backchannel-logout", post, self._backchannel_logout, "portal_backchannel_logout"),
+            Endpoint("/.iam/userinfo", get, lambda ctx, receive, send: self._userinfo(ctx, send), "portal_userinfo"),
+        ]
 
-        send = AuditedResponse(send, self._auditor, event)
-        try:
-            ctx = context_from_scope(scope)
-            path, method = ctx.path, ctx.method
-            outcome, reason = "allowed", "portal_" + path.removeprefix("/.iam/").replace("-", "_").strip("/")
-            if path in ("/.iam/", "/.iam/me") and method in ("GET", "HEAD"):
-                status = await self._signed_in_page(ctx, send)
-            elif path == "/.iam/login" and method == "GET":
-                status = await self._login(ctx, send)
-            elif path == CALLBACK_PATH and method == "GET":
-                status = await self._callback(ctx, send)
-            elif path == "/.iam/logout" and method == "GET":
-                status = await self._html(send, 200, pages.logout_confirm())
-            elif path == "/.iam/logout" and method == "POST":
-                status = await self._logout(ctx, receive, send)
-            elif path == "/.iam/signed-out" and method == "GET":
-                status = await self._html(send, 200, pages.signed_out())
-            elif path == "/.iam/backchannel-logout" and method == "POST":
-                status = await self._backchannel_logout(ctx, receive, send)
-            elif path == "/.iam/userinfo" and method == "GET":
-                status = await self._userinfo(ctx, send)
-            else:
-                raise RouteNotFound()
-        except ProxyError as exc:
-            level = logging.WARNING if exc.status >= 500 else logging.INFO
-            log.log(level, "%s %s refused (%s): %s", ctx.method if ctx else "-", scope.get("path"),
-                    ctx.decision_id if ctx else "-", exc)
-            outcome, reason = ("denied" if exc.status < 500 else "error"), exc.reason
-            status = await self._error(ctx, send, exc)
-        except Exception:
-            log.exception("unexpected error on %s", scope.get("path"))
-            outcome, reason = "error", "internal_error"
-            status = await self._error(ctx, send, ProxyError())
-        finally:
-            send.finish(status)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.frame(scope, receive, send)
 
     # ------------------------------------------------------------------ sign-in
 

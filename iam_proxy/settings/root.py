@@ -116,10 +116,3 @@ def _check_interactive_logins(settings: "Settings") -> None:
                 raise ValueError(f"identity_providers[{index[auth.provider]}].client: introspection needs "
                                  "a confidential client (client_id and client_secret)")
 
-
-def unique(values: list[str], section: str, key: str) -> None:
-    seen: set[str] = set()
-    for i, value in enumerate(values):
-        if value in seen:
-            raise ValueError(f"{section}[{i}].{key}: duplicate {value!r}")
-        seen.add(value)

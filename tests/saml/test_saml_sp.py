@@ -25,7 +25,7 @@ from saml2.saml import NAMEID_FORMAT_UNSPECIFIED, NameID
 from iam_proxy.audit.auditor import Auditor
 from iam_proxy.settings.audit import AuditSettings
 from iam_proxy.authn.saml.metadata import sp_metadata
-from iam_proxy.authn.saml.portal import SAMLPortal
+from iam_proxy.portal.saml import SAMLPortal
 from iam_proxy.authn.saml.presets import PRESETS, mapping_for
 from iam_proxy.authn.saml.replay import MemoryReplayCache, RedisReplayCache
 from iam_proxy.authn.saml.attributes import map_identity

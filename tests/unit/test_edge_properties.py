@@ -41,7 +41,8 @@ def _rewrite(headers: list[tuple[bytes, bytes]], route: Route | None = None) -> 
     ctx.route = RouteTable([route]).match("GET", "proxy.test", "/x")
     rewriter = HeaderRewriter(IdentityHeaders(), TrustedNetworks([]))
     identity = Identity(sub="alice", method="jwt", email="alice@example.org", groups=("finance",))
-    return rewriter.upstream_request_headers(ctx, identity, "a.b.c", extra={}, remove=(), preserve_host=False)
+    set_headers = rewriter.set_headers(ctx, identity, "a.b.c", {})
+    return rewriter.upstream_request_headers(ctx, set_headers, frozenset(), preserve_host=False)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

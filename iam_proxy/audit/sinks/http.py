@@ -27,8 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import orjson
 
+from ...core.claims import json_object
 from ...settings.audit import HttpSink
 from ..render import json_bytes, render
 from .syslog import client_tls_context
@@ -124,7 +124,7 @@ class HttpAuditSink:
     async def send(self, payload: bytes) -> None:
         status, body = await self._post(self.url, payload, self._headers)
         if self.settings.kind == "splunk_hec":
-            answer = _json(body)
+            answer = json_object(body)
             if status != 200 or answer.get("code") != 0:
                 raise CollectorRefused(f"HEC answered {status} code={answer.get('code')}")
             if "ackId" in answer:
@@ -132,7 +132,7 @@ class HttpAuditSink:
         elif self.settings.kind == "elastic_bulk":
             if status != 200:
                 raise CollectorRefused(f"_bulk answered {status}")
-            answer = _json(body)
+            answer = json_object(body)
             if answer.get("errors"):
                 failed = [item for item in answer.get("items", [])
                           for result in item.values() if result.get("status") not in (200, 201, 409)]
@@ -151,18 +151,10 @@ class HttpAuditSink:
             status, body = await self._post(url, json_bytes({"acks": [ack_id]}), headers)
             if status != 200:
                 raise CollectorRefused(f"HEC ack answered {status}")
-            if _json(body).get("acks", {}).get(str(ack_id)) is True:
+            if json_object(body).get("acks", {}).get(str(ack_id)) is True:
                 return
             await asyncio.sleep(ACK_POLL_SECONDS)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

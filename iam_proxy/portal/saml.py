@@ -19,17 +19,16 @@ import time
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from ...audit.auditor import Auditor
-from ...audit.event import endpoint_event
-from ...audit.writeahead import AuditedResponse
-from ...context import RequestContext, context_from_scope
-from ...core.claims import first
-from ...core.errors import AuthUnavailable, BadRequest, ProxyError, RouteNotFound
-from ...core.responses import send_error
-from ...session import SessionManager
-from .config import METADATA_PATH
-from .sp import ServiceProvider
-from .xmlguard import refuse
+from ..audit.auditor import Auditor
+from ..context import RequestContext
+from ..core.asgi import Receive, Scope, Send
+from ..core.claims import first
+from ..core.errors import AuthUnavailable, BadRequest
+from ..session import SessionManager
+from ..authn.saml.config import METADATA_PATH
+from ..authn.saml.sp import ServiceProvider
+from ..authn.saml.xmlguard import refuse
+from .frame import Endpoint, Frame
 
 log = logging.getLogger("iam_proxy.saml")
 
@@ -45,56 +44,30 @@ class SAMLPortal:
         self.sp = sp
         self.sessions = sessions
         self._is_served_path = is_served_path
-        self._auditor = auditor
         self._secure = secure_cookies
         self._metadata = sp_metadata
         prefix = "__Host-" if secure_cookies else ""
         self.login_cookie = f"{prefix}iam_saml_login"
         self.logout_cookie = f"{prefix}iam_saml_logout"
+        self.frame = Frame(self._endpoints(), auditor)
 
     # ------------------------------------------------------------------ dispatch
 
-    async def handle(self, scope: dict[str, Any], receive, send) -> None:
-        ctx: RequestContext | None = None
-        status, outcome, reason = 500, "error", "internal_error"
+    def _endpoints(self) -> list[Endpoint]:
+        get, get_post = frozenset({"GET"}), frozenset({"GET", "POST"})
+        return [
+            Endpoint(PREFIX + "metadata", frozenset({"GET", "HEAD"}), self._metadata_document, "saml_metadata"),
+            Endpoint(PREFIX + "login", get, lambda ctx, receive, send: self._login(ctx, send), "saml_login"),
+            Endpoint(PREFIX + "acs", frozenset({"POST"}), self._acs, "saml_acs"),
+            Endpoint(PREFIX + "logout", get_post, lambda ctx, receive, send: self._logout(ctx, send), "saml_logout"),
+            Endpoint(PREFIX + "slo", get_post, self._slo, "saml_slo"),
+        ]
 
-        def event(sent: int, response: str) -> dict[str, Any]:
-            return endpoint_event(ctx=ctx, scope=scope, status=sent, outcome=outcome, reason=reason,
-                                  response=response)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.frame(scope, receive, send)
 
-        send = AuditedResponse(send, self._auditor, event)
-        try:
-            ctx = context_from_scope(scope)
-            action = scope["path"][len(PREFIX):]
-            method = scope["method"]
-            outcome, reason = "allowed", f"saml_{action}"
-            if action == "metadata" and method in ("GET", "HEAD"):
-                status = await _respond(send, 200, [(b"content-type", b"application/samlmetadata+xml")],
-                                        self._metadata)
-            elif action == "login" and method == "GET":
-                status = await self._login(ctx, send)
-            elif action == "acs" and method == "POST":
-                status = await self._acs(ctx, receive, send)
-            elif action == "logout" and method in ("GET", "POST"):
-                status = await self._logout(ctx, send)
-            elif action == "slo" and method in ("GET", "POST"):
-                status = await self._slo(ctx, receive, send)
-            else:
-                raise RouteNotFound()
-        except ProxyError as exc:
-            if exc.status >= 500:
-                log.warning("saml %s failed: %s", scope.get("path"), exc)
-            else:
-                log.info("saml %s refused: %s (%s)", scope.get("path"), exc.reason, exc.detail or "")
-            outcome = "denied" if exc.status < 500 else "error"
-            reason = exc.reason
-            status = await send_error(send, exc, ctx.decision_id if ctx else "-")
-        except Exception:
-            log.exception("unexpected error on %s", scope.get("path"))
-            status, outcome, reason = 500, "error", "internal_error"
-            await send_error(send, ProxyError(), ctx.decision_id if ctx else "-")
-        finally:
-            send.finish(status)
+    async def _metadata_document(self, ctx: RequestContext, receive: Receive, send: Send) -> int:
+        return await _respond(send, 200, [(b"content-type", b"application/samlmetadata+xml")], self._metadata)
 
     # ------------------------------------------------------------------ login
 
