@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import logging
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -40,139 +38,13 @@ from ..core.claims import first
 from ..core.files import WatchedFiles
 from ..core.identity import Identity
 from ..core.networks import TrustedNetworks
+from .x509_forwarded import (MAX_HEADER_BYTES, NGINX_HEADER, XFCC_HEADER, chain_from_nginx, chain_from_xfcc,
+                             der_sha256, malformed_header)
 
 log = logging.getLogger("iam_proxy.authn.x509")
 
-XFCC_HEADER = "x-forwarded-client-cert"
-NGINX_HEADER = "ssl-client-cert"
-MAX_HEADER_BYTES = 64 * 1024
-MAX_CHAIN = 8
 # A verified certificate is trusted this long without re-checking (a CRL going stale is noticed then).
 VERIFIED_TTL_SECONDS = 300
-
-
-def _bad_header(message: str) -> InvalidCredential:
-    return InvalidCredential("certificate_header_malformed", message="The forwarded client certificate is malformed.",
-                             detail=message)
-
-
-# ---------------------------------------------------------------- header formats
-
-
-def parse_xfcc(value: str) -> list[dict[str, list[str]]]:
-    """Envoy's X-Forwarded-Client-Cert: elements split by `,`, `key=value` pairs split by `;`,
-    values optionally double-quoted with `\\"` escapes. Keys are lower-cased; raises ValueError."""
-    elements: list[dict[str, list[str]]] = []
-    pairs: dict[str, list[str]] = {}
-    key: str | None = None
-    buf: list[str] = []
-    i, n = 0, len(value)
-    quoted_value = False
-
-    def finish_pair() -> None:
-        nonlocal key, quoted_value
-        text = "".join(buf)
-        if key is None:
-            if text.strip() or quoted_value:
-                raise ValueError("a pair without '='")
-        else:
-            name = key.strip().lower()
-            if not re.fullmatch(r"[a-z]+", name):
-                raise ValueError(f"bad key {name!r}")
-            pairs.setdefault(name, []).append(text if quoted_value else text.strip())
-        buf.clear()
-        key, quoted_value = None, False
-
-    while i < n:
-        ch = value[i]
-        if ch == '"':
-            if key is None or "".join(buf).strip():
-                raise ValueError("a quote in the wrong place")
-            buf.clear()
-            i += 1
-            while True:
-                if i >= n:
-                    raise ValueError("unterminated quote")
-                ch = value[i]
-                if ch == "\\" and i + 1 < n:
-                    buf.append(value[i + 1])
-                    i += 2
-                    continue
-                if ch == '"':
-                    i += 1
-                    break
-                buf.append(ch)
-                i += 1
-            quoted_value = True
-            rest = value[i:].lstrip(" ")
-            if rest and rest[0] not in ";,":
-                raise ValueError("text after a quoted value")
-            i = n - len(rest)
-            continue
-        if ch == "=" and key is None:
-            key = "".join(buf)
-            buf.clear()
-        elif ch == ";":
-            finish_pair()
-        elif ch == ",":
-            finish_pair()
-            if not pairs:
-                raise ValueError("an empty element")
-            elements.append(pairs)
-            pairs = {}
-        else:
-            if quoted_value:
-                raise ValueError("text after a quoted value")
-            buf.append(ch)
-        i += 1
-    finish_pair()
-    if not pairs:
-        raise ValueError("an empty element")
-    elements.append(pairs)
-    return elements
-
-
-def _load_pem_chain(text: str) -> list[x509.Certificate]:
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ValueError("no PEM certificate")
-    # nginx's older $ssl_client_cert indents continuation lines with a tab
-    text = "\n".join(line.strip() for line in text.splitlines())
-    certs = x509.load_pem_x509_certificates(text.encode("ascii"))
-    if not certs or len(certs) > MAX_CHAIN:
-        raise ValueError("no certificates, or too many")
-    return certs
-
-
-def _der_sha256(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def chain_from_xfcc(value: str) -> list[x509.Certificate]:
-    try:
-        element = parse_xfcc(value)[-1]
-    except ValueError as exc:
-        raise _bad_header(f"xfcc: {exc}") from None
-    cert_values = element.get("cert", [])
-    if len(cert_values) != 1:
-        raise _bad_header("xfcc: the element needs exactly one Cert= (set_current_client_cert_details.cert)")
-    try:
-        leaf = _load_pem_chain(unquote(cert_values[0]))[0]
-        chain = _load_pem_chain(unquote(element["chain"][0])) if element.get("chain") else [leaf]
-    except (ValueError, UnicodeError) as exc:
-        raise _bad_header(f"xfcc: {exc}") from None
-    if chain[0] != leaf:
-        chain = [leaf, *chain]
-    hashes = element.get("hash", [])
-    if hashes and hashes[0].lower() != _der_sha256(leaf):
-        raise _bad_header("xfcc: Hash does not match Cert")
-    return chain
-
-
-def chain_from_nginx(value: str) -> list[x509.Certificate]:
-    try:
-        return _load_pem_chain(unquote(value))
-    except (ValueError, UnicodeError) as exc:
-        raise _bad_header(f"ssl-client-cert: {exc}") from None
 
 
 # ---------------------------------------------------------------- verification
@@ -305,7 +177,7 @@ class CertificateFacts:
             subject_dn=cert.subject.rfc4514_string(),
             issuer_dn=cert.issuer.rfc4514_string(),
             serial=format(cert.serial_number, "x"),
-            fingerprint=_der_sha256(cert),
+            fingerprint=der_sha256(cert),
             cn=attrs(NameOID.COMMON_NAME), o=attrs(NameOID.ORGANIZATION_NAME),
             ou=attrs(NameOID.ORGANIZATIONAL_UNIT_NAME), subject_email=attrs(NameOID.EMAIL_ADDRESS),
             san_dns=san.get_values_for_type(x509.DNSName),
@@ -449,7 +321,7 @@ class X509Authenticator:
                 log.warning("request %s: ignoring %s from untrusted peer %s", ctx.decision_id, header, ctx.peer)
                 continue
             if len(value) > MAX_HEADER_BYTES:
-                raise _bad_header(f"{header}: too large")
+                raise malformed_header(f"{header}: too large")
             return source, value, parse
         return None
 

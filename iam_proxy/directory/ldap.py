@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import re
 import ssl
 import threading
@@ -31,13 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
-from ldap3 import ANONYMOUS, BASE, LEVEL, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
+from ldap3 import ANONYMOUS, BASE, LEVEL, SIMPLE, SUBTREE, SYNC, Connection, Server
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPResponseTimeoutError
-from ldap3.utils.dn import parse_dn
 
 from ..core.claims import first
 from ..core.errors import ConfigError
 from ..settings.directory import LdapDirectory
+from .names import dn_is_within, escape_filter_value, first_rdn_value, normalize_dn, password_is_usable
+from .pool import ConnectionPool, PooledConnection, ServerSlot, VerifiedTls, close_quietly
 
 log = logging.getLogger("iam_proxy.directory.ldap")
 
@@ -54,7 +54,6 @@ _AD_BIND_DETAILS = {"525": "user not found", "52e": "wrong password", "530": "lo
                     "533": "account disabled", "701": "account expired", "773": "password must be changed",
                     "775": "account locked out"}
 _AD_DATA_CODE = re.compile(r"data ([0-9a-f]{3})", re.IGNORECASE)
-_MAX_CONNECTION_AGE_SECONDS = 300.0  # pooled connections are renewed, so a recovered primary gets used again
 _FILTER_BATCH = 50  # group DNs per OR-filter when walking nested groups
 _NO_ATTRIBUTES = ["1.1"]  # RFC 4511 4.5.1.8: return no attributes
 _CONNECTION_LOST = (LDAPCommunicationError, LDAPResponseTimeoutError, OSError)
@@ -87,128 +86,6 @@ class DirectoryUser:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def escape_filter_value(value: str) -> str:
-    """RFC 4515 section 3: escape `\\ * ( )` and NUL, so the value can only ever be a literal."""
-    out = []
-    for char in value:
-        if char in "\\*()\x00":
-            out.append(f"\\{ord(char):02x}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def password_is_usable(password: str) -> bool:
-    """False for passwords whose simple bind would be an unauthenticated bind, or that no server accepts."""
-    return bool(password.strip()) and "\x00" not in password
-
-
-_HEX_ESCAPE = re.compile(r"\\([0-9a-fA-F]{2})|\\(.)")
-
-
-def _unescape_dn_value(value: str) -> str:
-    raw = bytearray()
-    pos = 0
-    for match in _HEX_ESCAPE.finditer(value):
-        raw += value[pos:match.start()].encode()
-        raw += bytes([int(match.group(1), 16)]) if match.group(1) else match.group(2).encode()
-        pos = match.end()
-    raw += value[pos:].encode()
-    return raw.decode("utf-8", errors="replace")
-
-
-def first_rdn_value(dn: str) -> str:
-    """`cn=Finance\\, EMEA,ou=groups,...` -> `Finance, EMEA`; the DN itself if it does not parse."""
-    try:
-        parts = parse_dn(dn, strip=True)
-    except LDAPException:
-        return dn
-    return _unescape_dn_value(parts[0][1]) if parts else dn
-
-
-def normalize_dn(dn: str) -> str:
-    """A comparable form of a DN (attribute names and values lower-cased, no spacing around separators)."""
-    parts = parse_dn(dn, strip=True)
-    return ",".join(f"{attr.strip().lower()}={val.strip().lower()}" for attr, val, _ in parts)
-
-
-def dn_is_within(dn: str, base_dn: str) -> bool:
-    try:
-        child, base = normalize_dn(dn), normalize_dn(base_dn)
-    except LDAPException:
-        return False
-    return child == base or child.endswith("," + base)
-
-
-class _VerifiedTls(Tls):
-    """ldap3's Tls, but wrapping sockets with our own context: Python verifies the chain and the host
-    name (IP SANs included, on every Python version), TLS 1.2 at least, and SNI is sent."""
-
-    def __init__(self, context: ssl.SSLContext, server_hostname: str) -> None:
-        super().__init__(validate=ssl.CERT_REQUIRED)
-        self._context = context
-        self._server_hostname = server_hostname
-
-    def wrap_socket(self, connection, do_handshake=False):  # noqa: ANN001 - ldap3's signature
-        connection.socket = self._context.wrap_socket(connection.socket, server_side=False,
-                                                      do_handshake_on_connect=do_handshake,
-                                                      server_hostname=self._server_hostname)
-
-
-@dataclass
-class _ServerSlot:
-    url: str
-    server: Server
-    start_tls: bool
-    down_until: float = 0.0
-
-
-@dataclass
-class _PooledConnection:
-    connection: Connection
-    slot: _ServerSlot
-    opened_at: float
-
-
-class _ConnectionPool:
-    """Idle connections of one kind (search or bind); at most `size` are kept."""
-
-    def __init__(self, size: int, connect: Callable[[], _PooledConnection]) -> None:
-        self._idle: queue.LifoQueue[_PooledConnection] = queue.LifoQueue(maxsize=size)
-        self._connect = connect
-
-    def take(self) -> _PooledConnection:
-        while True:
-            try:
-                pooled = self._idle.get_nowait()
-            except queue.Empty:
-                return self._connect()
-            if time.monotonic() - pooled.opened_at < _MAX_CONNECTION_AGE_SECONDS and not pooled.connection.closed:
-                return pooled
-            _close_quietly(pooled.connection)
-
-    def fresh(self) -> _PooledConnection:
-        return self._connect()
-
-    def give_back(self, pooled: _PooledConnection) -> None:
-        try:
-            self._idle.put_nowait(pooled)
-        except queue.Full:
-            _close_quietly(pooled.connection)
-
-    def close(self) -> None:
-        while True:
-            try:
-                _close_quietly(self._idle.get_nowait().connection)
-            except queue.Empty:
-                return
-
-
-def _close_quietly(connection: Connection) -> None:
-    try:
-        connection.unbind()
-    except (LDAPException, OSError):
-        pass
 
 
 def _values(attributes: Any, name: str | None) -> list[str]:
@@ -232,8 +109,8 @@ class LdapDirectoryClient:
         self._slots_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=settings.pool_size,
                                             thread_name_prefix=f"ldap-{settings.id}")
-        self._search_pool = _ConnectionPool(settings.pool_size, lambda: self._connect(service=True))
-        self._bind_pool = _ConnectionPool(settings.pool_size, lambda: self._connect(service=False))
+        self._search_pool = ConnectionPool(settings.pool_size, lambda: self._connect(service=True))
+        self._bind_pool = ConnectionPool(settings.pool_size, lambda: self._connect(service=False))
 
     # ------------------------------------------------------------------ public, async
 
@@ -419,7 +296,7 @@ class LdapDirectoryClient:
 
     # ------------------------------------------------------------------ connections and failover
 
-    def _slot(self, url: str) -> _ServerSlot:
+    def _slot(self, url: str) -> ServerSlot:
         s = self.settings
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -432,24 +309,24 @@ class LdapDirectoryClient:
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"directories (id {s.id}).ca_file: cannot load {s.ca_file} ({exc})") from None
             context.minimum_version = ssl.TLSVersion.TLSv1_2
-            tls = _VerifiedTls(context, s.tls_server_name or host)
+            tls = VerifiedTls(context, s.tls_server_name or host)
         server = Server(host, port=port, use_ssl=use_ssl, tls=tls, get_info=None,
                         connect_timeout=s.connect_timeout_seconds)
-        return _ServerSlot(url=url, server=server, start_tls=not use_ssl and s.start_tls)
+        return ServerSlot(url=url, server=server, start_tls=not use_ssl and s.start_tls)
 
-    def _candidates(self) -> list[_ServerSlot]:
+    def _candidates(self) -> list[ServerSlot]:
         now = time.monotonic()
         with self._slots_lock:
             up = [slot for slot in self._slots if slot.down_until <= now]
         return up or list(self._slots)  # all marked down: try them all rather than refuse outright
 
-    def _mark_down(self, slot: _ServerSlot, why: str) -> None:
+    def _mark_down(self, slot: ServerSlot, why: str) -> None:
         log.warning("directory %s: server %s failed (%s); skipping it for %ss",
                     self.id, slot.url, why, self.settings.server_retry_seconds)
         with self._slots_lock:
             slot.down_until = time.monotonic() + self.settings.server_retry_seconds
 
-    def _connect(self, *, service: bool) -> _PooledConnection:
+    def _connect(self, *, service: bool) -> PooledConnection:
         s = self.settings
         failures = []
         for slot in self._candidates():
@@ -470,15 +347,15 @@ class LdapDirectoryClient:
                 if service and not conn.bind(read_server_info=False):
                     raise DirectoryError(f"service account bind failed with result {conn.result['result']}")
             except (LDAPException, DirectoryError, OSError) as exc:
-                _close_quietly(conn)
+                close_quietly(conn)
                 why = f"{type(exc).__name__}: {exc}"
                 self._mark_down(slot, why)
                 failures.append(f"{slot.url}: {why}")
                 continue
-            return _PooledConnection(conn, slot, time.monotonic())
+            return PooledConnection(conn, slot, time.monotonic())
         raise DirectoryUnavailable(f"directory {self.id}: no server available ({'; '.join(failures)})")
 
-    def _with_connection(self, pool: _ConnectionPool, operation: Callable[[Connection], T]) -> T:
+    def _with_connection(self, pool: ConnectionPool, operation: Callable[[Connection], T]) -> T:
         """Run `operation` on a pooled connection. If the connection turns out to be broken (the server
         restarted, an idle timeout closed it), the pool's other idle connections are dropped too and the
         operation is retried once on a fresh connection, on the next server if this one is now down."""
@@ -493,15 +370,15 @@ class LdapDirectoryClient:
             self._mark_down(pooled.slot, f"{type(exc).__name__}: {exc}")
             raise DirectoryUnavailable(f"directory {self.id}: {type(exc).__name__}") from None
 
-    def _run_on(self, pool: _ConnectionPool, pooled: _PooledConnection, operation: Callable[[Connection], T]) -> T:
+    def _run_on(self, pool: ConnectionPool, pooled: PooledConnection, operation: Callable[[Connection], T]) -> T:
         """The connection goes back to the pool only after a clean operation; otherwise it is closed."""
         try:
             result = operation(pooled.connection)
         except _CONNECTION_LOST:
-            _close_quietly(pooled.connection)
+            close_quietly(pooled.connection)
             raise
         except LDAPException as exc:
-            _close_quietly(pooled.connection)
+            close_quietly(pooled.connection)
             raise DirectoryUnavailable(f"directory {self.id}: {type(exc).__name__}: {exc}") from None
         pool.give_back(pooled)
         return result

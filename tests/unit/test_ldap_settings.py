@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from iam_proxy.directory.ldap import (
-    DirectoryUnavailable,
-    LdapDirectoryClient,
-    LookupFailed,
-    dn_is_within,
-    escape_filter_value,
-    first_rdn_value,
-    password_is_usable,
-)
+from iam_proxy.directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
+from iam_proxy.directory.names import dn_is_within, escape_filter_value, first_rdn_value, password_is_usable
 from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import parse_settings
 from iam_proxy.settings.directory import LdapDirectory

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iam_proxy.authn.x509 import CertificateFacts, chain_from_nginx, chain_from_xfcc, map_identity, parse_xfcc
+from iam_proxy.authn.x509 import CertificateFacts, map_identity
+from iam_proxy.authn.x509_forwarded import chain_from_nginx, chain_from_xfcc, parse_xfcc
 from iam_proxy.core.errors import InvalidCredential
 from iam_proxy.settings.x509 import CertificateMappingRule, DEFAULT_CERT_MAPPING
 from x509_pki import PKI
