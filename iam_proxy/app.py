@@ -73,7 +73,8 @@ class Proxy:
         self.browser_login = build_browser_login(settings, self.sessions, self.jwks, self._outbound_session)
         self.authenticators: dict[str, Authenticator] = build_authenticators(
             Deps(settings=settings, jwks=self.jwks, http_session=self._outbound_session, metrics=self.metrics,
-                 directories=self.directories, saml=self.saml, browser_login=self.browser_login))
+                 directories=self.directories, saml=self.saml.authenticator if self.saml is not None else None,
+                 browser_login=self.browser_login))
         self.enrichers = build_enrichers(EnricherDeps(settings=settings, directories=self.directories,
                                                       http_session=self._outbound_session, metrics=self.metrics))
         assertion = settings.identity_headers.assertion

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
 from .audit.auditor import Auditor
 from .audit.event import AuditDraft
-from .authn.base import Authenticator
+from .authn.base import Authenticator, Interactive
 from .context import RequestContext, RequestDescription, request_context
 from .core.decision import Decision, DecisionOutcome
 from .core.errors import (AccessDenied, AuditUnavailable, AuthenticationRequired, BadRequest, InvalidCredential,
@@ -178,7 +176,7 @@ class Pipeline:
         error = AuthenticationRequired()
         error.challenges = [a.challenge for a in chain if a.challenge]
         # A browser on a route with interactive sign-in is sent to log in; API clients get the 401.
-        login_urls = [url for a in chain if (url := login_url_of(a, ctx))]
+        login_urls = [url for a in chain if isinstance(a, Interactive) and (url := a.login_url(ctx))]
         error.login_url = login_urls[0] if login_urls else None
         raise error
 
@@ -205,8 +203,3 @@ class Pipeline:
             raise BadRequest("method_override_invalid", message="The method override is not a method.")
         ctx.method = method
 
-
-def login_url_of(authenticator: Any, ctx: RequestContext) -> str | None:
-    """Where an interactive authenticator (browser sign-in) sends a browser without a session."""
-    login_url = getattr(authenticator, "login_url", None)
-    return login_url(ctx) if login_url is not None else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..context import RequestContext
 from ..core.identity import Identity
@@ -10,11 +10,23 @@ from ..core.identity import Identity
 
 class Authenticator(Protocol):
     name: str
-    # The value a 401 carries in WWW-Authenticate when this authenticator found no credential.
-    challenge: str | None
+
+    @property
+    def challenge(self) -> str | None:
+        """The value a 401 carries in WWW-Authenticate when this authenticator found no credential."""
+        ...
 
     async def authenticate(self, ctx: RequestContext) -> Identity | None:
         """None: the request has no credential of my kind. Raise InvalidCredential: it has, but bad."""
+        ...
+
+
+@runtime_checkable
+class Interactive(Protocol):
+    """An authenticator a browser can sign in with (OIDC or SAML sessions)."""
+
+    def login_url(self, ctx: RequestContext) -> str | None:
+        """Where a browser without a session is sent to sign in; None for a non-browser request."""
         ...
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import aiohttp
+
+from ..directory import LdapDirectoryClient
+from ..ops.metrics import Metrics
 from ..settings import Settings
 from ..settings.authn import (
     AnonymousAuthenticatorSettings, ApiKeyAuthenticatorSettings, IntrospectionAuthenticatorSettings,
@@ -22,9 +26,10 @@ from .anonymous import AnonymousAuthenticator
 from .apikey import ApiKeyAuthenticator
 from .base import Authenticator
 from .bearer_jwt import JWTAuthenticator
+from .jwks import JWKSCache
 from .introspection import IntrospectionAuthenticator
 from .ldap_basic import LdapBasicAuthenticator
-from .oidc_session import OIDCSessionAuthenticator
+from .oidc_session import BrowserLogin, OIDCSessionAuthenticator
 from .x509 import X509Authenticator
 
 
@@ -33,12 +38,12 @@ class Deps:
     """What authenticators may share: settings, JWKS caches, an outbound HTTP session, metrics."""
 
     settings: Settings
-    jwks: dict[str, Any]
-    http_session: Callable[[], Any]
-    metrics: Any
-    directories: dict[str, Any] = field(default_factory=dict)  # LDAP directory clients by id
-    saml: Any = None  # the SAML runtime (authn/saml), which owns the SAML session authenticator
-    browser_login: Any = None  # oidc_session.BrowserLogin (sessions, relying parties), when configured
+    jwks: dict[str, JWKSCache]
+    http_session: Callable[[], aiohttp.ClientSession]
+    metrics: Metrics
+    directories: dict[str, LdapDirectoryClient] = field(default_factory=dict)  # by directory id
+    saml: Authenticator | None = None  # the SAML SP's session authenticator, built with its endpoints
+    browser_login: BrowserLogin | None = None  # sessions and relying parties, when configured
 
 
 def _jwt(name: str, cfg: JWTAuthenticatorSettings, deps: Deps) -> Authenticator:
@@ -69,10 +74,12 @@ def _apikey(name: str, cfg: ApiKeyAuthenticatorSettings, deps: Deps) -> Authenti
 
 
 def _saml(name: str, cfg: SAMLAuthenticatorSettings, deps: Deps) -> Authenticator:
-    return deps.saml.authenticator
+    assert deps.saml is not None  # settings: a saml authenticator needs sessions, so the SP is built
+    return deps.saml
 
 
 def _oidc_session(name: str, cfg: OIDCSessionAuthenticatorSettings, deps: Deps) -> Authenticator:
+    assert deps.browser_login is not None  # settings: oidc_session needs sessions and a provider client
     return OIDCSessionAuthenticator(name, cfg, deps.browser_login)
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import aiohttp
+
+from ..directory import LdapDirectoryClient
+from ..ops.metrics import Metrics
 from ..settings import Settings
 from ..settings.enrich import KeycloakEnricherSettings, LdapEnricherSettings
 from .base import Enricher
@@ -15,9 +19,9 @@ class Deps:
     """What enrichers may share: settings, LDAP directories (by id), an outbound HTTP session, metrics."""
 
     settings: Settings
-    directories: dict[str, Any] = field(default_factory=dict)
-    http_session: Callable[[], Any] | None = None
-    metrics: Any = None
+    directories: dict[str, LdapDirectoryClient] = field(default_factory=dict)
+    http_session: Callable[[], aiohttp.ClientSession] | None = None
+    metrics: Metrics | None = None
 
 
 def _ldap(name: str, cfg: LdapEnricherSettings, deps: Deps) -> Enricher:
