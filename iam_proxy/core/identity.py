@@ -1,4 +1,4 @@
-"""The normalized identity every authenticator produces (see DESIGN.md, "Identity")."""
+"""The normalized identity every authenticator produces, and every later stage reads."""
 
 from __future__ import annotations
 

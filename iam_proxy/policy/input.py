@@ -1,7 +1,7 @@
 """The policy input document: a superset of opa-envoy-plugin's, plus `identity` and `route`.
 
 A policy written for opa-envoy-plugin (reading `input.attributes.request.http.*`, `input.parsed_path`,
-`input.parsed_query`) works unchanged; see DESIGN.md, "Policy input".
+`input.parsed_query`) works unchanged; see docs/policies.md, "The input document".
 """
 
 from __future__ import annotations
