@@ -5,8 +5,9 @@ The answer is a proof of identity for a backend, so it is handed only to the fro
 operator names (`forward_auth.trusted_peers`); anyone else gets 404, and only those peers' request
 description (`X-Original-*`, `X-Forwarded-*`) is believed. An allowed answer carries every identity
 header the proxy owns (empty when the identity has no value, so the front proxy overwrites a
-client's copy), the policy's upstream headers, and what authenticators and the policy set for the
-client (session cookie, Negotiate token). A refusal carries its status, reason code, the policy's
+client's copy), the access token on routes that pass it, the policy's upstream headers (the
+headers the proxy sets when it forwards itself), and what authenticators and the policy set for
+the client (session cookie, Negotiate token). A refusal carries its status, reason code, the policy's
 reasons and the error id as headers too (and a browser's sign-in URL), because nginx keeps only
 the headers of a subrequest: its error location hands them back to `/.iam/problem`, which renders
 the problem response (or the redirect to the proxy's own sign-in page).
