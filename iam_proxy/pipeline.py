@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Callable
 from .audit.auditor import Auditor
 from .audit.event import AuditDraft
 from .authn.base import Authenticator, Interactive
@@ -35,6 +36,7 @@ from .routes.matcher import RouteTable
 log = logging.getLogger("iam_proxy.pipeline")
 
 Headers = list[tuple[str, str]]
+InputExtension = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -79,23 +81,30 @@ class Pipeline:
         self.auditor = auditor
         self.include_input = include_input
 
-    async def decide(self, request: RequestDescription, identity: Identity | None = None) -> Outcome:
-        """The outcome of `request`; `identity`, when given, stands for what the route's
-        authenticators would have found (`iam-proxy explain --identity`)."""
+    async def decide(self, request: RequestDescription, identity: Identity | None = None,
+                     extend_input: InputExtension | None = None) -> Outcome:
+        """The outcome of `request`. `identity`, when given, stands for what the route's
+        authenticators would have found (`iam-proxy explain --identity`); `extend_input` adds what a
+        front door knows beyond the request to the policy input (an ext_authz CheckRequest's fields)."""
         outcome = Outcome(AuditDraft(request, include_input=self.include_input))
         try:
-            await self._decide(outcome, request, identity)
+            await self._decide(outcome, request, identity, extend_input)
         except ProxyError as exc:
             self.refuse(outcome, exc)
         except Exception:  # noqa: BLE001 - a bug is a 500, its details only in the log
             ctx = outcome.audit.ctx
             log.exception("unexpected error in request %s", ctx.decision_id if ctx else "-")
             self.refuse(outcome, ProxyError())
+        # after asking: a remote engine names its revision in its answers
+        route = outcome.ctx.route if outcome.ctx is not None else None
+        outcome.audit.policy_revision = (self.decider.engine_for(route.id).revision if route is not None
+                                         else self.decider.default_revision)
         return outcome
 
     def refusal(self, request: RequestDescription, error: ProxyError) -> Outcome:
         """The outcome of a request refused before it could be decided (a front door's own check)."""
-        outcome = Outcome(AuditDraft(request, include_input=self.include_input))
+        outcome = Outcome(AuditDraft(request, policy_revision=self.decider.default_revision,
+                                     include_input=self.include_input))
         self.refuse(outcome, error)
         return outcome
 
@@ -111,20 +120,21 @@ class Pipeline:
         outcome.audit.reason = error.reason
         outcome.client_headers = list(ctx.response_headers.items()) if ctx is not None else []
 
-    async def _decide(self, outcome: Outcome, request: RequestDescription, identity: Identity | None) -> None:
+    async def _decide(self, outcome: Outcome, request: RequestDescription, identity: Identity | None,
+                      extend_input: InputExtension | None) -> None:
         audit = outcome.audit
         ctx = audit.ctx = request_context(request)
         audit.client_address = self.rewriter.client_address(ctx)
-        audit.policy_revision = self.decider.default_revision
         if not self.auditor.admit():
             raise AuditUnavailable()  # the request is refused, not left unaudited
         route = ctx.route = self.routes.match(ctx.method, ctx.host, ctx.path)
-        audit.policy_revision = self.decider.engine_for(route.id).revision
         self._apply_method_override(ctx)
         found = identity if identity is not None else await self.authenticate(ctx)
         ctx.identity = identity = await self.enrich(ctx, found)
         self.rewriter.check_forwardable(identity)
         audit.policy_input = build_input(ctx)
+        if extend_input is not None:
+            extend_input(audit.policy_input)
         decision = await self._decision(ctx, audit)
         audit.outcome, audit.reason = "allowed", "dry_run_denied" if audit.dry_run else "allowed"
         assertion = None
