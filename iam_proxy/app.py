@@ -20,27 +20,27 @@ from .authn.base import Authenticator
 from .authn.jwks import JWKSCache
 from .authn.oidc_session import build_browser_login
 from .authn.registry import Deps, build_authenticators
+from .core import redaction
+from .core.asgi import Receive, Scope, Send
+from .core.networks import TrustedNetworks
+from .core.responses import send_error, send_json
 from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
 from .forward.assertion import AssertionSigner
-from .core.networks import TrustedNetworks
 from .forward.headers import HeaderRewriter
 from .forward.upstream import UpstreamClient
 from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
-from .ops.metrics import Metrics
 from .frontdoor import FrontDoors
+from .ops.metrics import Metrics
 from .pipeline import Pipeline
-from .portal import Portal
 from .policy.runtime import PolicyRuntime
-from .core import redaction
-from .core.asgi import Receive, Scope, Send
-from .core.responses import send_error, send_json
+from .portal import Portal
 from .routes.matcher import RouteTable
+from .session import build_session_manager
 from .settings import Settings
 from .settings.audit import AuditSettings
 from .settings.saml import SAMLAuthenticatorSettings
-from .session import build_session_manager
 
 log = logging.getLogger("iam_proxy")
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .core.redaction import mask_header, mask_input, mask_uri
-from .core.identity import Identity
 from .context import RequestDescription
 from .core.errors import ConfigError, PolicyError
+from .core.identity import Identity
+from .core.redaction import mask_header, mask_input, mask_uri
 from .pipeline import Outcome
 from .settings import Settings
 

@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from .core.errors import AccessDenied, AuthenticationRequired, BadRequest, ProxyError, RouteNotFound
-from .core.networks import TrustedNetworks
 from .core.header_safety import safe_value
+from .core.networks import TrustedNetworks
 from .core.responses import send_error
 
 AUTH_PATH = "/.iam/auth"

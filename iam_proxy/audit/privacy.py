@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..settings.audit import PrivacySettings
 from ..core.redaction import MASK
+from ..settings.audit import PrivacySettings
 
 # Every place the native event carries one identity value.
 FIELD_ALIASES: dict[str, list[str]] = {

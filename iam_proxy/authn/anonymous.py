@@ -7,8 +7,8 @@ a bad credential raises before it is reached, so a bad token never falls back to
 from __future__ import annotations
 
 from ..context import RequestContext
-from ..settings.authn import AnonymousAuthenticatorSettings
 from ..core.identity import Identity
+from ..settings.authn import AnonymousAuthenticatorSettings
 
 
 class AnonymousAuthenticator:

@@ -31,12 +31,12 @@ from typing import Any, Iterator
 
 import yaml
 
-from ..core.files import WatchedFiles
-from ..core.redaction import register_secret_header
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, ConfigError, InvalidCredential
-from ..settings.authn import ApiKeyAuthenticatorSettings
+from ..core.files import WatchedFiles
 from ..core.identity import Identity
+from ..core.redaction import register_secret_header
+from ..settings.authn import ApiKeyAuthenticatorSettings
 
 log = logging.getLogger("iam_proxy.authn.apikey")
 

@@ -24,12 +24,12 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from ..context import RequestContext
+from ..core.cache import ExpiringCache
 from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.identity import Identity
 from ..settings.authn import JWTAuthenticatorSettings
 from ..settings.identity import JWTProvider
 from .base import authorization_credentials
-from ..core.cache import ExpiringCache
-from ..core.identity import Identity
 from .jwks import JWKSCache, JWKSUnavailable
 from .mapping import identity_from_claims
 

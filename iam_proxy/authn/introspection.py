@@ -26,13 +26,13 @@ import aiohttp
 import orjson
 
 from ..context import RequestContext
+from ..core.cache import ExpiringCache
 from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.identity import Identity
 from ..outbound import ResponseTooLarge, read_limited
 from ..settings.authn import IntrospectionAuthenticatorSettings
 from ..settings.identity import JWTProvider
 from .bearer_jwt import bearer_token, token_key
-from ..core.cache import ExpiringCache
-from ..core.identity import Identity
 from .mapping import identity_from_claims
 
 log = logging.getLogger("iam_proxy.introspection")

@@ -19,9 +19,9 @@ import gssapi
 
 from ..context import RequestContext
 from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.identity import Identity
 from ..settings.authn import KerberosAuthenticatorSettings
 from .base import authorization_credentials
-from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.kerberos")
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from ..context import RequestContext
 from ..core.cache import ExpiringCache
-from ..directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
 from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.identity import Identity
+from ..directory.ldap import DirectoryUnavailable, LdapDirectoryClient, LookupFailed
 from ..settings.directory import LdapAuthenticatorSettings
 from .base import authorization_credentials
-from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.authn.ldap")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import InvalidCredential
-from ..settings.identity import ClaimMapping
 from ..core.identity import Identity
+from ..settings.identity import ClaimMapping
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:

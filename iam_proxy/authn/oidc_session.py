@@ -27,16 +27,16 @@ import orjson
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from ..core.claims import json_object
 from ..context import RequestContext
+from ..core.claims import json_object
 from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.identity import Identity
 from ..outbound import ResponseTooLarge, read_limited
 from ..session import Session, SessionManager
 from ..settings import Settings
 from ..settings.authn import JWTAuthenticatorSettings, OIDCSessionAuthenticatorSettings
 from ..settings.identity import JWTProvider
 from .bearer_jwt import JWTAuthenticator
-from ..core.identity import Identity
 from .jwks import JWKSCache
 from .mapping import identity_from_claims
 

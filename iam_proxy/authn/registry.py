@@ -26,8 +26,8 @@ from .anonymous import AnonymousAuthenticator
 from .apikey import ApiKeyAuthenticator
 from .base import Authenticator
 from .bearer_jwt import JWTAuthenticator
-from .jwks import JWKSCache
 from .introspection import IntrospectionAuthenticator
+from .jwks import JWKSCache
 from .ldap_basic import LdapBasicAuthenticator
 from .oidc_session import BrowserLogin, OIDCSessionAuthenticator
 from .x509 import X509Authenticator

@@ -31,13 +31,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from ..context import RequestContext
-from ..core.errors import ConfigError, InvalidCredential
-from ..settings.x509 import CertificateMappingRule, X509AuthenticatorSettings
 from ..core.cache import ExpiringCache
 from ..core.claims import first
+from ..core.errors import ConfigError, InvalidCredential
 from ..core.files import WatchedFiles
 from ..core.identity import Identity
 from ..core.networks import TrustedNetworks
+from ..settings.x509 import CertificateMappingRule, X509AuthenticatorSettings
 from .x509_forwarded import (MAX_HEADER_BYTES, NGINX_HEADER, XFCC_HEADER, chain_from_nginx, chain_from_xfcc,
                              der_sha256, malformed_header)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..core.identity import Identity
 from ..context import RequestContext
+from ..core.identity import Identity
 
 
 class Enricher(Protocol):

@@ -16,10 +16,10 @@ import logging
 import time
 from dataclasses import replace
 
-from ..core.cache import ExpiringCache
-from ..core.identity import Identity
 from ..context import RequestContext
+from ..core.cache import ExpiringCache
 from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.identity import Identity
 from ..settings.enrich import KeycloakEnricherSettings
 
 log = logging.getLogger("iam_proxy.enrich.keycloak")

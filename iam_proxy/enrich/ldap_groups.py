@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from ..core.identity import Identity
 from ..context import RequestContext
 from ..core.cache import ExpiringCache
-from ..directory.ldap import DirectoryUnavailable, DirectoryUser, LdapDirectoryClient, LookupFailed
 from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.identity import Identity
+from ..directory.ldap import DirectoryUnavailable, DirectoryUser, LdapDirectoryClient, LookupFailed
 from ..settings.enrich import LdapEnricherSettings
 
 log = logging.getLogger("iam_proxy.enrich.ldap")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ..core.identity import Identity
 from ..context import RequestContext
 from ..core.errors import InvalidCredential
-from ..core.networks import TrustedNetworks
 from ..core.header_safety import (HOP_BY_HOP, REQUEST_DESCRIPTION, SpoofList, as_wire, connection_listed,
                              has_unusual_characters, is_method_override, safe_value, settable, strip_cookies)
+from ..core.identity import Identity
+from ..core.networks import TrustedNetworks
 from ..settings.forward import IdentityHeaders
 from ..settings.routes import Route
 

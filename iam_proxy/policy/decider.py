@@ -12,9 +12,9 @@ import logging
 import time
 from typing import Any
 
+from ..core.decision import DecisionOutcome
 from ..core.errors import PolicyError
 from .cache import DecisionCache, volatile_reasons
-from ..core.decision import DecisionOutcome
 from .engine import PolicyEngine, ask, interpret
 from .input_reads import WHOLE, project
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..core.errors import PolicyError
 from ..core.decision import Decision, DecisionOutcome
+from ..core.errors import PolicyError
 from .decision import MalformedDecision, parse_decision
 
 

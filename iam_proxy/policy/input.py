@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
-from ..core.redaction import mask_authorization
 from ..context import RequestContext
+from ..core.redaction import mask_authorization
 
 INPUT_VERSION = {"ext_authz": "v3", "encoding": "iam-proxy", "iam_proxy": __version__}
 

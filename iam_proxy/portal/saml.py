@@ -20,14 +20,14 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from ..audit.auditor import Auditor
+from ..authn.saml.config import METADATA_PATH
+from ..authn.saml.sp import ServiceProvider
+from ..authn.saml.xmlguard import refuse
 from ..context import RequestContext
 from ..core.asgi import Receive, Scope, Send
 from ..core.claims import first
 from ..core.errors import AuthUnavailable, BadRequest
 from ..session import SessionManager
-from ..authn.saml.config import METADATA_PATH
-from ..authn.saml.sp import ServiceProvider
-from ..authn.saml.xmlguard import refuse
 from .frame import Endpoint, Frame
 
 log = logging.getLogger("iam_proxy.saml")

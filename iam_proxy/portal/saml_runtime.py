@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..audit.auditor import Auditor
+from ..authn.saml.authenticator import SAMLSessionAuthenticator
+from ..authn.saml.metadata import sp_metadata
+from ..authn.saml.replay import MemoryReplayCache, RedisReplayCache, ReplayCache
+from ..authn.saml.sp import ServiceProvider
 from ..core.errors import ConfigError, RouteAmbiguous, RouteNotFound
 from ..routes.matcher import RouteTable
 from ..session import SessionManager
 from ..settings import Settings
 from ..settings.saml import SAMLAuthenticatorSettings
-from ..authn.saml.authenticator import SAMLSessionAuthenticator
-from ..authn.saml.metadata import sp_metadata
 from .saml import SAMLPortal
-from ..authn.saml.replay import MemoryReplayCache, RedisReplayCache, ReplayCache
-from ..authn.saml.sp import ServiceProvider
 
 
 def saml_settings(settings: Settings) -> tuple[str, SAMLAuthenticatorSettings] | None:

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from ..core.identity import Identity
 from ..core.errors import ProxyError
+from ..core.identity import Identity
 from ..settings.sessions import SessionSettings
 from ._model import Session
 from ._seal import Sealer

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from .validators import http_url
 from .base import Model
+from .validators import http_url
 
 
 class OpaServerSettings(Model):

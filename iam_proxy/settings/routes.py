@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .validators import http_url
 from .base import Model
+from .validators import http_url
 
 
 class RouteMatch(Model):

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from ..chain import ChainState, chain_head, lines_backward
 from ...settings.audit import FileSink, StdoutSink
+from ..chain import ChainState, chain_head, lines_backward
 from ..privacy import PrivacyFilter
 from ..render import json_bytes, render, to_bytes
 

@@ -11,8 +11,8 @@ import time
 from urllib.parse import urlencode
 
 from ...context import RequestContext
-from ...session import SessionManager
 from ...core.identity import Identity
+from ...session import SessionManager
 
 
 class SAMLSessionAuthenticator:
