@@ -28,8 +28,8 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from ..context import RequestContext
-from ..core.claims import json_object
-from ..core.errors import AuthUnavailable, InvalidCredential
+from ..core.claims import first, json_object
+from ..core.errors import AuthUnavailable, InvalidCredential, ProxyError
 from ..core.identity import Identity
 from ..outbound import ResponseTooLarge, read_limited
 from ..session import Session, SessionManager
@@ -239,6 +239,50 @@ class BrowserLogin:
 
     def settings_for_provider(self, provider: str) -> OIDCSessionAuthenticatorSettings | None:
         return next((cfg for cfg in self.authenticators.values() if provider in cfg.providers), None)
+
+    async def complete(self, pending: dict[str, Any] | None, query: dict[str, list[str]], callback_url: str,
+                       now: float) -> SignedIn:
+        """The return leg of the authorization code flow (RFC 6749 4.1.2, OIDC Core 3.1.3): the
+        sign-in this browser started (`pending`), its state, the code exchanged for tokens, the ID
+        token verified against the nonce; state and nonce are each used once, across replicas."""
+        if first(query.get("error")):
+            raise LoginFailed("idp_error", detail=f"IdP error {(first(query.get('error')) or '')[:64]!r}")
+        state, code = first(query.get("state")), first(query.get("code"))
+        if pending is None:
+            raise LoginFailed("login_state_missing", message="This sign-in was not started here or has expired.")
+        if not state or not code or not hmac.compare_digest(state, str(pending.get("state", ""))):
+            raise LoginFailed("state_mismatch", message="The sign-in response does not match this sign-in.")
+        if float(pending.get("exp", 0)) < now:
+            raise LoginFailed("login_expired", message="This sign-in took too long. Please start again.")
+        settings = self.settings_for_provider(pending["provider"])
+        ttl = settings.login_timeout_seconds if settings else 600
+        if not await self.sessions.consume_once("oidc-state", state, ttl):
+            raise LoginFailed("state_replayed", message="This sign-in response was already used.")
+        rp = self.relying_parties.get(pending["provider"])
+        if rp is None:
+            raise LoginFailed("provider_unknown")
+        try:
+            tokens = await rp.exchange_code(code, callback_url, pending["verifier"])
+        except TokenEndpointError as exc:
+            raise LoginFailed("code_exchange_failed", detail=str(exc)) from None
+        if not isinstance(tokens.get("id_token"), str):
+            raise LoginFailed("id_token_missing", detail="token response without id_token")
+        claims, identity = await rp.verify_id_token(tokens["id_token"], nonce=pending["nonce"])
+        if not await self.sessions.consume_once("oidc-nonce", pending["nonce"], ttl):
+            raise LoginFailed("nonce_replayed", message="This sign-in response was already used.")
+        return SignedIn(identity, rp.provider.id, claims, tokens)
+
+
+class LoginFailed(ProxyError):
+    status, reason, message = 400, "login_failed", "Sign-in could not be completed."
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    identity: Identity
+    provider: str  # the identity provider's id
+    claims: dict[str, Any]  # the verified ID token's
+    tokens: dict[str, Any]  # the token endpoint's answer
 
 
 

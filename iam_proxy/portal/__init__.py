@@ -15,7 +15,6 @@ problem+json for everyone else; details go only to the log.
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 import time
 from typing import Callable
@@ -28,7 +27,6 @@ from ..audit.auditor import Auditor
 from ..authn.oidc_session import (
     CALLBACK_PATH,
     BrowserLogin,
-    TokenEndpointError,
     session_tokens,
     tokens_expire_at,
 )
@@ -46,10 +44,6 @@ log = logging.getLogger("iam_proxy.portal")
 _MAX_FORM_BYTES = 64 * 1024
 _SECURITY_HEADERS = [("cache-control", "no-store"), ("x-content-type-options", "nosniff"),
                      ("referrer-policy", "no-referrer"), ("x-frame-options", "DENY")]
-
-
-class LoginFailed(ProxyError):
-    status, reason, message = 400, "login_failed", "Sign-in could not be completed."
 
 
 def _wants_html(ctx: RequestContext) -> bool:
@@ -135,40 +129,16 @@ class Portal:
         return await self._redirect(send, location, [("set-cookie", cookie)])
 
     async def _callback(self, ctx: RequestContext, send) -> int:
-        query = ctx.parsed_query
         pending = self.sessions.open(self.sessions.read_cookie(ctx.headers, self.login_cookie), self.login_cookie)
-        if first(query.get("error")):
-            raise LoginFailed("idp_error", detail=f"IdP error {(first(query.get('error')) or '')[:64]!r}")
-        state, code = first(query.get("state")), first(query.get("code"))
-        if pending is None:
-            raise LoginFailed("login_state_missing", message="This sign-in was not started here or has expired.")
-        if not state or not code or not hmac.compare_digest(state, str(pending.get("state", ""))):
-            raise LoginFailed("state_mismatch", message="The sign-in response does not match this sign-in.")
-        if float(pending.get("exp", 0)) < self._clock():
-            raise LoginFailed("login_expired", message="This sign-in took too long. Please start again.")
-        settings = self.login.settings_for_provider(pending["provider"])
-        ttl = settings.login_timeout_seconds if settings else 600
-        if not await self.sessions.consume_once("oidc-state", state, ttl):
-            raise LoginFailed("state_replayed", message="This sign-in response was already used.")
-        rp = self.login.relying_parties.get(pending["provider"])
-        if rp is None:
-            raise LoginFailed("provider_unknown")
-        try:
-            tokens = await rp.exchange_code(code, self._callback_url(ctx), pending["verifier"])
-        except TokenEndpointError as exc:
-            raise LoginFailed("code_exchange_failed", detail=str(exc)) from None
-        if not isinstance(tokens.get("id_token"), str):
-            raise LoginFailed("id_token_missing", detail="token response without id_token")
-        claims, identity = await rp.verify_id_token(tokens["id_token"], nonce=pending["nonce"])
-        if not await self.sessions.consume_once("oidc-nonce", pending["nonce"], ttl):
-            raise LoginFailed("nonce_replayed", message="This sign-in response was already used.")
+        signed_in = await self.login.complete(pending, ctx.parsed_query, self._callback_url(ctx), self._clock())
+        tokens, claims = signed_in.tokens, signed_in.claims
         previous = await self.sessions.load(ctx.headers)
-        now = self._clock()
         _, session_cookie = await self.sessions.create(
-            identity=identity, provider=rp.provider.id, protocol="oidc", previous=previous,
+            identity=signed_in.identity, provider=signed_in.provider, protocol="oidc", previous=previous,
             idp_session_id=claims.get("sid") if isinstance(claims.get("sid"), str) else None,
-            tokens=session_tokens(tokens), token_expires_at=tokens_expire_at(tokens, now))
-        ctx.identity = identity
+            tokens=session_tokens(tokens), token_expires_at=tokens_expire_at(tokens, self._clock()))
+        ctx.identity = signed_in.identity
+        assert pending is not None  # complete() refused a callback without a pending sign-in
         target = self.safe_redirect(pending.get("rd"))
         return await self._redirect(send, target, [("set-cookie", session_cookie),
                                                    ("set-cookie", self.sessions.clear_cookie(self.login_cookie))])
