@@ -116,9 +116,6 @@ class AuditDraft:
     dry_run: bool = False
     include_input: bool = True
 
-    def refused(self, outcome: str, reason: str) -> None:
-        self.outcome, self.reason = outcome, reason
-
     def event(self, status: int, response: str) -> dict[str, Any]:
         return build_event(ctx=self.ctx, request=self.request, status=status, outcome=self.outcome,
                            reason=self.reason, decision=self.decision, policy_input=self.policy_input,
