@@ -1,0 +1,88 @@
+"""The one place a request passes the rate limits and the adaptive concurrency limit:
+
+    admission = await traffic.admit(identity, route_id, address, decision, forwarding=True)
+    ...                                   # forward; admission.headers go to the client
+    admission.release(status)             # always, with the status the client got
+
+`admit` raises Throttled (429 rate_limited, 503 rate_limit_unavailable or load_shed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter as MetricCounter
+
+from ..authn.identity import Identity
+from ..policy.decision import Decision
+from .adaptive import AdaptiveConcurrency
+from .config import RateLimitSettings
+from .gcra import MemoryStore
+from .limiter import Headers, RateLimiter, Throttled, policy_tier
+
+
+class Admission:
+    __slots__ = ("headers", "_adaptive", "_client", "_started")
+
+    def __init__(self, headers: Headers, adaptive: AdaptiveConcurrency | None = None, client: str = "") -> None:
+        self.headers = headers
+        self._adaptive = adaptive
+        self._client = client
+        self._started = time.monotonic()
+
+    def release(self, status: int) -> None:
+        if self._adaptive is not None:
+            self._adaptive.release(self._client, time.monotonic() - self._started, status >= 500)
+            self._adaptive = None
+
+
+class Traffic:
+    def __init__(self, settings: RateLimitSettings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        if settings.store == "redis":
+            from .redis_store import RedisStore
+
+            store: Any = RedisStore(settings.redis)  # type: ignore[arg-type]
+        else:
+            store = MemoryStore(settings.memory_max_keys)
+        self.limiter = RateLimiter(settings, store, registry)
+        self.adaptive = AdaptiveConcurrency(settings.adaptive, registry) if settings.adaptive.enabled else None
+        self.shed = MetricCounter("iam_proxy_load_shed_total", "Requests refused by the adaptive concurrency limit",
+                                  registry=registry)
+
+    async def admit(self, identity: Identity, route_id: str, address: str, decision: Decision | None,
+                    forwarding: bool) -> Admission:
+        tier = policy_tier(decision, self.settings.tiers)
+        headers = await self.limiter.check(identity, route_id, address, tier)
+        if self.adaptive is None or not forwarding:
+            return Admission(headers)
+        client = self.limiter.keys.value(self.settings.adaptive.key, identity, route_id, address)
+        if not self.adaptive.try_acquire(client):
+            self.shed.inc()
+            raise Throttled("load_shed", status=503, message="The upstream is overloaded; retry later.",
+                            client_headers=[("retry-after", "1")], detail=f"limit {self.adaptive.limit:.1f}")
+        return Admission(headers, self.adaptive, client)
+
+    def readiness(self) -> dict[str, Any]:
+        """For /readyz: the store's state; a store that is down fails readiness only when a limit
+        fails closed (failing open, the replica still serves)."""
+        store = self.limiter.store
+        return {"store": store.name, "up": store.up,
+                "on_store_error": "closed" if self.limiter.fails_closed else "open"}
+
+    @property
+    def ready(self) -> bool:
+        return self.limiter.store.up or not self.limiter.fails_closed
+
+    async def watch_store(self) -> None:
+        interval = self.settings.redis.health_interval_seconds if self.settings.redis else 1.0
+        while True:
+            await self.limiter.store.ping()
+            await asyncio.sleep(interval)
+
+    def background(self) -> list:
+        return [self.watch_store()] if self.settings.store == "redis" else []
+
+    async def close(self) -> None:
+        await self.limiter.store.close()
