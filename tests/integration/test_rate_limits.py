@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from snippets import snippet
 
 from support import Process, free_port, wait_for_port
 
@@ -117,23 +119,12 @@ def test_redis_down_fails_each_limit_as_configured(proxy_factory, proxy_config, 
     assert closed.client().get("/api/invoices/1", headers=headers).status_code == 200
 
 
-TIER_POLICY = """package tiers
-
-import rego.v1
-
-decision := {"allowed": true, "rate_limit": "gold"} if {
-	"gold" in input.identity.groups
-} else := {"allowed": true}
-"""
-
-
 def test_a_policy_gives_a_tier_its_own_limit(proxy_factory, proxy_config, issuer, policy_dir):
-    (policy_dir / "tiers.rego").write_text(TIER_POLICY)
+    """The policy and tiers of docs/rate-limiting.md, as written."""
+    (policy_dir / "tiers.rego").write_text(snippet("ratelimit-tier-policy").text)
     proxy_config["routes"][0]["policy"] = {"path": "tiers/decision"}
-    config = limited(proxy_config, None, requests=2)
-    config["rate_limits"]["tiers"] = {"gold": [{"id": "gold-user", "key": "identity", "requests": 4,
-                                                "per_seconds": 60}]}
-    proxy = proxy_factory(config)
+    proxy_config.update(yaml.safe_load(snippet("ratelimit-tiers").text))
+    proxy = proxy_factory(proxy_config)
     with proxy.client() as c:
         plain = [c.get("/api/x", headers=bearer(issuer, "carol", ["staff"])).status_code for _ in range(5)]
         gold = [c.get("/api/x", headers=bearer(issuer, "dave", ["gold"])) for _ in range(5)]
