@@ -141,7 +141,7 @@ class Proxy:
     def ready(self) -> tuple[bool, dict[str, bool]]:
         checks = {"policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
         checks.update({f"jwks:{pid}": cache.ready for pid, cache in self.jwks.items()})
-        checks["rate_limits"] = self.traffic.ready
+        checks.update(self.traffic.ready_checks())
         if self.saml is not None:
             checks[f"saml:{self.saml.sp.name}"] = self.saml.sp.ready
         return all(checks.values()), checks
@@ -193,7 +193,7 @@ class Proxy:
             ok, checks = self.ready
             await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "not ready",
                                                        "checks": checks, "policy_revision": self.engine.revision,
-                                                       "rate_limit_store": self.traffic.readiness()})
+                                                       **self.traffic.readiness()})
         elif path == "/metrics":
             body = generate_latest(self.metrics.registry)
             await send({"type": "http.response.start", "status": 200,

@@ -64,16 +64,19 @@ class Traffic:
                             client_headers=[("retry-after", "1")], detail=f"limit {self.adaptive.limit:.1f}")
         return Admission(headers, self.adaptive, client)
 
-    def readiness(self) -> dict[str, Any]:
-        """For /readyz: the store's state; a store that is down fails readiness only when a limit
-        fails closed (failing open, the replica still serves)."""
-        store = self.limiter.store
-        return {"store": store.name, "up": store.up,
-                "on_store_error": "closed" if self.limiter.fails_closed else "open"}
+    def ready_checks(self) -> dict[str, bool]:
+        """A Redis that is down fails readiness only when a limit fails closed (failing open, the
+        replica still serves)."""
+        if self.settings.store != "redis":
+            return {}
+        return {"rate_limits:redis": self.limiter.store.up or not self.limiter.fails_closed}
 
-    @property
-    def ready(self) -> bool:
-        return self.limiter.store.up or not self.limiter.fails_closed
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz adds: the shared store's state, whichever mode applies."""
+        if self.settings.store != "redis":
+            return {}
+        return {"rate_limit_store": {"store": "redis", "up": self.limiter.store.up,
+                                     "on_store_error": "closed" if self.limiter.fails_closed else "open"}}
 
     async def watch_store(self) -> None:
         interval = self.settings.redis.health_interval_seconds if self.settings.redis else 1.0

@@ -51,8 +51,6 @@ class MemoryStore:
     """Counters of this process only (no Redis configured); at most `max_keys`, the idle ones
     (TAT in the past, i.e. at full capacity) forgotten first."""
 
-    name = "memory"
-
     def __init__(self, max_keys: int, clock=time.monotonic) -> None:
         self._tats: dict[str, float] = {}
         self._max_keys = max_keys

@@ -38,8 +38,6 @@ return out
 
 
 class RedisStore:
-    name = "redis"
-
     def __init__(self, settings: RedisLimitStore) -> None:
         import redis.asyncio as redis
 

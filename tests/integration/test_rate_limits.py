@@ -103,7 +103,7 @@ def test_redis_down_fails_each_limit_as_configured(proxy_factory, proxy_config, 
     assert served.status_code == 200 and "ratelimit" not in served.headers
     wait_until(lambda: httpx.get(closed.admin_url + "/readyz").status_code == 503)
     ready = httpx.get(closed.admin_url + "/readyz").json()
-    assert ready["checks"]["rate_limits"] is False
+    assert ready["checks"]["rate_limits:redis"] is False
     assert ready["rate_limit_store"] == {"store": "redis", "up": False, "on_store_error": "closed"}
     # failing open, the replica stays ready and says the store is down
     open_ready = httpx.get(opened.admin_url + "/readyz")
