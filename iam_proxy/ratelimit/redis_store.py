@@ -38,6 +38,8 @@ return out
 
 
 class RedisStore:
+    """`up` turns false on the first failed call and true again when a health ping answers."""
+
     def __init__(self, settings: RedisLimitStore) -> None:
         import redis.asyncio as redis
 
@@ -55,6 +57,8 @@ class RedisStore:
         self.up = True
 
     async def check(self, counters: list[Counter]) -> Verdict:
+        if not self.up:  # until the health ping sees it back: no request waits for a dead store
+            raise StoreUnavailable("redis: down at the last check")
         keys = [self._prefix + c.key for c in counters]
         args = [v for c in counters for v in (repr(c.interval_ms), repr(c.tolerance_ms))]
         try:
