@@ -157,16 +157,15 @@ class Pipeline:
             decision = outcome.decision if outcome is not None else None
             result.outcome, result.reason = "allowed", "dry_run_denied" if dry_run else "allowed"
             identity = ctx.identity
+            if self.traffic is not None:  # rate limits and load shedding (ratelimit/)
+                admission = await self.traffic.admit(identity, ctx.route.id, self.rewriter.client_address(ctx),
+                                                     decision, forwarding=not forward_auth)
             assertion = None
             if not identity.anonymous:
                 assertion = self.signer.sign(identity, audience=ctx.route.settings.assertion_audience
                                              or ctx.route.id, jti=ctx.decision_id)
             policy_headers = decision.headers if decision and decision.allowed else {}
-            client_headers = self._client_headers(ctx, decision)
-            if self.traffic is not None:  # rate limits and load shedding (ratelimit/)
-                admission = await self.traffic.admit(identity, ctx.route.id, self.rewriter.client_address(ctx),
-                                                     decision, forwarding=not forward_auth)
-                client_headers += admission.headers
+            client_headers = self._client_headers(ctx, decision) + (admission.headers if admission else [])
             if forward_auth:
                 result.status = await self.forward_auth.answer_allowed(
                     send, self.rewriter.identity_headers(identity, assertion)
