@@ -96,6 +96,17 @@ async def test_limits_count_per_identity_client_route_and_network():
     assert await admitted(gate, BOB, route="public")  # the limit is not on this route
 
 
+def test_client_keys_fall_back_from_attributes_to_certificate_to_identity_and_network():
+    keys = traffic({}).limiter.keys
+    device = Identity(sub="CN=device-7", method="x509", cert={"fingerprint": "ab12"})
+    apikey = Identity(sub="ops", method="apikey", attributes={"api_key_id": "k-9"})
+    anonymous = Identity(sub="anonymous", method="anonymous")
+    assert keys.value("client", device, "api", "10.0.0.1") == "client:cert:ab12"
+    assert keys.value("client", apikey, "api", "10.0.0.1") == "client:api_key_id:k-9"
+    assert keys.value("client", ALICE, "api", "10.0.0.1") == "identity:https://idp|alice"
+    assert keys.value("identity", anonymous, "api", "2001:db8::1") == "network:2001:db8::/64"
+
+
 async def test_the_429_carries_retry_after_and_the_ietf_headers():
     clock = Clock()
     gate = traffic({"limits": [{"id": "user", "key": "identity", "requests": 10, "per_seconds": 60, "burst": 2}]},
