@@ -1,6 +1,6 @@
 """Adaptive concurrency toward the upstreams, shared fairly between clients.
 
-The limit L (requests in flight, this process) follows the upstream, in the spirit of Envoy's
+One limit per route. The limit L (the route's requests in flight, this process) follows its upstream, in the spirit of Envoy's
 adaptive concurrency filter, with a configured latency target instead of a measured minimum:
 every `interval_seconds` (once `min_samples` requests have completed), with p90 the 90th
 percentile latency of the window and e its share of 5xx answers,
@@ -21,14 +21,11 @@ import math
 import time
 from collections import Counter
 
-from prometheus_client import CollectorRegistry, Gauge
-
 from .config import AdaptiveSettings
 
 
 class AdaptiveConcurrency:
-    def __init__(self, settings: AdaptiveSettings, registry: CollectorRegistry | None = None,
-                 clock=time.monotonic) -> None:
+    def __init__(self, settings: AdaptiveSettings, clock=time.monotonic) -> None:
         self.settings = settings
         self.limit = float(settings.initial_limit)
         self.inflight: Counter[str] = Counter()
@@ -37,11 +34,6 @@ class AdaptiveConcurrency:
         self._window_start = clock()
         self._latencies: list[float] = []
         self._failures = 0
-        if registry is not None:
-            Gauge("iam_proxy_adaptive_concurrency_limit", "The adaptive concurrency limit toward upstreams",
-                  registry=registry).set_function(lambda: self.limit)
-            Gauge("iam_proxy_adaptive_concurrency_inflight", "Requests in flight to upstreams",
-                  registry=registry).set_function(lambda: self.total)
 
     def fair_share(self, client: str) -> int:
         active = len(self.inflight) + (client not in self.inflight)

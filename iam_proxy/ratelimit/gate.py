@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter as MetricCounter
+from prometheus_client.core import GaugeMetricFamily
 
 from ..authn.identity import Identity
 from ..policy.decision import Decision
@@ -47,22 +48,27 @@ class Traffic:
         else:
             store = MemoryStore(settings.memory_max_keys)
         self.limiter = RateLimiter(settings, store, registry)
-        self.adaptive = AdaptiveConcurrency(settings.adaptive, registry) if settings.adaptive.enabled else None
+        # one adaptive limit per route: a slow upstream sheds its own traffic, not the others'
+        self.adaptive: dict[str, AdaptiveConcurrency] = {}
         self.shed = MetricCounter("iam_proxy_load_shed_total", "Requests refused by the adaptive concurrency limit",
-                                  registry=registry)
+                                  ["route"], registry=registry)
+        registry.register(_AdaptiveGauges(self.adaptive))
 
     async def admit(self, identity: Identity, route_id: str, address: str, decision: Decision | None,
                     forwarding: bool) -> Admission:
         tier = policy_tier(decision, self.settings.tiers)
         headers = await self.limiter.check(identity, route_id, address, tier)
-        if self.adaptive is None or not forwarding:
+        if not self.settings.adaptive.enabled or not forwarding:
             return Admission(headers)
+        adaptive = self.adaptive.get(route_id)
+        if adaptive is None:
+            adaptive = self.adaptive[route_id] = AdaptiveConcurrency(self.settings.adaptive)
         client = self.limiter.keys.value(self.settings.adaptive.key, identity, route_id, address)
-        if not self.adaptive.try_acquire(client):
-            self.shed.inc()
+        if not adaptive.try_acquire(client):
+            self.shed.labels(route=route_id).inc()
             raise Throttled("load_shed", status=503, message="The upstream is overloaded; retry later.",
-                            client_headers=[("retry-after", "1")], detail=f"limit {self.adaptive.limit:.1f}")
-        return Admission(headers, self.adaptive, client)
+                            client_headers=[("retry-after", "1")], detail=f"limit {adaptive.limit:.1f}")
+        return Admission(headers, adaptive, client)
 
     def ready_checks(self) -> dict[str, bool]:
         """A Redis that is down fails readiness only when a limit fails closed (failing open, the
@@ -89,3 +95,20 @@ class Traffic:
 
     async def close(self) -> None:
         await self.limiter.store.close()
+
+
+class _AdaptiveGauges:
+    """The adaptive limit and requests in flight of each route, read when /metrics is scraped."""
+
+    def __init__(self, limits: dict[str, AdaptiveConcurrency]) -> None:
+        self._limits = limits
+
+    def collect(self):
+        limit = GaugeMetricFamily("iam_proxy_adaptive_concurrency_limit",
+                                  "The adaptive concurrency limit toward a route's upstream", labels=["route"])
+        inflight = GaugeMetricFamily("iam_proxy_adaptive_concurrency_inflight",
+                                     "Requests in flight to a route's upstream", labels=["route"])
+        for route, adaptive in list(self._limits.items()):
+            limit.add_metric([route], adaptive.limit)
+            inflight.add_metric([route], adaptive.total)
+        return [limit, inflight]

@@ -177,7 +177,7 @@ def test_a_slow_upstream_sheds_the_noisy_client_and_serves_the_quiet_one(proxy_f
     statuses = {name: Counter(codes) for name, codes in answers.items()}
     assert statuses["quiet"][200] >= 5 and set(statuses["quiet"]) == {200}, statuses
     assert statuses["noisy"][503] > statuses["noisy"][200], statuses
-    assert proxy.metric("iam_proxy_adaptive_concurrency_limit") < 8
-    assert proxy.metric("iam_proxy_load_shed_total") == statuses["noisy"][503]
+    assert proxy.metric("iam_proxy_adaptive_concurrency_limit", 'route="api"') < 8
+    assert proxy.metric("iam_proxy_load_shed_total", 'route="api"') == statuses["noisy"][503]
     shed = [e for e in proxy.wait_audit(sum(statuses["noisy"].values())) if e["reason"] == "load_shed"]
     assert len(shed) == statuses["noisy"][503]

@@ -4,6 +4,7 @@ adaptive concurrency control law, with an injected clock (the Redis store: tests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -210,3 +211,15 @@ def test_config_errors_name_the_key(section, message):
            "rate_limits": section}
     with pytest.raises(ConfigError, match=message):
         parse_settings(raw)
+
+
+async def test_each_route_has_its_own_adaptive_limit():
+    gate = traffic({"adaptive": {"enabled": True, "initial_limit": 2, "min_limit": 1, "key": "identity"}})
+    for _ in range(4):  # two admitted on route api, then alice holds her whole share
+        with contextlib.suppress(Throttled):
+            await gate.admit(ALICE, "api", "10.0.0.1", None, forwarding=True)
+    with pytest.raises(Throttled, match="load_shed"):
+        await gate.admit(ALICE, "api", "10.0.0.1", None, forwarding=True)
+    assert await admitted(gate, ALICE, route="reports")  # another upstream, another limit
+    assert await admitted(gate, ALICE, route="api") is False
+    assert (await gate.admit(ALICE, "api", "10.0.0.1", None, forwarding=False)).headers == []  # forward-auth
