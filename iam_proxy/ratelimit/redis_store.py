@@ -46,10 +46,10 @@ class RedisStore:
         self._errors = (redis.RedisError, OSError, asyncio.TimeoutError)
         # Blocking pool: a burst waits for one of `max_connections` (within the timeout) instead of
         # opening a connection per request.
+        secret = {"password": settings.password.get_secret_value()} if settings.password else {}
         pool = redis.BlockingConnectionPool.from_url(
             settings.url, max_connections=settings.max_connections, timeout=settings.timeout_seconds,
-            socket_timeout=settings.timeout_seconds, socket_connect_timeout=settings.timeout_seconds,
-            password=settings.password.get_secret_value() if settings.password else None)
+            socket_timeout=settings.timeout_seconds, socket_connect_timeout=settings.timeout_seconds, **secret)
         self._redis = redis.Redis(connection_pool=pool)
         self._script = self._redis.register_script(GCRA_LUA)
         self._timeout = settings.timeout_seconds
