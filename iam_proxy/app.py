@@ -36,6 +36,7 @@ from .ops.metrics import Metrics
 from .pipeline import Pipeline
 from .policy.runtime import PolicyRuntime
 from .portal import Portal
+from .ratelimit import Traffic
 from .routes.matcher import RouteTable
 from .session import build_session_manager
 from .settings import Settings
@@ -86,6 +87,7 @@ class Proxy:
                                        session_cookie=settings.sessions.cookie_name)
         self.forward_auth = ForwardAuth(settings.forward_auth.trusted_peers, settings.listeners.trusted_proxies,
                                         only=settings.forward_auth.only)
+        self.traffic = Traffic(settings.rate_limits, self.metrics.registry)
         self.pipeline = Pipeline(
             routes=RouteTable(settings.routes), authenticators=self.authenticators, decider=self.policy.decider,
             rewriter=self.rewriter, signer=self.signer, auditor=self.auditor, enrichers=self.enrichers,
@@ -93,7 +95,7 @@ class Proxy:
         )
         self.doors = FrontDoors(pipeline=self.pipeline, upstream=self.upstream, rewriter=self.rewriter,
                                 auditor=self.auditor, metrics=self.metrics, forward_auth=self.forward_auth,
-                                decision_log=self.policy.decision_log)
+                                decision_log=self.policy.decision_log, traffic=self.traffic)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -122,7 +124,7 @@ class Proxy:
         await asyncio.gather(*(cache.refresh() for cache in self.jwks.values()))
         for cache in self.jwks.values():
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
-        for job in self.policy.background():
+        for job in [*self.policy.background(), *self.traffic.background()]:
             self._tasks.append(asyncio.create_task(job))
         if self.saml is not None:
             await self.saml.start()
@@ -136,6 +138,7 @@ class Proxy:
                 await task
         await self.upstream.close()
         await self.policy.close()
+        await self.traffic.close()
         for directory in self.directories.values():
             await directory.close()
         if self.saml is not None:
@@ -150,6 +153,7 @@ class Proxy:
     def ready(self) -> tuple[bool, dict[str, bool]]:
         checks = {"policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
         checks.update({f"jwks:{pid}": cache.ready for pid, cache in self.jwks.items()})
+        checks.update(self.traffic.ready_checks())
         if self.saml is not None:
             checks[f"saml:{self.saml.sp.name}"] = self.saml.sp.ready
         return all(checks.values()), checks
@@ -204,7 +208,8 @@ class Proxy:
         elif path == "/readyz":
             ok, checks = self.ready
             await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "not ready",
-                                                       "checks": checks, "policy_revision": self.engine.revision})
+                                                       "checks": checks, "policy_revision": self.engine.revision,
+                                                       **self.traffic.readiness()})
         elif path == "/metrics":
             body = generate_latest(self.metrics.registry)
             await send({"type": "http.response.start", "status": 200,

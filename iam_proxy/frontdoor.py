@@ -18,16 +18,19 @@ from typing import Any, Awaitable, Callable
 
 from .audit.auditor import Auditor
 from .audit.writeahead import AuditedResponse
-from .context import RequestDescription
+from .context import RequestContext, RequestDescription
 from .core.asgi import Receive, Scope, Send
+from .core.decision import Decision
 from .core.errors import ProxyError, RouteNotFound
+from .core.identity import Identity
 from .core.responses import send_error
 from .forward.headers import HeaderRewriter
 from .forward.upstream import ClientDisconnected, UpstreamClient, UpstreamResponseFailed
 from .forward_auth import ForwardAuth, refusal_headers
 from .ops.metrics import Metrics
-from .pipeline import Outcome, Pipeline
+from .pipeline import Admit, Outcome, Pipeline
 from .policy.decision_log import DecisionLogWriter
+from .ratelimit import Admission, Traffic
 
 log = logging.getLogger("iam_proxy.pipeline")
 
@@ -37,7 +40,7 @@ Answer = Callable[[Send], Awaitable[int]]  # sends the allowed response, returns
 class FrontDoors:
     def __init__(self, *, pipeline: Pipeline, upstream: UpstreamClient, rewriter: HeaderRewriter,
                  auditor: Auditor, metrics: Metrics, forward_auth: ForwardAuth,
-                 decision_log: DecisionLogWriter | None = None) -> None:
+                 decision_log: DecisionLogWriter | None = None, traffic: Traffic | None = None) -> None:
         self.pipeline = pipeline
         self.upstream = upstream
         self.rewriter = rewriter
@@ -45,6 +48,7 @@ class FrontDoors:
         self.metrics = metrics
         self.forward_auth = forward_auth
         self.decision_log = decision_log
+        self.traffic = traffic  # rate limits and load shedding (ratelimit/)
 
     async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Decide, then forward the request and stream the upstream's answer back."""
@@ -54,7 +58,7 @@ class FrontDoors:
             outcome = self.pipeline.refusal(request, RouteNotFound(
                 "proxying_disabled", detail="forward_auth.only: the proxy forwards nothing"))
         else:
-            outcome = await self.pipeline.decide(request)
+            outcome = await self.pipeline.decide(request, admit=self._admitter(forwarding=True))
 
         async def forward(send: Send) -> int:
             ctx = outcome.ctx
@@ -75,12 +79,24 @@ class FrontDoors:
         except ProxyError as exc:
             outcome = self.pipeline.refusal(RequestDescription.from_scope(scope), exc)
         else:
-            outcome = await self.pipeline.decide(request)
+            outcome = await self.pipeline.decide(request, admit=self._admitter(forwarding=False))
 
         async def answer(send: Send) -> int:
             return await self.forward_auth.answer_allowed(send, outcome.upstream_headers, outcome.client_headers)
 
         await self._respond(scope, outcome, send, answer, started, refusal_headers)
+
+    def _admitter(self, forwarding: bool) -> Admit | None:
+        """The rate limits' check for an allowed request; load shedding applies to what is forwarded."""
+        traffic = self.traffic
+        if traffic is None:
+            return None
+
+        async def admit(ctx: RequestContext, identity: Identity, decision: Decision) -> Admission:
+            assert ctx.route is not None
+            return await traffic.admit(identity, ctx.route.id, self.rewriter.client_address(ctx), decision,
+                                       forwarding=forwarding)
+        return admit
 
     async def _respond(self, scope: Scope, outcome: Outcome, send: Send, answer: Answer, started: float,
                        describe_refusal: Callable[[ProxyError], list[tuple[str, str]]] | None = None) -> None:
@@ -115,6 +131,8 @@ class FrontDoors:
             status, audit.outcome, audit.reason = 500, "error", "internal_error"
             await send_error(audited, ProxyError(), audit.ctx.decision_id if audit.ctx is not None else "-")
         finally:
+            if outcome.admission is not None:
+                outcome.admission.release(status)
             audited.finish(status)
             if audited.refused:
                 audit.outcome, audit.reason = "error", "audit_unavailable"

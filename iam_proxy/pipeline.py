@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from .audit.auditor import Auditor
 from .audit.event import AuditDraft
 from .authn.base import Authenticator, Interactive
@@ -31,12 +31,14 @@ from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter
 from .policy.decider import Decider
 from .policy.input import build_input
+from .ratelimit import Admission
 from .routes.matcher import RouteTable
 
 log = logging.getLogger("iam_proxy.pipeline")
 
 Headers = list[tuple[str, str]]
 InputExtension = Callable[[dict[str, Any]], None]
+Admit = Callable[[RequestContext, Identity, Decision], Awaitable[Admission]]
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Outcome:
     # For the client: what authenticators set (session cookie, Negotiate token), the policy's
     # response_headers_to_add, or the refusal's challenge.
     client_headers: Headers = field(default_factory=list)
+    # The rate limits' admission of an allowed request; the front door releases it with the status.
+    admission: Admission | None = None
 
     @property
     def ctx(self) -> RequestContext | None:
@@ -82,13 +86,15 @@ class Pipeline:
         self.include_input = include_input
 
     async def decide(self, request: RequestDescription, identity: Identity | None = None,
-                     extend_input: InputExtension | None = None) -> Outcome:
+                     extend_input: InputExtension | None = None, admit: Admit | None = None) -> Outcome:
         """The outcome of `request`. `identity`, when given, stands for what the route's
         authenticators would have found (`iam-proxy explain --identity`); `extend_input` adds what a
-        front door knows beyond the request to the policy input (an ext_authz CheckRequest's fields)."""
+        front door knows beyond the request to the policy input (an ext_authz CheckRequest's fields);
+        `admit` is the front door's rate limits, asked once the policy allows and before the
+        assertion is signed (a refused request costs no signature)."""
         outcome = Outcome(AuditDraft(request, include_input=self.include_input))
         try:
-            await self._decide(outcome, request, identity, extend_input)
+            await self._decide(outcome, request, identity, extend_input, admit)
         except ProxyError as exc:
             self.refuse(outcome, exc)
         except Exception:  # noqa: BLE001 - a bug is a 500, its details only in the log
@@ -121,7 +127,7 @@ class Pipeline:
         outcome.client_headers = list(ctx.response_headers.items()) if ctx is not None else []
 
     async def _decide(self, outcome: Outcome, request: RequestDescription, identity: Identity | None,
-                      extend_input: InputExtension | None) -> None:
+                      extend_input: InputExtension | None, admit: Admit | None) -> None:
         audit = outcome.audit
         ctx = audit.ctx = request_context(request)
         audit.client_address = self.rewriter.client_address(ctx)
@@ -137,6 +143,8 @@ class Pipeline:
             extend_input(audit.policy_input)
         decision = await self._decision(ctx, audit)
         audit.outcome, audit.reason = "allowed", "dry_run_denied" if audit.dry_run else "allowed"
+        if admit is not None:
+            outcome.admission = await admit(ctx, identity, decision)
         assertion = None
         if not identity.anonymous:
             assertion = self.signer.sign(identity, audience=route.settings.assertion_audience or route.id,
@@ -148,6 +156,8 @@ class Pipeline:
         outcome.client_headers = [(name, as_wire(value)) for name, value in
                                   [*ctx.response_headers.items(), *allowed.response_headers_to_add.items()]
                                   if settable(name) and safe_value(value)]
+        if outcome.admission is not None:
+            outcome.client_headers += outcome.admission.headers
 
     async def _decision(self, ctx: RequestContext, audit: AuditDraft) -> Decision:
         """The route's decision; a denial raises, unless the route runs its policy dry (then the

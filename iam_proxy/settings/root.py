@@ -14,6 +14,7 @@ from .forward import IdentityHeaders
 from .identity import JWTProvider
 from .listeners import ForwardAuthSettings, Listeners
 from .policy import PolicySettings
+from .ratelimit import RateLimitSettings
 from .routes import Route
 from .saml import SAMLAuthenticatorSettings
 from .sessions import SessionSettings
@@ -31,6 +32,7 @@ class Settings(Model):
     forward_auth: ForwardAuthSettings = ForwardAuthSettings()
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 
@@ -55,6 +57,7 @@ class Settings(Model):
                     raise ValueError(f"{section}.{name}.directory: unknown directory {plugin.directory!r}")
         _check_interactive_logins(self)
         _check_saml(self)
+        _check_rate_limit_routes(self)
         for i, route in enumerate(self.routes):
             for j, auth_name in enumerate(route.authenticators):
                 if auth_name not in self.authenticators:
@@ -92,6 +95,14 @@ def _check_saml(settings: "Settings") -> None:
                 raise ValueError(f"sessions.secret: authenticator {name!r} (saml) needs a session secret")
             if auth.replay_cache.store == "redis" and settings.sessions.redis is None:
                 raise ValueError(f"authenticators.{name}.replay_cache.store: 'redis' needs sessions.redis.url")
+
+
+def _check_rate_limit_routes(settings: "Settings") -> None:
+    route_ids = {r.id for r in settings.routes}
+    for where, limit in settings.rate_limits.all_limits():
+        for j, route_id in enumerate(limit.routes):
+            if route_id not in route_ids:
+                raise ValueError(f"rate_limits.{where}.routes[{j}]: unknown route {route_id!r}")
 
 
 def _check_interactive_logins(settings: "Settings") -> None:
