@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from support import copy_policies, run_cli
 
@@ -120,3 +124,31 @@ def test_bad_arguments_name_the_option(recorded, tmp_path):
     assert result.returncode == 2 and "--events" in result.stderr
     result = run_cli("policy", "replay", "--events", str(recorded), "--policies", "policies", "--since", "yesterday")
     assert result.returncode == 2 and "--since" in result.stderr
+
+
+def test_the_documented_ci_job(recorded, tmp_path):
+    """docs/policies.md: the script fails the job on a flip and keeps the JSON report; the workflow runs it."""
+    from snippets import snippet
+
+    workflow = yaml.safe_load(snippet("replay-ci-workflow").text)
+    steps = workflow["jobs"]["replay"]["steps"]
+    assert {"run": "sh ci/replay.sh", "env": {"MAX_FLIPS": "0"}} in steps
+    assert any(s.get("with", {}).get("path") == "replay.json" for s in steps)
+
+    repo = tmp_path / "policy-repo"
+    (repo / "ci").mkdir(parents=True)
+    (repo / "ci" / "replay.sh").write_text(snippet("replay-ci-script").text)
+    (repo / "audit").mkdir()
+    shutil.copy(recorded, repo / "audit" / "audit.jsonl")
+    shutil.copytree(_candidate(tmp_path), repo / "policies")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def job(max_flips: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "ci/replay.sh"], cwd=repo, env={**env, "MAX_FLIPS": max_flips},
+                              capture_output=True, text=True, timeout=120)
+
+    failed = job("0")
+    assert failed.returncode == 1, failed.stderr
+    assert "flips: 2 (1 allow->deny, 1 deny->allow)" in failed.stdout
+    assert json.loads((repo / "replay.json").read_text())["flips"]["total"] == 2
+    assert job("2").returncode == 0
