@@ -30,6 +30,7 @@ from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_
 from .ops.metrics import Metrics
 from .pipeline import Pipeline
 from .portal import Portal
+from .replay.shadow import ShadowRunner
 from .policy.runtime import PolicyRuntime
 from . import redaction
 from .responses import send_error, send_json
@@ -83,6 +84,7 @@ class Proxy:
             decider=self.policy.decider, decision_log=self.policy.decision_log,
             enrichers=self.enrichers, forward_auth=self.forward_auth,
         )
+        self.pipeline.shadow = ShadowRunner(settings.routes, self.metrics.registry, self.auditor)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -112,6 +114,7 @@ class Proxy:
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
         for job in self.policy.background():
             self._tasks.append(asyncio.create_task(job))
+        self.pipeline.shadow.start()
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
@@ -123,6 +126,7 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.upstream.close()
+        await self.pipeline.shadow.stop()
         await self.policy.close()
         for directory in self.directories.values():
             await directory.close()

@@ -28,6 +28,7 @@ from pydantic import (
 from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink  # noqa: F401 (re-exported)
 from .errors import ConfigError
 from .extras import require_module, require_program
+from .replay.shadow_settings import ShadowPolicySettings
 from .validators import http_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -620,6 +621,8 @@ class RoutePolicy(_Model):
     # Cache this route's decisions (see policy.cache). Unset: on for the embedded engine, whose
     # revision the proxy controls; true is refused for engine "opa".
     cache: bool | None = None
+    # A candidate policy evaluated beside this one, after the response (docs/policies.md, shadow policies).
+    shadow: ShadowPolicySettings | None = None
 
     @field_validator("path")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from ..errors import PolicyError
 from ..policy.decision import MalformedDecision, parse_decision
-from ..policy.engine import decide
+from ..policy.engine import PolicyEngine, decide
 from .candidate import Candidate
 from .redacted import blocking
 
@@ -63,9 +63,10 @@ def live_verdict(event: dict[str, Any]) -> Verdict | None:
     return Verdict(parsed.allowed, tuple(parsed.reasons))
 
 
-async def decide_candidate(candidate: Candidate, path: str, policy_input: dict[str, Any]) -> Verdict:
+async def decide_verdict(engine: PolicyEngine, path: str, policy_input: dict[str, Any]) -> Verdict:
+    """The engine's verdict; a failure is the deny it would cause, with its reason code."""
     try:
-        outcome = await decide(candidate.engine, path, policy_input)
+        outcome = await decide(engine, path, policy_input)
     except PolicyError as exc:
         return Verdict(False, (exc.reason,))
     return Verdict(outcome.decision.allowed, tuple(outcome.decision.reasons))
@@ -80,7 +81,7 @@ async def replay_one(candidate: Candidate, event: dict[str, Any]) -> Replayed:
     hidden = blocking(candidate.reads(event["decision"]["path"]), event)
     if hidden:
         return Replayed(event, "cannot_replay", live, cause="reads_redacted", redacted=hidden)
-    verdict = await decide_candidate(candidate, event["decision"]["path"], event["input"])
+    verdict = await decide_verdict(candidate.engine, event["decision"]["path"], event["input"])
     return Replayed(event, "flip" if verdict.allowed != live.allowed else "unchanged", live, verdict)
 
 

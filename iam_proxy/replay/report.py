@@ -75,10 +75,15 @@ def render_text(report: dict[str, Any]) -> str:
              f"cannot replay: {cannot['total']}" + (f" {cannot['by_cause']}" if cannot["total"] else "")]
     for field_path, count in cannot["redacted_fields"].items():
         lines.append(f"  {count} read the redacted {field_path}")
-    for group in report["groups"]:
+    return "\n".join(lines + render_groups(report["groups"]))
+
+
+def render_groups(groups: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for group in groups:
         arrow = "allow->deny" if group["direction"] == "allow_to_deny" else "deny->allow"
         lines.append(f"{group['count']:6d}  {arrow}  route={group['route']} rule={group['rule']} "
                      f"identity={group['identity']} reason={group['reason']!r}")
         for example in group["examples"]:
             lines.append(f"          e.g. {example['decision_id']} {example['method']} {example['path']}")
-    return "\n".join(lines)
+    return lines

@@ -13,35 +13,14 @@ import httpx
 import pytest
 import yaml
 
+from replay_support import candidate_policies as _candidate, traffic as _traffic
 from support import copy_policies, run_cli
-
-
-def _traffic(proxy, issuer) -> None:
-    """Two allows, two denials, one public allow, one unauthenticated request (not a decision)."""
-    calls = [("alice", ["finance"], "GET", "/api/invoices/1"), ("bob", ["sales"], "GET", "/api/invoices/1"),
-             ("carol", ["auditors"], "POST", "/api/invoices/1"), ("dave", ["auditors"], "GET", "/api/reports/q3")]
-    with httpx.Client(base_url=proxy.url) as client:
-        for sub, groups, method, path in calls:
-            client.request(method, path, headers={"Authorization": f"Bearer {issuer.token(sub, groups)}"})
-        client.get("/public/hello")
-        assert client.get("/api/invoices/1").status_code == 401
-    assert len(proxy.wait_audit(6)) == 6
 
 
 @pytest.fixture
 def recorded(proxy, issuer) -> Path:
     _traffic(proxy, issuer)
     return proxy.audit_path
-
-
-def _candidate(tmp_path: Path) -> Path:
-    """Auditors lose reports (dave flips to deny); sales may read invoices (bob flips to allow)."""
-    target = copy_policies(tmp_path / "candidate")
-    data = json.loads((target / "rbac" / "data.json").read_text())
-    data["permissions"]["auditors"] = [{"methods": ["GET"], "path": "/api/invoices/**"}]
-    data["permissions"]["sales"] = [{"methods": ["GET"], "path": "/api/invoices/**"}]
-    (target / "rbac" / "data.json").write_text(json.dumps(data))
-    return target
 
 
 def _replay(*args: str) -> tuple[int, dict]:
