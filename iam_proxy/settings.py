@@ -29,6 +29,7 @@ from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink
 from .errors import ConfigError
 from .extras import require_module, require_program
 from .replay.shadow_settings import ShadowPolicySettings
+from .signals.settings import SignalsSettings
 from .validators import http_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -855,6 +856,7 @@ class Settings(_Model):
     forward_auth: ForwardAuthSettings = ForwardAuthSettings()
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
+    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (iam_proxy/signals/)
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 
