@@ -1,8 +1,9 @@
 """Which redacted input values a policy can read.
 
 An audit event lists in `input_redacted` the JSON pointers of the input values it does not show as
-the live decision saw them (masked credentials, pseudonymized or dropped identity fields). Events
-written before that field existed are scanned for the masks themselves. A replay whose policy can
+the live decision saw them (masked credentials, pseudonymized or dropped identity fields); every
+masking writes there (redaction.changed_pointers, audit/privacy.py). Events written before that
+field existed are scanned for the masks themselves. A replay whose policy can
 read one of them (input_reads.py, conservative) is "cannot replay", never a guess.
 """
 
@@ -33,9 +34,10 @@ def _scan(node: Any, path: tuple[str, ...]) -> list[str]:
 
 
 def redacted_pointers(event: dict[str, Any]) -> list[str]:
-    """The event's own list, and any value that looks masked (older events, or a masking we missed)."""
-    declared = event.get("input_redacted") or []
-    return sorted({*declared, *_scan(event.get("input"), ("input",))})
+    """The event's own list; an event written before there was one is scanned for masks."""
+    if "input_redacted" in event:
+        return sorted(event["input_redacted"])
+    return sorted(_scan(event.get("input"), ("input",)))
 
 
 def can_read(reads: Reads, json_pointer: str) -> bool:

@@ -33,6 +33,7 @@ def test_events_say_what_they_redacted_and_older_events_are_scanned():
     original = {"h": {"authorization": "Bearer abc", "x-tenant": "t"}, "identity": {"sub": "alice"}}
     shown = {"h": {"authorization": "Bearer ***", "x-tenant": "t"}, "identity": {"sub": "alice"}}
     assert changed_pointers(original, shown) == ["/input/h/authorization"]
+    assert redacted_pointers({"input": shown, "input_redacted": ["/input/h/authorization"]}) == ["/input/h/authorization"]
     old_event = {"input": {**shown, "identity": {"sub": "ps:1234", "groups": ["ps:ab"]}}}
     assert redacted_pointers(old_event) == ["/input/h/authorization", "/input/identity/groups", "/input/identity/sub"]
     assert blocking({"identity": {"groups": True}}, old_event) == ["/input/identity/groups"]
