@@ -10,7 +10,7 @@ import httpx
 from support import copy_policies
 
 
-def traffic(proxy, issuer) -> list[int]:
+def send_traffic(proxy, issuer) -> list[int]:
     """Two allows, two denials, one public allow, one unauthenticated request (not a decision);
     the statuses the client got."""
     calls = [("alice", ["finance"], "GET", "/api/invoices/1"), ("bob", ["sales"], "GET", "/api/invoices/1"),
@@ -18,7 +18,12 @@ def traffic(proxy, issuer) -> list[int]:
     with httpx.Client(base_url=proxy.url) as client:
         statuses = [client.request(method, path, headers={"Authorization": f"Bearer {issuer.token(sub, groups)}"})
                     .status_code for sub, groups, method, path in calls]
-        statuses += [client.get("/public/hello").status_code, client.get("/api/invoices/1").status_code]
+        return statuses + [client.get("/public/hello").status_code, client.get("/api/invoices/1").status_code]
+
+
+def traffic(proxy, issuer) -> list[int]:
+    """send_traffic, once its six request events are in the audit file."""
+    statuses = send_traffic(proxy, issuer)
     assert len([e for e in proxy.wait_audit(6) if e.get("kind") is None]) == 6  # shadow events come later
     return statuses
 

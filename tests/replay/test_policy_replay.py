@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from replay_support import candidate_policies as _candidate, traffic as _traffic
+from replay_support import candidate_policies as _candidate, send_traffic, traffic as _traffic
 from support import copy_policies, run_cli
 
 
@@ -131,3 +131,18 @@ def test_the_documented_ci_job(recorded, tmp_path):
     assert "flips: 2 (1 allow->deny, 1 deny->allow)" in failed.stdout
     assert json.loads((repo / "replay.json").read_text())["flips"]["total"] == 2
     assert job("2").returncode == 0
+
+
+def test_replay_from_the_spool_of_an_undelivered_sink(proxy_factory, proxy_config, issuer, tmp_path):
+    """A webhook collector that is down keeps the events in the spool's segments: replay reads them."""
+    from support import free_port
+
+    proxy_config["audit"] = {"spool": {"dir": str(tmp_path / "spool")}, "sinks": [
+        {"type": "http", "kind": "webhook", "url": f"http://127.0.0.1:{free_port()}/events"}]}
+    proxy = proxy_factory(proxy_config)
+    assert send_traffic(proxy, issuer) == [200, 403, 403, 200, 200, 401]
+    segments = list((tmp_path / "spool").rglob("*.seg"))
+    assert segments
+    code, report = _replay("--events", str(segments[0].parent), "--policies", str(_candidate(tmp_path)))
+    assert (report["events"], report["replayed"], report["flips"]["total"]) == (6, 5, 2)
+
