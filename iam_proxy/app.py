@@ -51,6 +51,7 @@ class Proxy:
         """`worker`: this process's number among `listeners.workers`; `audit_board`: the audit
         metrics table the workers share (see audit/metrics.py)."""
         self.settings = settings
+        self.worker = worker
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
@@ -106,7 +107,7 @@ class Proxy:
         caches = Caches(sessions=self.sessions, session_providers=providers,
                         introspection=[a for a in self.authenticators.values() if hasattr(a, "forget")],
                         decision_cache=self.policy.decider.cache)
-        return SignalsRuntime(settings.signals, self.auditor, caches, self._outbound_session)
+        return SignalsRuntime(settings.signals, self.auditor, caches, self._outbound_session, self.worker)
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""

@@ -880,6 +880,8 @@ class Settings(_Model):
                         and plugin.directory not in directory_ids:
                     raise ValueError(f"{section}.{name}.directory: unknown directory {plugin.directory!r}")
         _check_interactive_logins(self)
+        if self.signals is not None and self.listeners.workers > 1 and self.signals.state_file is None:
+            raise ValueError("signals.state_file: listeners.workers > 1 needs a file the workers share revocations in")
         _check_saml(self)
         for i, route in enumerate(self.routes):
             for j, auth_name in enumerate(route.authenticators):

@@ -26,9 +26,11 @@ RETRY_SECONDS = (1, 2, 5, 10, 30)
 
 
 class SignalsRuntime:
-    def __init__(self, settings: SignalsSettings, auditor: Any, caches: Caches, session_factory) -> None:
+    def __init__(self, settings: SignalsSettings, auditor: Any, caches: Caches, session_factory,
+                 worker: int = 0) -> None:
         self.settings = settings
-        self.revocations = Revocations(settings.revocation_ttl_seconds)
+        self.worker = worker  # of listeners.workers: only worker 0 polls (others learn from state_file)
+        self.revocations = Revocations(settings.revocation_ttl_seconds, journal=settings.state_file)
         self.receiver = Receiver(settings, self.revocations, caches, auditor)
         self.push = PushEndpoint(self.receiver)
         self._session_factory = session_factory
@@ -43,7 +45,7 @@ class SignalsRuntime:
         attempt = 0
         while True:  # the transmitter may be down at startup: keep trying, the proxy serves meanwhile
             try:
-                setup = await set_up(self._session_factory(), transmitter)
+                setup = await set_up(self._session_factory(), transmitter, manage=self.worker == 0)
                 verifier = SetVerifier(transmitter, setup.jwks_uri, self._session_factory)
                 await verifier.jwks.refresh()
                 if not verifier.jwks.ready:
@@ -57,7 +59,7 @@ class SignalsRuntime:
         self.receiver.verifiers[transmitter.issuer] = verifier
         log.info("shared signals transmitter %s ready (%s delivery)", transmitter.id, transmitter.delivery)
         jobs = [verifier.jwks.run_periodic()]
-        if transmitter.delivery == "poll":
-            assert setup.poll_url is not None  # set_up checks it
+        if transmitter.delivery == "poll" and self.worker == 0:
+            assert setup.poll_url is not None  # set_up checks it in worker 0
             jobs.append(Poller(transmitter, setup.poll_url, self.receiver).run(self._session_factory))
         await asyncio.gather(*jobs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -68,6 +69,9 @@ class SignalsSettings(_Model):
     # SET ids seen (per issuer), to act on each SET once.
     jti_cache_entries: int = Field(default=100_000, ge=100)
     max_set_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A journal of revocations: shared by the workers of one host (needed with listeners.workers > 1)
+    # and read back at startup, so a restart does not forget them.
+    state_file: Path | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> "SignalsSettings":

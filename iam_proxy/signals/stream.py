@@ -65,7 +65,8 @@ async def call(session: aiohttp.ClientSession, transmitter: TransmitterSettings,
         raise TransmitterError(f"{method} {url}: not JSON") from None
 
 
-async def set_up(session: aiohttp.ClientSession, transmitter: TransmitterSettings) -> Setup:
+async def set_up(session: aiohttp.ClientSession, transmitter: TransmitterSettings, manage: bool = True) -> Setup:
+    """`manage`: False in all workers but one, so that one stream is set up, not one per worker."""
     if transmitter.configuration_url is None:
         assert transmitter.jwks_uri is not None  # settings validation
         return Setup(transmitter.jwks_uri, transmitter.poll_url)
@@ -75,7 +76,7 @@ async def set_up(session: aiohttp.ClientSession, transmitter: TransmitterSetting
     jwks_uri = transmitter.jwks_uri or config.get("jwks_uri")
     if not isinstance(jwks_uri, str):
         raise TransmitterError(f"{transmitter.configuration_url}: no jwks_uri")
-    if not transmitter.manage_stream:
+    if not (transmitter.manage_stream and manage):
         return Setup(jwks_uri, transmitter.poll_url)
     endpoint = config.get("configuration_endpoint")
     if not isinstance(endpoint, str):

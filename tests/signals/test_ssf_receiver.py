@@ -167,3 +167,33 @@ def test_poll_delivery_with_a_managed_stream_acts_and_acknowledges(proxy_factory
     _wait(lambda: transmitter.hits.count("GET /ssf/stream") >= 2, what="the second stream lookup")
     time.sleep(0.3)
     assert len(transmitter.streams) == 1
+
+
+def test_workers_share_revocations_and_a_restart_keeps_them(proxy_factory, proxy_config, issuer, transmitter, tmp_path):
+    proxy_config["listeners"]["workers"] = 2
+    proxy_config["signals"] = {**_signals(transmitter), "state_file": str(tmp_path / "revocations.jsonl")}
+    proxy = proxy_factory(proxy_config)
+    _wait(lambda: transmitter.hits.count("GET /jwks") >= 2, what="both workers to fetch the keys")
+    erin = issuer.token("erin", ["finance"])
+    _, revoked = transmitter.issue(CAEP + "session-revoked", {"format": "iss_sub", "iss": issuer.issuer, "sub": "erin"})
+    assert _push(proxy, transmitter, revoked).status_code == 202  # reaches one of the two workers
+    time.sleep(0.2)
+    statuses = {_get(proxy, erin).status_code for _ in range(20)}  # a new connection each: both workers
+    assert statuses == {401}
+
+    proxy.stop()
+    again = proxy_factory(proxy.config, name="restarted")
+    assert _get(again, erin).json()["reason"] == "subject_revoked"  # remembered across the restart
+
+
+def test_several_workers_need_the_state_file(proxy_config, transmitter, tmp_path):
+    import yaml
+
+    from support import run_cli
+
+    proxy_config["listeners"]["workers"] = 2
+    proxy_config["signals"] = _signals(transmitter)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(proxy_config))
+    check = run_cli("check", "--config", str(path))
+    assert check.returncode == 2 and "signals.state_file" in check.stderr
