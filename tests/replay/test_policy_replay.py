@@ -146,3 +146,24 @@ def test_replay_from_the_spool_of_an_undelivered_sink(proxy_factory, proxy_confi
     code, report = _replay("--events", str(segments[0].parent), "--policies", str(_candidate(tmp_path)))
     assert (report["events"], report["replayed"], report["flips"]["total"]) == (6, 5, 2)
 
+
+
+@pytest.mark.parametrize("engine", ["embedded", "opa"])
+def test_replay_against_a_bundle(recorded, tmp_path, engine):
+    import io
+    import tarfile
+
+    source = _candidate(tmp_path)
+    bundle = tmp_path / "candidate.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        manifest = b'{"revision": "next-42", "roots": [""]}'
+        info = tarfile.TarInfo(".manifest")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and not path.name.endswith("_test.rego"):
+                tar.add(path, arcname=str(path.relative_to(source)))
+    _, report = _replay("--events", str(recorded), "--policies", str(bundle), "--engine", engine)
+    assert report["candidate"]["revision"] == "next-42"
+    assert report["flips"] == {"total": 2, "allow_to_deny": 1, "deny_to_allow": 1}
+

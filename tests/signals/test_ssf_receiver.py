@@ -197,3 +197,26 @@ def test_several_workers_need_the_state_file(proxy_config, transmitter, tmp_path
     path.write_text(yaml.safe_dump(proxy_config))
     check = run_cli("check", "--config", str(path))
     assert check.returncode == 2 and "signals.state_file" in check.stderr
+
+
+def test_claims_change_drops_cached_lookups_and_revokes_nothing(proxy_factory, proxy_config, issuer, transmitter):
+    proxy = _start(proxy_factory, proxy_config, transmitter)
+    frank = issuer.token("frank", ["finance"])
+    assert _get(proxy, frank).status_code == 200
+    assert _get(proxy, frank).status_code == 200  # the second decision comes from the decision cache
+    _, changed = transmitter.issue(CAEP + "token-claims-change", {"format": "iss_sub", "iss": issuer.issuer,
+                                                                  "sub": "frank"}, claims={"groups": ["sales"]})
+    assert _push(proxy, transmitter, changed).status_code == 202
+    assert _get(proxy, frank).status_code == 200  # not a revocation
+    signal = _wait(lambda: _signal_events(proxy), what="the signal")[0]["signal"]
+    assert (signal["refreshed"], signal["revoked"]) == (1, 0)
+    assert signal["decisions_dropped"] >= 1
+
+
+def test_unknown_event_types_are_accepted_audited_and_ignored(proxy_factory, proxy_config, issuer, transmitter):
+    proxy = _start(proxy_factory, proxy_config, transmitter)
+    _, token = transmitter.issue(RISC + "account-enabled", {"format": "opaque", "id": "alice"})
+    assert _push(proxy, transmitter, token).status_code == 202
+    assert _get(proxy, issuer.token("alice", ["finance"])).status_code == 200
+    signal = _wait(lambda: _signal_events(proxy), what="the signal")[0]
+    assert signal["outcome"] == "accepted" and signal["signal"]["ignored"] == [RISC + "account-enabled"]
