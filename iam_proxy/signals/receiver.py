@@ -69,14 +69,14 @@ class Receiver:
             verifier = self.verifiers.get(issuer or "")
             if verifier is None:
                 if issuer in self._issuers:
-                    return Outcome("unavailable", "", "the transmitter is not set up yet")
+                    return self._defer(None, delivery, "transmitter_not_ready", "the transmitter is not set up yet")
                 raise SetRejected("invalid_issuer", "set_issuer_unknown", "no transmitter with this issuer")
             event = await verifier.verify(token)
         except SetRejected as exc:
-            self.audit(None, delivery, "rejected", exc.reason, {"err": exc.err, "issuer": issuer})
+            self.audit(None, delivery, "rejected", exc.reason, {"err": exc.err, "iss": issuer})
             return Outcome("rejected", exc.err, exc.description)
         except AuthUnavailable:
-            return Outcome("unavailable", "", "the transmitter's keys cannot be fetched")
+            return self._defer(None, delivery, "transmitter_keys_unavailable", "the transmitter's keys cannot be fetched")
         key = (event.iss, event.jti)
         if key in self._seen:
             self.audit(event, delivery, "duplicate", "set_duplicate", {})
@@ -87,8 +87,17 @@ class Receiver:
         except SubjectError as exc:
             self.audit(event, delivery, "rejected", "set_subject_unreadable", {"err": "invalid_request"})
             return Outcome("rejected", "invalid_request", str(exc))
+        except Exception:  # noqa: BLE001 - e.g. the session store is down: the revocation holds, the rest is retried
+            log.exception("security event %s was not acted on completely", event.jti)
+            self._seen.pop(key, None)  # the transmitter's retry is acted on again, not taken as a duplicate
+            return self._defer(event, delivery, "set_action_failed", "the event could not be acted on; retry")
         self.audit(event, delivery, "accepted", _reason(event), actions)
         return Outcome("accepted")
+
+    def _defer(self, event: SecurityEventToken | None, delivery: str, reason: str, description: str) -> Outcome:
+        """Not refused, not done: a push is answered 503 and a polled SET is left unacknowledged."""
+        self.audit(event, delivery, "deferred", reason, {})
+        return Outcome("unavailable", "", description)
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._seen[key] = None
@@ -157,8 +166,9 @@ class Receiver:
             "timestamp": datetime.fromtimestamp(self._clock(), timezone.utc).isoformat(timespec="microseconds")
             .replace("+00:00", "Z"),
             "outcome": outcome, "reason": reason, "identity": identity,
+            # a SET refused before it was verified has only what its sender claims (`iss`, in details)
             "signal": {"delivery": delivery, "transmitter": event.transmitter if event else None,
-                       "iss": event.iss if event else details.pop("issuer", None), "jti": event.jti if event else None,
+                       "iss": event.iss if event else None, "jti": event.jti if event else None,
                        "events": sorted(event.events) if event else [], "txn": event.txn if event else None,
                        **details},
             "labels": LABELS,

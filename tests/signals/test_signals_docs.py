@@ -34,6 +34,8 @@ def test_the_documented_configurations_run(proxy_config, issuer, tmp_path, name)
         if name == "signals-push":
             assert stranger.push(endpoint, from_idp, authorization=None).status_code == 401
             assert stranger.push(endpoint, from_idp).status_code == 503  # the keys are not fetched yet
+            deferred = [e for e in proxy.audit_events() if e.get("kind") == "signal" and e["outcome"] == "deferred"]
+            assert [e["reason"] for e in deferred] == ["transmitter_not_ready"]
             refused = stranger.push(endpoint, unknown)
             assert (refused.status_code, refused.json()["err"]) == (400, "invalid_issuer")
         deadline = time.monotonic() + 5
