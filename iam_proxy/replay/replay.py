@@ -18,7 +18,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..errors import PolicyError
+from ..errors import ConfigError, PolicyError
 from ..policy.decision import MalformedDecision, parse_decision
 from ..policy.engine import PolicyEngine, decide
 from .candidate import Candidate
@@ -64,6 +64,10 @@ def live_verdict(event: dict[str, Any]) -> Verdict | None:
     return Verdict(parsed.allowed, tuple(parsed.reasons))
 
 
+# The engine could not answer: not a decision of the candidate's, so never a flip.
+UNANSWERED = frozenset({"policy_unavailable", "policy_timeout"})
+
+
 async def decide_verdict(engine: PolicyEngine, path: str, policy_input: dict[str, Any]) -> Verdict:
     """The engine's verdict; a failure is the deny it would cause, with its reason code."""
     try:
@@ -83,6 +87,8 @@ async def replay_one(candidate: Candidate, event: dict[str, Any]) -> Replayed:
     if hidden:
         return Replayed(event, "cannot_replay", live, cause="reads_redacted", redacted=hidden)
     verdict = await decide_verdict(candidate.engine, event["decision"]["path"], event["input"])
+    if verdict.reasons and verdict.reasons[0] in UNANSWERED:
+        raise ConfigError(f"--policies: the candidate engine did not answer ({verdict.reasons[0]})")
     return Replayed(event, "flip" if verdict.allowed != live.allowed else "unchanged", live, verdict)
 
 

@@ -5,7 +5,7 @@ gone out (`offer`: a sample draw and a non-blocking put on a bounded queue; a fu
 offer and counts it). One worker thread, with its own event loop, owns the candidate engines and
 evaluates them; its verdicts come back to the proxy's loop, where they are counted
 
-    iam_proxy_shadow_decisions_total{route, result}            agree | disagree | dropped
+    iam_proxy_shadow_decisions_total{route, result}            agree | disagree | dropped | error
     iam_proxy_shadow_disagreements_total{route, rule, direction}   allow_to_deny | deny_to_allow
 
 and every disagreement is written as an audit event of its own (`"kind": "shadow"`, the request's
@@ -34,7 +34,7 @@ from ..policy.opa_http import OpaHttpEngine
 from ..redaction import mask_query_string, mask_uri
 from ..settings import OpaServerSettings, Route
 from .candidate import load_candidate
-from .replay import Verdict, decide_verdict
+from .replay import UNANSWERED, Verdict, decide_verdict
 from .shadow_settings import ShadowPolicySettings
 
 log = logging.getLogger("iam_proxy.shadow")
@@ -87,7 +87,7 @@ class ShadowRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.decisions = Counter("iam_proxy_shadow_decisions_total",
-                                 "Shadow-policy decisions by route and result (agree, disagree, dropped)",
+                                 "Shadow-policy decisions by route and result (agree, disagree, dropped, error)",
                                  ["route", "result"], registry=registry)
         self.disagreements = Counter("iam_proxy_shadow_disagreements_total",
                                      "Shadow-policy disagreements by route, rule (decision path) and direction",
@@ -149,7 +149,7 @@ class ShadowRunner:
                     verdict = loop.run_until_complete(decide_verdict(engine, offer.shadow_path, offer.policy_input))
                 except Exception:  # noqa: BLE001 - the shadow must outlive anything one decision does
                     log.exception("shadow decision failed for %s", offer.request["decision_id"])
-                    verdict = Verdict(False, ("shadow_error",))
+                    verdict = Verdict(False, ("policy_unavailable",))
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(self._record, offer, verdict, engine.revision, engine.name)
         finally:
@@ -161,6 +161,9 @@ class ShadowRunner:
 
     def _record(self, offer: _Offer, verdict: Verdict, revision: str, engine: str) -> None:
         route = offer.route["id"]
+        if verdict.reasons and verdict.reasons[0] in UNANSWERED:  # the candidate's engine, not its policy
+            self.decisions.labels(route=route, result="error").inc()
+            return
         if verdict.allowed == offer.live.allowed:
             self.decisions.labels(route=route, result="agree").inc()
             return

@@ -167,3 +167,13 @@ def test_replay_against_a_bundle(recorded, tmp_path, engine):
     assert report["candidate"]["revision"] == "next-42"
     assert report["flips"] == {"total": 2, "allow_to_deny": 1, "deny_to_allow": 1}
 
+
+
+def test_an_engine_that_does_not_answer_is_an_error_not_a_report(recorded):
+    from support import free_port
+
+    result = run_cli("policy", "replay", "--events", str(recorded), "--policies", "policies", "--engine", "opa",
+                     "--opa-url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert "the candidate engine did not answer (policy_unavailable)" in result.stderr
+    assert result.stdout == ""
