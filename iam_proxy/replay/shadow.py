@@ -102,8 +102,8 @@ class ShadowRunner:
     def offer(self, ctx: Any, policy_input: dict[str, Any], outcome: DecisionOutcome | None, reason: str) -> None:
         """Called after the response went out; never blocks, never raises into the request."""
         shadow = self.plans.get(ctx.route.id) if ctx.route is not None else None
-        if shadow is None or self._draw() >= shadow.sample_rate:
-            return
+        if shadow is None or outcome is None and reason in UNANSWERED or self._draw() >= shadow.sample_rate:
+            return  # (a live engine that did not answer decided nothing to compare with)
         live = (Verdict(outcome.decision.allowed, tuple(outcome.decision.reasons)) if outcome is not None
                 else Verdict(False, (reason,)))
         identity = ctx.identity.summary() if ctx.identity is not None else None
