@@ -31,11 +31,15 @@ from .ops.metrics import Metrics
 from .pipeline import Pipeline
 from .portal import Portal
 from .ratelimit import Traffic
+from .replay.shadow import ShadowRunner
 from .policy.runtime import PolicyRuntime
 from . import redaction
 from .responses import send_error, send_json
 from .routes.matcher import RouteTable
 from .settings import SAMLAuthenticatorSettings, Settings
+from .signals import PUSH_PATH
+from .signals.receiver import Caches
+from .signals.runtime import SignalsRuntime
 from .session import build_session_manager
 
 log = logging.getLogger("iam_proxy")
@@ -48,6 +52,7 @@ class Proxy:
         """`worker`: this process's number among `listeners.workers`; `audit_board`: the audit
         metrics table the workers share (see audit/metrics.py)."""
         self.settings = settings
+        self.worker = worker
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
@@ -66,8 +71,13 @@ class Proxy:
         self.authenticators: dict[str, Authenticator] = build_authenticators(
             Deps(settings=settings, jwks=self.jwks, http_session=self._outbound_session, metrics=self.metrics,
                  directories=self.directories, saml=self.saml, browser_login=self.browser_login))
+        self.signals = self._build_signals(settings)
+        if self.signals is not None:  # revoked subjects are refused whatever credential they bring
+            self.authenticators = self.signals.guard(self.authenticators)
         self.enrichers = build_enrichers(EnricherDeps(settings=settings, directories=self.directories,
                                                       http_session=self._outbound_session, metrics=self.metrics))
+        if self.signals is not None:
+            self.signals.receiver.caches.enrichers = [e for e in self.enrichers.values() if hasattr(e, "forget")]
         assertion = settings.identity_headers.assertion
         self.signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds)
         # an upstream echoing the signed assertion must not hand it to the client
@@ -85,9 +95,21 @@ class Proxy:
             decider=self.policy.decider, decision_log=self.policy.decision_log,
             enrichers=self.enrichers, forward_auth=self.forward_auth, traffic=self.traffic,
         )
+        self.pipeline.shadow = ShadowRunner(settings.routes, self.metrics.registry, self.auditor)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _build_signals(self, settings: Settings) -> SignalsRuntime | None:
+        """The OpenID Shared Signals receiver, given what it ends and forgets (signals/receiver.py)."""
+        if settings.signals is None:
+            return None
+        providers = {p.id: p.issuer for p in settings.identity_providers}
+        providers.update({n: None for n, a in settings.authenticators.items() if isinstance(a, SAMLAuthenticatorSettings)})
+        caches = Caches(sessions=self.sessions, session_providers=providers,
+                        introspection=[a for a in self.authenticators.values() if hasattr(a, "forget")],
+                        decision_cache=self.policy.decider.cache)
+        return SignalsRuntime(settings.signals, self.auditor, caches, self._outbound_session, self.worker)
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
@@ -114,6 +136,9 @@ class Proxy:
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
         for job in [*self.policy.background(), *self.traffic.background()]:
             self._tasks.append(asyncio.create_task(job))
+        self.pipeline.shadow.start()
+        if self.signals is not None:
+            self._tasks += [asyncio.create_task(job) for job in self.signals.background()]
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
@@ -125,6 +150,7 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.upstream.close()
+        await self.pipeline.shadow.stop()
         await self.policy.close()
         await self.traffic.close()
         for directory in self.directories.values():
@@ -159,6 +185,9 @@ class Proxy:
             return
         if scope["path"] == AUTH_PATH:
             await self.pipeline.handle(scope, receive, send, forward_auth=True)
+            return
+        if scope["path"] == PUSH_PATH and self.signals is not None:
+            await self.signals.push.handle(scope, receive, send)
             return
         if scope["path"] == PROBLEM_PATH:
             await self._problem(scope, send)

@@ -73,6 +73,7 @@ class Pipeline:
         self.include_input = include_input
         self.forward_auth = forward_auth or ForwardAuth([], [], only=False)
         self.traffic = traffic
+        self.shadow: Any = None  # replay/shadow.py: candidate policies, offered each decision after the response
 
     async def authenticate(self, ctx: RequestContext) -> Identity:
         """First authenticator that recognises its credential wins; a bad credential stops the chain."""
@@ -209,6 +210,8 @@ class Pipeline:
             self.metrics.requests.labels(route=ctx.route.id if ctx and ctx.route else "",
                                          outcome=result.outcome, reason=result.reason).inc()
             self.metrics.latency.labels(outcome=result.outcome).observe(time.perf_counter() - started)
+            if self.shadow is not None and policy_input is not None and ctx is not None:
+                self.shadow.offer(ctx, policy_input, outcome, result.reason)
 
     @staticmethod
     def _apply_method_override(ctx: RequestContext) -> None:

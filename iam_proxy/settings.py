@@ -29,6 +29,8 @@ from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink
 from .errors import ConfigError
 from .extras import require_module, require_program
 from .ratelimit.config import RateLimitSettings
+from .replay.shadow_settings import ShadowPolicySettings
+from .signals.settings import SignalsSettings
 from .validators import http_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -621,6 +623,8 @@ class RoutePolicy(_Model):
     # Cache this route's decisions (see policy.cache). Unset: on for the embedded engine, whose
     # revision the proxy controls; true is refused for engine "opa".
     cache: bool | None = None
+    # A candidate policy evaluated beside this one, after the response (docs/policies.md, shadow policies).
+    shadow: ShadowPolicySettings | None = None
 
     @field_validator("path")
     @classmethod
@@ -854,6 +858,7 @@ class Settings(_Model):
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (iam_proxy/signals/)
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 
@@ -877,6 +882,8 @@ class Settings(_Model):
                         and plugin.directory not in directory_ids:
                     raise ValueError(f"{section}.{name}.directory: unknown directory {plugin.directory!r}")
         _check_interactive_logins(self)
+        if self.signals is not None and self.listeners.workers > 1 and self.signals.state_file is None:
+            raise ValueError("signals.state_file: listeners.workers > 1 needs a file the workers share revocations in")
         _check_saml(self)
         _check_rate_limit_routes(self)
         for i, route in enumerate(self.routes):

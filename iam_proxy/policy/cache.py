@@ -85,6 +85,12 @@ class DecisionCache:
         self._entries.move_to_end(key)
         return result
 
+    def clear(self) -> int:
+        """Drop every entry (a security event changed what some identity may do); how many there were."""
+        count = len(self._entries)
+        self._entries.clear()
+        return count
+
     def put(self, revision: str, key: bytes, result: EngineResult) -> None:
         """`revision` is the one the key was made with; if the engine has moved on since, the
         entry is dropped with the rest at the next lookup."""
