@@ -106,11 +106,14 @@ def test_a_slow_head_within_the_deadline_is_served(limited):
 def test_a_stalled_body_is_cut_off_at_the_body_idle_deadline(limited):
     before = refusals(limited, "body_timeout")
     head = request_bytes("POST", "/public/upload", [("Content-Type", "application/octet-stream"),
-                                                     ("Content-Length", "1000")])
+                                                     ("Content-Length", "1000"), ("X-Request-Id", "stalled-body")])
     outcome = stall(limited.port, head + b"x" * 100, wait=5)
     assert_refused(limited, outcome.answer, 408, "body_timeout")
     assert 0.9 < outcome.seconds < 2.5
     assert refusals(limited, "body_timeout") == before + 1
+    # this request had reached the app: it is audited, as a client that went away
+    event = audit_event(limited, "stalled-body")
+    assert (event["reason"], event["status"]) == ("client_disconnected", 499)
 
 
 def test_a_body_that_keeps_coming_is_not_cut_by_the_idle_deadline(limited):
