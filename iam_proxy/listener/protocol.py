@@ -6,15 +6,18 @@
                       holds back (reading paused, 100-continue not sent yet) does not count: 408
     request line      the target over max_uri_bytes: 414
     headers           one header over max_header_line_bytes, more than max_header_count, or more than
-                      max_header_bytes in all: 431 (the head's raw bytes are bounded too, so an endless
-                      header is cut while it is still arriving)
+                      max_header_bytes in all: 431. These are checked when the head is complete; the
+                      head's raw bytes are bounded while it arrives, so an endless header is cut early
     malformed         what httptools cannot parse: 400
 
 Each refusal is answered with `Connection: close`, then the connection is closed, counted and logged
 by the guard. A request already handed to the app sees `http.disconnect`; if its response had
-started, the connection is only closed. The parser is stopped from inside its callbacks by raising,
-which httptools turns into HttpParserCallbackError (tests/unit/test_listener_internals.py pins the
-uvicorn and httptools behaviour this relies on).
+started, the connection is only closed. The parser is stopped from inside on_headers_complete by
+raising, which httptools turns into HttpParserCallbackError (tests/unit/test_listener_internals.py
+pins the uvicorn and httptools behaviour this relies on).
+
+Cost: one timer per connection, re-armed when it fires rather than per request, and a few
+comparisons per request; bench/listener.py measures it against uvicorn's own protocol.
 """
 
 from __future__ import annotations
@@ -51,38 +54,36 @@ def _answer(reason: str) -> bytes:
 ANSWERS = {reason: _answer(reason) for reason in STATUS}
 
 
+_IDLE, _HEAD, _BODY = range(3)  # where the connection stands: between requests, in a head, in a body
+
+
 class _Stop(Exception):
     """Raised in a parser callback to stop parsing; the reason is in GuardedHttp._refusal."""
 
 
 class GuardedHttp(HttpToolsProtocol):
+    """One timer per connection, re-armed only when it fires (not per request), watches the head and
+    the body; the size limits are checked once per head, exactly only when its bytes could exceed them."""
+
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *, guard: "Guard", own_slot: bool = True) -> None:
         """`own_slot`: this protocol takes the client's ledger slot (plain HTTP); over TLS the
         handshake protocol holds it (handshake.py)."""
         super().__init__(config, server_state, app_state, _loop)
         self.guard = guard
-        limits = guard.limits
-        self._header_timeout = limits.header_timeout_seconds
-        self._body_idle_timeout = limits.body_idle_timeout_seconds
-        self._max_uri = limits.max_uri_bytes
-        self._max_line = limits.max_header_line_bytes
-        self._max_count = limits.max_header_count
-        self._max_header_bytes = limits.max_header_bytes
+        self.limits = limits = guard.limits
         # request line and header lines with their separators: what a head within the limits can take
         self._head_budget = limits.max_uri_bytes + limits.max_header_bytes + 4 * limits.max_header_count + 64
         self._own_slot = own_slot
         self._admitted = False
         self._tls: dict[str, Any] | None = None
-        self._deadline: asyncio.TimerHandle | None = None  # the header deadline or the body idle check
-        self._begun = False     # a request's first byte has arrived
-        self._in_head = True    # its head is not complete yet
-        self._in_body = False   # its head is complete, its body is not
-        self._head_bytes = 0
-        self._uri_bytes = 0
-        self._header_count = 0
-        self._header_bytes = 0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._phase = _HEAD      # a new connection owes its first head from now on
+        self._begun = False      # the current request's first byte has arrived
+        self._head_started = 0.0
         self._last_read = 0.0
+        self._head_bytes = 0     # bytes of chunks that ended inside the current head
+        self._chunk = 0          # the chunk being parsed
         self._refusal: str | None = None
         self._closed = False
 
@@ -101,10 +102,11 @@ class GuardedHttp(HttpToolsProtocol):
             self._tls = tls_scope_extension(transport)
         except Exception:  # noqa: BLE001 - no extension rather than a dropped connection
             log.exception("could not read the peer certificate")
-        self._deadline = self.loop.call_later(self._header_timeout, self._head_timed_out)
+        self._head_started = self.loop.time()
+        self._watchdog = self.loop.call_later(self.limits.header_timeout_seconds, self._watch)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
+        self._stop_watching()
         self._closed = True
         if self._admitted:
             self._admitted = False
@@ -115,6 +117,7 @@ class GuardedHttp(HttpToolsProtocol):
         if self._closed:
             return
         self._last_read = self.loop.time()
+        self._chunk = len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -124,16 +127,14 @@ class GuardedHttp(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._refuse(self._refusal or "malformed")
             return
-        if self._in_head:
-            # may count the tail of a previous pipelined request too: errs on the side of refusing
+        if self._phase == _HEAD:
+            # may count the tail of a previous pipelined request too: errs on the side of checking
             self._head_bytes += len(data)
-            if self._head_bytes > self._head_budget:
+            if self._head_bytes > self._head_budget:  # an endless head is cut while it arrives
                 self._refuse("headers_too_large")
-        elif self._in_body and self._deadline is None:
-            self._deadline = self.loop.call_later(self._body_idle_timeout, self._body_idle_check)
 
     def _upgrade(self) -> None:
-        self._cancel_deadline()
+        self._stop_watching()
         if self._admitted:  # the websocket protocol takes the transport over: its end is not ours to see
             self._admitted = False
             self.guard.release(self.client)
@@ -148,38 +149,34 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_begin()
         if self._tls is not None:
             self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
-        self._begun, self._in_head = True, True
-        self._uri_bytes = self._header_count = self._header_bytes = 0
-        if self._deadline is None:  # a keep-alive request: its deadline starts with its first byte
-            self._deadline = self.loop.call_later(self._header_timeout, self._head_timed_out)
-
-    def on_url(self, url: bytes) -> None:
-        self._uri_bytes += len(url)
-        if self._uri_bytes > self._max_uri:
-            self._stop("uri_too_long")
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value)
-        self._header_count += 1
-        self._header_bytes += size
-        if size > self._max_line:
-            self._stop("header_line_too_long")
-        if self._header_count > self._max_count:
-            self._stop("too_many_headers")
-        if self._header_bytes > self._max_header_bytes:
-            self._stop("headers_too_large")
-        super().on_header(name, value)
+        if self._phase != _HEAD:  # a keep-alive request: its deadline starts with its first byte
+            self._phase, self._head_started = _HEAD, self.loop.time()
+        self._begun = True
 
     def on_headers_complete(self) -> None:
-        self._cancel_deadline()
-        self._in_head, self._in_body, self._head_bytes = False, True, 0
+        limits = self.limits
+        if len(self.url) > limits.max_uri_bytes:
+            self._stop("uri_too_long")
+        if len(self.headers) > limits.max_header_count:
+            self._stop("too_many_headers")
+        if self._head_bytes + self._chunk > limits.max_header_line_bytes:  # else no header can be too long
+            self._check_header_sizes()
+        self._phase, self._head_bytes = _BODY, 0
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._begun = self._in_body = False
-        self._cancel_deadline()
+        self._phase, self._begun = _IDLE, False
         super().on_message_complete()
+
+    def _check_header_sizes(self) -> None:
+        total = 0
+        for name, value in self.headers:
+            size = len(name) + len(value)
+            if size > self.limits.max_header_line_bytes:
+                self._stop("header_line_too_long")
+            total += size
+        if total > self.limits.max_header_bytes:
+            self._stop("headers_too_large")
 
     def _stop(self, reason: str) -> None:
         self._refusal = reason
@@ -187,34 +184,38 @@ class GuardedHttp(HttpToolsProtocol):
 
     # ------------------------------------------------------------------ deadlines and refusals
 
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
-    def _head_timed_out(self) -> None:
-        self._deadline = None
-        self._refuse("header_timeout")
-
-    def _body_idle_check(self) -> None:
-        self._deadline = None
-        if not self._in_body or self._closed:
+    def _watch(self) -> None:
+        """The connection's timer: refuse a head past its deadline or a body silent too long, else
+        sleep until the earliest moment either could be due."""
+        self._watchdog = None
+        if self._closed:
             return
         now = self.loop.time()
-        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
-            self._last_read = now  # the proxy holds back, not the client: the silence starts afresh later
-        remaining = self._body_idle_timeout - (now - self._last_read)
-        if remaining > 0:
-            self._deadline = self.loop.call_later(remaining, self._body_idle_check)
-        else:
-            self._refuse("body_timeout")
+        limits = self.limits
+        wait = limits.header_timeout_seconds
+        if self._phase == _HEAD:
+            wait = self._head_started + limits.header_timeout_seconds - now
+            if wait <= 0:
+                return self._refuse("header_timeout")
+        elif self._phase == _BODY:
+            if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+                self._last_read = now  # the proxy holds back, not the client: the silence starts afresh
+            wait = self._last_read + limits.body_idle_timeout_seconds - now
+            if wait <= 0:
+                return self._refuse("body_timeout")
+        self._watchdog = self.loop.call_later(wait, self._watch)
 
     def _refuse(self, reason: str) -> None:
         """Answer `reason` with Connection: close (unless a response is on the wire) and close."""
         if self._closed:
             return
         self._closed = True
-        self._cancel_deadline()
+        self._stop_watching()
         self.guard.refused(self.client, reason)
         cycle = self.cycle
         in_flight = cycle is not None and not cycle.response_complete
