@@ -2,7 +2,7 @@
 /metrics by reason and logged with the peer's address, with real TLS clients (Python ssl, openssl
 s_client) and certificates that are expired, untrusted, revoked, for the wrong usage, or missing; a
 client that is not speaking TLS, one that stalls its handshake, and one offering TLS 1.1. The
-listener's header deadline holds behind TLS too.
+listener's header deadline and its connection limit hold behind TLS too.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def tls_proxy(pki, upstream, tmp_path_factory):
         "cert_file": str(pki.server.cert_path), "key_file": str(pki.server.key_path),
         "client_auth": "required", "client_ca_file": str(pki.ca.path), "crl_file": str(pki.crl_path),
     }
-    config["listeners"]["limits"] = {"header_timeout_seconds": 1}
+    config["listeners"]["limits"] = {"header_timeout_seconds": 1, "max_connections_per_client": 4}
     config["authenticators"]["mtls"] = {"type": "x509"}
     config["routes"] = [{"id": "public", "match": {"path": "/public/**"}, "upstream": upstream,
                          "authenticators": ["mtls"], "labels": {"access": "public"}}]
@@ -145,3 +145,19 @@ def test_the_header_deadline_holds_behind_tls(tls_proxy, pki):
         answer = read_until_closed(sock, timeout=5)
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert tls_proxy.metric("iam_proxy_listener_refusals_total", 'listener="proxy",reason="header_timeout"') >= 1
+
+
+def test_over_the_connection_limit_a_tls_client_is_closed_before_the_handshake(tls_proxy):
+    before = tls_proxy.metric("iam_proxy_listener_refusals_total", 'listener="proxy",reason="connection_limit"')
+    held = [socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) as fifth:
+            started = time.monotonic()
+            assert read_until_closed(fifth, timeout=5) == b""
+            assert time.monotonic() - started < 0.5  # not the handshake deadline: refused at once
+    finally:
+        for sock in held:
+            sock.close()
+    assert wait_for(lambda: tls_proxy.metric("iam_proxy_listener_refusals_total",
+                                             'listener="proxy",reason="connection_limit"') == before + 1)
