@@ -195,3 +195,11 @@ def test_connections_per_client_address_are_limited(few_connections):
         assert send_raw(proxy.port, request_bytes("GET", "/public/x", [])).status == 200
     assert proxy.metric("iam_proxy_listener_refusals_total", 'listener="proxy",reason="connection_limit"') == 1
     assert logged(proxy, "proxy listener refused 127.0.0.1:")
+
+
+def test_refusals_of_every_worker_are_counted_on_the_admin_listener(proxy_factory, proxy_config):
+    proxy_config["listeners"]["workers"] = 2
+    proxy = proxy_factory(proxy_config)
+    for _ in range(20):  # the kernel spreads the connections over both workers' sockets
+        assert stall(proxy.port, b"GET /public/x HTTP/1.1\r\nHost proxy.test\r\n\r\n", wait=5).status == 400
+    assert proxy.metric("iam_proxy_listener_refusals_total", 'listener="proxy",reason="malformed"') == 20
