@@ -217,11 +217,16 @@ class GuardedHttp(HttpToolsProtocol):
         self._closed = True
         self._stop_watching()
         self.guard.refused(self.client, reason)
-        cycle = self.cycle
-        in_flight = cycle is not None and not cycle.response_complete
-        if in_flight:  # the app's receive() now returns http.disconnect and its send() is dropped
+        cycle = self.cycle  # in a body: this request's; in a head: the previous request's, if any
+        busy = cycle is not None and not cycle.response_complete
+        if busy:  # the app's receive() now returns http.disconnect and its send() is dropped
             cycle.disconnected = True
             cycle.message_event.set()
-        if self._begun and not (in_flight and cycle.response_started):
+        # answer only where the answer is the next thing the client reads
+        if self._phase == _BODY:
+            answer = cycle is not None and not cycle.response_started  # the app may answer before reading it
+        else:
+            answer = self._begun and not busy
+        if answer:
             self.transport.write(ANSWERS[reason])
         self.transport.close()

@@ -116,6 +116,16 @@ def test_a_stalled_body_is_cut_off_at_the_body_idle_deadline(limited):
     assert (event["reason"], event["status"]) == ("client_disconnected", 499)
 
 
+def test_a_request_answered_before_its_body_stalled_gets_no_second_answer(limited):
+    head = request_bytes("POST", "/api/upload", [("Content-Type", "application/octet-stream"),
+                                                  ("Content-Length", "1000")])
+    keep_alive = head.replace(b"Connection: close", b"Connection: keep-alive")
+    outcome = stall(limited.port, keep_alive + b"x" * 100, wait=5)  # no token: 401 before the body is read
+    assert outcome.status == 401
+    assert outcome.answer.count(b"HTTP/1.1 ") == 1  # the stalled body is cut without a second answer
+    assert 0.9 < outcome.seconds < 2.5
+
+
 def test_a_body_that_keeps_coming_is_not_cut_by_the_idle_deadline(limited):
     body = b"y" * 12
     head = request_bytes("POST", "/public/upload", [("Content-Type", "application/octet-stream"),
