@@ -28,6 +28,7 @@ from pydantic import (
 from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink  # noqa: F401 (re-exported)
 from .errors import ConfigError
 from .extras import require_module, require_program
+from .listener.limits import ListenerLimits
 from .ratelimit.config import RateLimitSettings
 from .replay.shadow_settings import ShadowPolicySettings
 from .signals.settings import SignalsSettings
@@ -79,6 +80,8 @@ class Listeners(_Model):
     trusted_proxies: list[str] = []
     # Proxy processes sharing the proxy port (SO_REUSEPORT); one per core. See workers.py.
     workers: int = Field(default=1, ge=1, le=64)
+    # deadlines and sizes a client must keep to, on both listeners (listener/limits.py)
+    limits: ListenerLimits = ListenerLimits()
 
     @field_validator("trusted_proxies")
     @classmethod
