@@ -37,11 +37,15 @@ from .pipeline import Pipeline
 from .policy.runtime import PolicyRuntime
 from .portal import Portal
 from .ratelimit import Traffic
+from .replay.shadow import ShadowRunner
 from .routes.matcher import RouteTable
 from .session import build_session_manager
 from .settings import Settings
 from .settings.audit import AuditSettings
 from .settings.saml import SAMLAuthenticatorSettings
+from .signals import PUSH_PATH
+from .signals.receiver import Caches
+from .signals.runtime import SignalsRuntime
 
 log = logging.getLogger("iam_proxy")
 
@@ -57,6 +61,7 @@ class Proxy:
         metrics table the workers share (see audit/metrics.py); `audit`: the audit settings to build
         with, when not `settings.audit` (`iam-proxy check` relocates the journal)."""
         self.settings = settings
+        self.worker = worker
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
@@ -76,8 +81,13 @@ class Proxy:
             Deps(settings=settings, jwks=self.jwks, http_session=self._outbound_session, metrics=self.metrics,
                  directories=self.directories, saml=self.saml.authenticator if self.saml is not None else None,
                  browser_login=self.browser_login))
+        self.signals = self._build_signals(settings)
+        if self.signals is not None:  # revoked subjects are refused whatever credential they bring
+            self.authenticators = self.signals.guard(self.authenticators)
         self.enrichers = build_enrichers(EnricherDeps(settings=settings, directories=self.directories,
                                                       http_session=self._outbound_session, metrics=self.metrics))
+        if self.signals is not None:
+            self.signals.receiver.caches.enrichers = [e for e in self.enrichers.values() if hasattr(e, "forget")]
         assertion = settings.identity_headers.assertion
         self.signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds)
         # an upstream echoing the signed assertion must not hand it to the client
@@ -96,10 +106,22 @@ class Proxy:
         self.doors = FrontDoors(pipeline=self.pipeline, upstream=self.upstream, rewriter=self.rewriter,
                                 auditor=self.auditor, metrics=self.metrics, forward_auth=self.forward_auth,
                                 decision_log=self.policy.decision_log, traffic=self.traffic)
+        self.doors.shadow = ShadowRunner(settings.routes, self.metrics.registry, self.auditor)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._endpoints = self._own_endpoints()
+
+    def _build_signals(self, settings: Settings) -> SignalsRuntime | None:
+        """The OpenID Shared Signals receiver, given what it ends and forgets (signals/receiver.py)."""
+        if settings.signals is None:
+            return None
+        providers = {p.id: p.issuer for p in settings.identity_providers}
+        providers.update({n: None for n, a in settings.authenticators.items() if isinstance(a, SAMLAuthenticatorSettings)})
+        caches = Caches(sessions=self.sessions, session_providers=providers,
+                        introspection=[a for a in self.authenticators.values() if hasattr(a, "forget")],
+                        decision_cache=self.policy.decider.cache)
+        return SignalsRuntime(settings.signals, self.auditor, caches, self._outbound_session, self.worker)
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
@@ -126,6 +148,9 @@ class Proxy:
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
         for job in [*self.policy.background(), *self.traffic.background()]:
             self._tasks.append(asyncio.create_task(job))
+        self.doors.shadow.start()
+        if self.signals is not None:
+            self._tasks += [asyncio.create_task(job) for job in self.signals.background()]
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
@@ -137,6 +162,7 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.upstream.close()
+        await self.doors.shadow.stop()
         await self.policy.close()
         await self.traffic.close()
         for directory in self.directories.values():
@@ -164,6 +190,8 @@ class Proxy:
         """The proxy's own paths, each to the front door that answers it; every other path is proxied."""
         table: dict[str, App] = {JWKS_PATH: self._jwks, AUTH_PATH: self.doors.forward_auth_check,
                                  PROBLEM_PATH: self._problem}
+        if self.signals is not None:
+            table[PUSH_PATH] = self.signals.push.handle
         for portal in (self.portal, self.saml.portal if self.saml is not None else None):
             if portal is not None:
                 table.update(dict.fromkeys(portal.frame.paths, portal.frame))

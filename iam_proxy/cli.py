@@ -1,4 +1,4 @@
-"""iam-proxy command line: run | check | policy test | explain | token | apikey | audit verify | version.
+"""iam-proxy command line: run | check | policy test|replay|diff | explain | token | apikey | audit verify | version.
 
 Exit codes: 0 success, 1 test failures, 2 configuration or policy errors (the message names the
 config key path, or the policy file and line).
@@ -18,6 +18,7 @@ from . import __version__
 from .authn.apikey_cli import add_apikey_commands
 from .core.errors import ConfigError
 from .core.redaction import install_log_redaction
+from .replay.cli import add_policy_commands
 
 EXIT_CONFIG = 2
 
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["auto", "opa", "embedded"], default="auto",
                    help="auto (default): the real OPA when installed, else the embedded engine")
     p.set_defaults(func=_cmd_policy_test)
+    add_policy_commands(policy)  # replay, diff
 
     p = sub.add_parser("explain", help="show what the proxy would do with a request (forwards nothing)")
     p.add_argument("--config", "-c", required=True)

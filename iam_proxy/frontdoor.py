@@ -31,6 +31,7 @@ from .ops.metrics import Metrics
 from .pipeline import Admit, Outcome, Pipeline
 from .policy.decision_log import DecisionLogWriter
 from .ratelimit import Admission, Traffic
+from .replay.shadow import ShadowRunner
 
 log = logging.getLogger("iam_proxy.pipeline")
 
@@ -49,6 +50,7 @@ class FrontDoors:
         self.forward_auth = forward_auth
         self.decision_log = decision_log
         self.traffic = traffic  # rate limits and load shedding (ratelimit/)
+        self.shadow: ShadowRunner | None = None  # candidate policies, offered each decision after the response
 
     async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Decide, then forward the request and stream the upstream's answer back."""
@@ -139,3 +141,5 @@ class FrontDoors:
             route = audit.ctx.route.id if audit.ctx is not None and audit.ctx.route is not None else ""
             self.metrics.requests.labels(route=route, outcome=audit.outcome, reason=audit.reason).inc()
             self.metrics.latency.labels(outcome=audit.outcome).observe(time.perf_counter() - started)
+            if self.shadow is not None and audit.policy_input is not None and audit.ctx is not None:
+                self.shadow.offer(audit.ctx, audit.policy_input, audit.decision, audit.reason)

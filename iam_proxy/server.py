@@ -13,9 +13,11 @@ import uvicorn
 from .app import Proxy
 from .audit.metrics import Board
 from .core.redaction import install_log_redaction
+from .listener.counters import ListenerCounters
+from .listener.guard import Guard
 from .settings import Settings
-from .settings.listeners import Listener
-from .tls import ClientCertHttpToolsProtocol, ServerTLS
+from .settings.listeners import Listener, Listeners
+from .tls import ReloadingServerContext
 
 
 class _Server(uvicorn.Server):
@@ -26,19 +28,18 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app, listener: Listener, lifespan: str) -> uvicorn.Config:
-    kwargs: dict = {"http": "httptools"}
-    if listener.tls is not None:
-        # Our own context (client certificates, CRLs, reload) and a protocol that hands the verified
-        # client certificate to the app in the scope: see tls.py.
-        kwargs = {"ssl_context_factory": ServerTLS(listener.tls), "http": ClientCertHttpToolsProtocol}
+def _config(app, name: str, listeners: Listeners, lifespan: str, counters: ListenerCounters) -> uvicorn.Config:
+    """Listener `name` ("proxy", "admin"). uvicorn is given no SSL context: the guard's protocol runs
+    TLS itself, on our own context (client certificates, CRLs, reload: tls.py)."""
+    listener: Listener = getattr(listeners, name)
+    tls = ReloadingServerContext(listener.tls).listening if listener.tls is not None else None
+    guard = Guard(name, listeners.limits, counters, tls)  # uvicorn's protocol factory: listener/guard.py
     return uvicorn.Config(
         app, host=listener.host, port=listener.port, loop="none", lifespan=lifespan,
-        interface="asgi3",
+        interface="asgi3", http=guard,  # type: ignore[arg-type]
         access_log=False, server_header=False, date_header=True, log_level="warning",
         timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
         proxy_headers=False,  # X-Forwarded-* are judged by our own trusted_proxies, never by uvicorn
-        **kwargs,
     )
 
 
@@ -46,10 +47,13 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
                 audit_board: Board | None = None) -> None:
     """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number and the
     shared audit metrics table (see workers.py). Worker 0 also serves the admin listener."""
-    proxy = Proxy(settings, worker, audit_board)
-    servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on"))]
+    board = audit_board or Board()  # the listener's counters share it (listener/counters.py)
+    proxy = Proxy(settings, worker, board)
+    counters = ListenerCounters(board, worker)
+    counters.register(proxy.metrics.registry)
+    servers = [_Server(_config(proxy.proxy_app, "proxy", settings.listeners, "on", counters))]
     if worker == 0:
-        servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off")))
+        servers.append(_Server(_config(proxy.admin_app, "admin", settings.listeners, "off", counters)))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()

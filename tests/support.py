@@ -156,7 +156,7 @@ def base_config(upstream: str, jwks_path: Path, audit_path: Path, policy_dir: Pa
 
 class ProxyProcess:
     def __init__(self, config: dict[str, Any], tmp: Path, name: str = "proxy",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = REPO) -> None:
         self.config = config
         self.config_path = tmp / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -167,7 +167,7 @@ class ProxyProcess:
         sinks = config.get("audit", {}).get("sinks", [])
         self.audit_path = Path(sinks[0]["path"]) if sinks and sinks[0].get("type") == "file" else None
         self.process = Process([PYTHON, "-m", "iam_proxy", "run", "--config", str(self.config_path)],
-                               tmp / f"{name}.log", env=env)
+                               tmp / f"{name}.log", env=env, cwd=cwd)
 
     def wait_ready(self, timeout: float = 20.0) -> "ProxyProcess":
         wait_for_port(self.admin_port, self.process.proc, timeout)

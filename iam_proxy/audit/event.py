@@ -16,7 +16,7 @@ from typing import Any
 from .. import __version__
 from ..context import RequestContext, RequestDescription
 from ..core.decision import DecisionOutcome
-from ..core.redaction import mask_input, mask_query_string
+from ..core.redaction import changed_pointers, mask_input, mask_query_string
 
 HOSTNAME = socket.gethostname()
 LABELS = {"app": "iam-proxy", "version": __version__, "hostname": HOSTNAME}
@@ -88,6 +88,8 @@ def build_event(*, ctx: RequestContext | None, request: RequestDescription, stat
     }
     if include_input and policy_input is not None:
         event["input"] = mask_input(policy_input)
+        # What the live decision saw and this event does not show: a replay cannot use these values.
+        event["input_redacted"] = changed_pointers(policy_input, event["input"])
     return event
 
 

@@ -78,6 +78,13 @@ class IntrospectionAuthenticator:
         self._cache.put_until(digest, identity, until)
         return identity
 
+    def forget(self, match: Callable[[Identity], bool]) -> int:
+        """Drop cached results whose identity matches (a security event named the subject)."""
+        gone = [digest for digest, (identity, _) in self._cache.items() if match(identity)]
+        for digest in gone:
+            del self._cache[digest]
+        return len(gone)
+
     def _check(self, result: dict[str, Any], now: float) -> tuple[Identity, int | None]:
         if result.get("active") is not True:
             raise InvalidCredential("token_inactive", message="The token is not active.")

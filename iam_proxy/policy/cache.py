@@ -76,6 +76,12 @@ class DecisionCache:
         self._check_revision(revision)
         return self._entries.get(key)
 
+    def clear(self) -> int:
+        """Drop every entry (a security event changed what some identity may do); how many there were."""
+        count = len(self._entries)
+        self._entries.clear()
+        return count
+
     def put(self, revision: str, key: bytes, result: EngineResult) -> None:
         """`revision` is the one the key was made with; if the engine has moved on since, the
         entry is dropped with the rest at the next lookup."""

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Model
+from .limits import ListenerLimits
 
 
 class TLSSettings(Model):
@@ -47,6 +48,8 @@ class Listeners(Model):
     trusted_proxies: list[str] = []
     # Proxy processes sharing the proxy port (SO_REUSEPORT); one per core. See workers.py.
     workers: int = Field(default=1, ge=1, le=64)
+    # deadlines and sizes a client must keep to, on both listeners (settings/limits.py)
+    limits: ListenerLimits = ListenerLimits()
 
     @field_validator("trusted_proxies")
     @classmethod

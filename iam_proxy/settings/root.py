@@ -18,6 +18,7 @@ from .ratelimit import RateLimitSettings
 from .routes import Route
 from .saml import SAMLAuthenticatorSettings
 from .sessions import SessionSettings
+from .signals import SignalsSettings
 
 
 class Settings(Model):
@@ -33,6 +34,7 @@ class Settings(Model):
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (iam_proxy/signals/)
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 
@@ -56,6 +58,8 @@ class Settings(Model):
                         and plugin.directory not in directory_ids:
                     raise ValueError(f"{section}.{name}.directory: unknown directory {plugin.directory!r}")
         _check_interactive_logins(self)
+        if self.signals is not None and self.listeners.workers > 1 and self.signals.state_file is None:
+            raise ValueError("signals.state_file: listeners.workers > 1 needs a file the workers share revocations in")
         _check_saml(self)
         _check_rate_limit_routes(self)
         for i, route in enumerate(self.routes):

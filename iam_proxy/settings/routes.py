@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .base import Model
+from .shadow import ShadowPolicySettings
 from .validators import http_url
 
 
@@ -39,6 +40,8 @@ class RoutePolicy(Model):
     # Cache this route's decisions (see policy.cache). Unset: on for the embedded engine, whose
     # revision the proxy controls; true is refused for engine "opa".
     cache: bool | None = None
+    # A candidate policy evaluated beside this one, after the response (docs/policies.md, shadow policies).
+    shadow: ShadowPolicySettings | None = None
 
     @field_validator("path")
     @classmethod
