@@ -23,6 +23,7 @@ from .authn.registry import Deps, build_authenticators
 from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
+from .extauthz import ExtAuthz
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter, TrustedProxies
 from .forward.upstream import UpstreamClient
@@ -83,6 +84,7 @@ class Proxy:
             decider=self.policy.decider, decision_log=self.policy.decision_log,
             enrichers=self.enrichers, forward_auth=self.forward_auth,
         )
+        self.extauthz = ExtAuthz(settings.ext_authz, self.pipeline) if worker == 0 else None
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -115,8 +117,12 @@ class Proxy:
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
+        if self.extauthz is not None:
+            await self.extauthz.start()  # checks are answered once authentication is ready
 
     async def stop(self) -> None:
+        if self.extauthz is not None:
+            await self.extauthz.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -49,6 +49,8 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on"))]
     if worker == 0:
         servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off")))
+    if proxy.extauthz is not None and proxy.extauthz.http_app is not None:  # Envoy's HTTP mode (extauthz/)
+        servers.append(_Server(_config(proxy.extauthz.http_app, settings.ext_authz.http, "off")))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()

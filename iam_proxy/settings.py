@@ -810,6 +810,32 @@ class ForwardAuthSettings(_Model):
         return self
 
 
+class ExtAuthzSettings(_Model):
+    """Envoy external authorization (docs/envoy.md): the gRPC `Authorization/Check` service and
+    Envoy's HTTP mode, each on a listener of its own; either, both, or neither (the default)."""
+
+    grpc: Listener | None = None
+    http: Listener | None = None
+    # The Envoys that may ask (CIDRs): an allowed answer carries a signed identity, so nobody else
+    # gets one. Required when a listener is set.
+    trusted_peers: list[str] = []
+    # HTTP mode: Envoy's http_service.path_prefix, removed from each check's path.
+    path_prefix: str = ""
+
+    _cidrs = field_validator("trusted_peers")(lambda cls, value: Listeners._cidrs(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExtAuthzSettings":
+        if (self.grpc or self.http) and not self.trusted_peers:
+            raise ValueError("trusted_peers: ext_authz needs the Envoys that may ask (CIDRs)")
+        if self.path_prefix and (not self.path_prefix.startswith("/") or self.path_prefix.endswith("/")):
+            raise ValueError("path_prefix: must start with '/' and not end with '/' (or be empty)")
+        tls = self.grpc.tls if self.grpc is not None else None
+        if tls is not None and (tls.crl_file is not None or tls.client_auth == "optional"):
+            raise ValueError("grpc.tls: the gRPC listener takes client_auth 'none' or 'required', without crl_file")
+        return self
+
+
 class RedisSessionStoreSettings(_Model):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "iam-proxy:"
@@ -850,6 +876,7 @@ class Settings(_Model):
     policy: PolicySettings = PolicySettings()
     identity_headers: IdentityHeaders = IdentityHeaders()
     forward_auth: ForwardAuthSettings = ForwardAuthSettings()
+    ext_authz: ExtAuthzSettings = ExtAuthzSettings()
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
     # Secrets are wrapped so that printing the settings never shows them.
