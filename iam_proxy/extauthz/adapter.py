@@ -169,7 +169,9 @@ class PipelineDecide:
         for name, value in wanted:
             values.setdefault(name, []).append(value)
         upstream = [(name, value) for name, value in wanted if inbound.get(name) != values[name]]
-        remove = sorted(name for name in inbound if _changeable(name) and name not in values)
+        # the policy's removals even when Envoy did not show us the header (HTTP mode's allowed_headers)
+        named = {name.lower() for name in decision.request_headers_to_remove} if decision else set()
+        remove = sorted(name for name in {*inbound, *named} if _changeable(name) and name not in values)
         metadata = decision.raw.get("dynamic_metadata") if decision and isinstance(decision.raw, dict) else None
         return Verdict(allowed=True, status=200, decision_id=ctx.decision_id, upstream_headers=upstream,
                        remove_headers=remove, client_headers=state.client_headers, dynamic_metadata=metadata)
