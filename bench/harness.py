@@ -48,7 +48,7 @@ from .tokens import TokenMinter, distinct_tokens
 
 LIGHT_CONNECTIONS = 4
 DEFAULT_TARGETS = ["upstream-direct", "nginx-proxy", "iam-proxy", "iam-proxy-nocache", "iam-proxy-opa", "iam-proxy-forward-auth",
-                   "iam-proxy-forward-auth-nocache", "oauth2-proxy"]
+                   "iam-proxy-forward-auth-nocache", "oauth2-proxy", "envoy-ext-authz-grpc", "envoy-ext-authz-http"]
 
 
 @dataclass

@@ -3,7 +3,6 @@ built with Envoy's published protos (xds-protos stubs), and a real Envoy started
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from envoy.service.auth.v3 import attribute_context_pb2 as ctx_pb
 from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 
+from bench.envoy_front import envoy_argv
 from support import Process, base_config, free_port, wait_for_port
 
 # A policy in opa-envoy-plugin's result form: every field Envoy can be told about
@@ -75,18 +75,9 @@ def headers_of(options) -> dict[str, str]:
     return {h.header.key.lower(): h.header.value for h in options}
 
 
-def envoy_binary() -> str:
-    """The Envoy that scripts/install-peers.sh unpacks; a missing binary fails the test."""
-    path = Path(os.environ.get("IAM_PROXY_ENVOY") or Path.home() / ".cache" / "iam-proxy" / "bin" / "envoy")
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(f"Envoy not found at {path}: run scripts/install-peers.sh (make peers)")
-    return str(path)
-
-
 def start_envoy(directory: Path, config: str, port: int) -> Process:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "envoy.yaml").write_text(config)
-    process = Process([envoy_binary(), "-c", str(directory / "envoy.yaml"), "--log-level", "warn",
-                       "--base-id", str(port), "--concurrency", "1"], directory / "envoy.log")
+    process = Process(envoy_argv(directory / "envoy.yaml", base_id=port), directory / "envoy.log")
     wait_for_port(port, process.proc, timeout=30)
     return process

@@ -12,6 +12,7 @@ import yaml
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from bench.envoy_front import envoy_config
 from envoy_support import ENVOY_TEST_POLICY, extauthz_config, start_envoy
 from rawhttp import RecordingUpstream, request_bytes, send_raw
 from snippets import snippet
@@ -21,24 +22,6 @@ pytestmark = pytest.mark.peer("envoy")
 
 CLIENT = "127.0.0.5"
 SPOOFED = [("X-Forwarded-User", "mallory"), ("X-Forwarded-Groups", "admin"), ("X-Iam-Assertion", "forged")]
-
-
-def ported(text: str, ports: dict[int, int]) -> str:
-    for documented, actual in ports.items():
-        assert f"{documented}" in text, f"the snippet no longer uses port {documented}"
-        text = text.replace(f"port_value: {documented}", f"port_value: {actual}")
-        text = text.replace(f"127.0.0.1:{documented}", f"127.0.0.1:{actual}")
-    return text
-
-
-def envoy_config(mode: str, ports: dict[int, int]) -> str:
-    config = yaml.safe_load(ported(snippet("envoy-grpc").text, {k: v for k, v in ports.items() if k != 9192}))
-    if mode == "http":
-        manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        manager["http_filters"][0] = yaml.safe_load(ported(snippet("envoy-http-filter").text, {9192: ports[9192]}))[0]
-        config["static_resources"]["clusters"] += yaml.safe_load(
-            ported(snippet("envoy-http-cluster").text, {9192: ports[9192]}))
-    return yaml.safe_dump(config)
 
 
 @pytest.fixture(scope="module")
