@@ -836,6 +836,14 @@ class ExtAuthzSettings(_Model):
         return self
 
 
+class WebSocketSettings(_Model):
+    """Proxied websockets (iam_proxy/forward/websocket.py; docs/configuration.md, "Websockets")."""
+
+    # An open socket is decided again this often, so a revoked session or key, or a policy that no
+    # longer allows it, closes it (code 1008); the identity's own expiry closes it on time.
+    recheck_seconds: float = Field(default=30, gt=0, le=3600)
+
+
 class RedisSessionStoreSettings(_Model):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "iam-proxy:"
@@ -877,6 +885,7 @@ class Settings(_Model):
     identity_headers: IdentityHeaders = IdentityHeaders()
     forward_auth: ForwardAuthSettings = ForwardAuthSettings()
     ext_authz: ExtAuthzSettings = ExtAuthzSettings()
+    websockets: WebSocketSettings = WebSocketSettings()
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
     # Secrets are wrapped so that printing the settings never shows them.

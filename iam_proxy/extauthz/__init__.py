@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..settings import ExtAuthzSettings
-from .adapter import PipelineDecide
+from .check import Decide
 from .http_service import HttpCheckApp
 
 
@@ -22,9 +22,9 @@ class ExtAuthz:
     """The ext_authz listeners of one proxy: the gRPC server it starts and stops, the HTTP app
     that server.py serves."""
 
-    def __init__(self, settings: ExtAuthzSettings, pipeline: Any) -> None:
+    def __init__(self, settings: ExtAuthzSettings, decide: Decide) -> None:
         self.settings = settings
-        self.decide = PipelineDecide(pipeline)
+        self.decide = decide
         self.http_app = HttpCheckApp(self.decide, settings.trusted_peers, settings.path_prefix) \
             if settings.http is not None else None
         self._grpc: Any = None

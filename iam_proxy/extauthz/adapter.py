@@ -127,6 +127,7 @@ class PipelineDecide:
         self._pipeline.enrich = self._enrich  # type: ignore[method-assign]
         self._enrich_with = pipeline.enrich
         self._rewriter: HeaderRewriter = pipeline.rewriter
+        self._upstream = pipeline.upstream
 
     async def _enrich(self, ctx: RequestContext, identity):
         _current.get().ctx = ctx
@@ -161,7 +162,8 @@ class PipelineDecide:
         wanted = self._rewriter.upstream_request_headers(
             ctx, ctx.identity, assertion or None, extra=decision.headers if decision else {},
             remove=decision.request_headers_to_remove if decision else (), preserve_host=True)
-        wanted = [(name.lower(), _text(value)) for name, value in wanted if _changeable(name)]
+        forward = [(name.lower(), _text(value)) for name, value in wanted]
+        wanted = [(name, value) for name, value in forward if _changeable(name)]
         inbound: dict[str, list[str]] = {}
         for name, value in state.check.headers:
             inbound.setdefault(name, []).append(value)
@@ -174,7 +176,9 @@ class PipelineDecide:
         remove = sorted(name for name in {*inbound, *named} if _changeable(name) and name not in values)
         metadata = decision.raw.get("dynamic_metadata") if decision and isinstance(decision.raw, dict) else None
         return Verdict(allowed=True, status=200, decision_id=ctx.decision_id, upstream_headers=upstream,
-                       remove_headers=remove, client_headers=state.client_headers, dynamic_metadata=metadata)
+                       remove_headers=remove, client_headers=state.client_headers, dynamic_metadata=metadata,
+                       forward_headers=forward, upstream_url=self._upstream.url_for(ctx, ctx.route),
+                       expires_at=ctx.identity.expires_at if ctx.identity is not None else None)
 
 
 def _changeable(name: str) -> bool:

@@ -19,7 +19,7 @@ class Check:
     path: str  # as the client sent it, with the query string
     headers: list[tuple[str, str]]  # lower-case names, in order (gRPC mode: with Envoy's pseudo-headers)
     client: str  # the original client's address
-    via: str  # the Envoy that asks
+    via: str | None  # the Envoy that asks (None: the client itself, as for websockets)
     scheme: str = "http"
     protocol: str = "HTTP/1.1"
     body: bytes = b""
@@ -43,6 +43,11 @@ class Verdict:
     client_headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""  # the refusal's body
     dynamic_metadata: dict[str, Any] | None = None
+    # allowed, for a front door that forwards itself (websockets): every header the proxy would send
+    # upstream, the route's upstream URL for this request, and when the identity expires (epoch s)
+    forward_headers: list[tuple[str, str]] = field(default_factory=list)
+    upstream_url: str | None = None
+    expires_at: float | None = None
 
 
 def as_text(raw: bytes) -> str:
