@@ -37,6 +37,13 @@ def test_a_bad_section_names_the_key(section, complaint):
     assert str(error.value).startswith("ext_authz") and complaint in str(error.value)
 
 
+def test_the_documented_websockets_section_loads():
+    settings = parse_settings({**BASE, **yaml.safe_load(snippet("config-websockets").text)})
+    assert settings.websockets.recheck_seconds == 30
+    with pytest.raises(ConfigError, match="websockets.recheck_seconds"):
+        parse_settings({**BASE, "websockets": {"recheck_seconds": 0}})
+
+
 def test_no_section_serves_nothing():
     settings = parse_settings(BASE)
     assert settings.ext_authz.grpc is None and settings.ext_authz.http is None
