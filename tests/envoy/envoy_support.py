@@ -12,7 +12,7 @@ from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 
 from bench.envoy_front import envoy_argv
-from support import Process, base_config, free_port, wait_for_port
+from support import DevIssuer, Process, ProxyProcess, base_config, copy_policies, free_port, wait_for_port
 
 # A policy in opa-envoy-plugin's result form: every field Envoy can be told about
 ENVOY_TEST_POLICY = """package envoytest
@@ -51,6 +51,22 @@ def extauthz_config(upstream: str, issuer, audit_path: Path, policies: Path) -> 
                            "http": {"host": "127.0.0.1", "port": free_port()},
                            "trusted_peers": ["127.0.0.1/32"]}
     return config
+
+
+def start_iam(tmp: Path, upstream: str, policies: dict[str, str] | None = None,
+              routes: list[dict[str, Any]] = (), extauthz: dict[str, Any] | None = None) -> ProxyProcess:
+    """iam-proxy with both ext_authz listeners and the envoytest policy (plus `policies`, `routes`,
+    and `extauthz` settings over the listeners')."""
+    issuer = DevIssuer(tmp / "issuer")
+    policy_dir = copy_policies(tmp / "policies", {"envoytest/envoytest.rego": ENVOY_TEST_POLICY, **(policies or {})})
+    config = extauthz_config(upstream, issuer, tmp / "audit.jsonl", policy_dir)
+    config["routes"] += [{**route, "upstream": upstream} for route in routes]
+    listeners = {"grpc": config["ext_authz"]["grpc"], "http": config["ext_authz"]["http"]}
+    config["ext_authz"] = {**config["ext_authz"], **(extauthz or {}), **listeners}
+    proxy = ProxyProcess(config, tmp).wait_ready()
+    proxy.issuer = issuer
+    proxy.grpc_port = config["ext_authz"]["grpc"]["port"]
+    return proxy
 
 
 def check_request(path: str, headers: dict[str, str] | None = None, method: str = "GET",

@@ -5,6 +5,7 @@ Clients connect from 127.0.0.5, so the audit can tell the client from Envoy (127
 from __future__ import annotations
 
 import json
+from contextlib import closing
 
 import httpx
 import pytest
@@ -13,10 +14,10 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from bench.envoy_front import envoy_config
-from envoy_support import ENVOY_TEST_POLICY, extauthz_config, start_envoy
+from envoy_support import start_envoy, start_iam
 from rawhttp import RecordingUpstream, request_bytes, send_raw
 from snippets import snippet
-from support import DevIssuer, ProxyProcess, audit_event, copy_policies, free_port
+from support import audit_event, free_port
 
 pytestmark = pytest.mark.peer("envoy")
 
@@ -26,21 +27,15 @@ SPOOFED = [("X-Forwarded-User", "mallory"), ("X-Forwarded-Groups", "admin"), ("X
 
 @pytest.fixture(scope="module")
 def recorder():
-    upstream = RecordingUpstream()
-    yield upstream
-    upstream.close()
+    with closing(RecordingUpstream()) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def iam(recorder, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("envoy-iam")
-    issuer = DevIssuer(tmp / "issuer")
-    policies = copy_policies(tmp / "policies", {"envoytest/envoytest.rego": ENVOY_TEST_POLICY})
-    config = extauthz_config(recorder.url, issuer, tmp / "audit.jsonl", policies)
-    documented = yaml.safe_load(snippet("ext-authz-config").text)["ext_authz"]
-    config["ext_authz"] = {**documented, "grpc": config["ext_authz"]["grpc"], "http": config["ext_authz"]["http"]}
-    proxy = ProxyProcess(config, tmp).wait_ready()
-    proxy.issuer = issuer
+    """ext_authz as docs/envoy.md configures it (the listeners' ports are the test's)."""
+    proxy = start_iam(tmp_path_factory.mktemp("envoy-iam"), recorder.url,
+                      extauthz=yaml.safe_load(snippet("ext-authz-config").text)["ext_authz"])
     yield proxy
     proxy.stop()
 

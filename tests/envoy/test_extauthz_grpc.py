@@ -12,19 +12,13 @@ from google.rpc import code_pb2
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from envoy_support import ENVOY_TEST_POLICY, check_request, extauthz_config, grpc_check, headers_of
-from support import DevIssuer, ProxyProcess, audit_event, copy_policies, free_port
+from envoy_support import check_request, grpc_check, headers_of, start_iam
+from support import audit_event, free_port
 
 
 @pytest.fixture(scope="module")
 def iam(upstream, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("extauthz-grpc")
-    issuer = DevIssuer(tmp / "issuer")
-    policies = copy_policies(tmp / "policies", {"envoytest/envoytest.rego": ENVOY_TEST_POLICY})
-    config = extauthz_config(upstream, issuer, tmp / "audit.jsonl", policies)
-    proxy = ProxyProcess(config, tmp).wait_ready()
-    proxy.issuer = issuer
-    proxy.grpc_port = config["ext_authz"]["grpc"]["port"]
+    proxy = start_iam(tmp_path_factory.mktemp("extauthz-grpc"), upstream)
     yield proxy
     proxy.stop()
 

@@ -19,8 +19,7 @@ from google.rpc import code_pb2
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from envoy_support import check_request, extauthz_config, grpc_check, headers_of
-from support import DevIssuer, ProxyProcess, copy_policies
+from envoy_support import check_request, grpc_check, headers_of, start_iam
 
 # the documented example: the policy verifies the token and decides on its role and the request
 BOOLEAN_POLICY = """package envoy.authz
@@ -101,15 +100,9 @@ ROUTES = [
 
 @pytest.fixture(scope="module")
 def iam(upstream, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("opa-envoy")
-    issuer = DevIssuer(tmp / "issuer")
-    policies = copy_policies(tmp / "policies", {"envoy/authz.rego": BOOLEAN_POLICY,
-                                                "envoy/object.rego": OBJECT_POLICY})
-    config = extauthz_config(upstream, issuer, tmp / "audit.jsonl", policies)
-    config["routes"] += [{**route, "upstream": upstream} for route in ROUTES]
-    config["routes"] = [r for r in config["routes"] if r["id"] != "opa-envoy"]
-    proxy = ProxyProcess(config, tmp).wait_ready()
-    proxy.grpc_port = config["ext_authz"]["grpc"]["port"]
+    # the documented policy replaces the shipped one of the same package
+    proxy = start_iam(tmp_path_factory.mktemp("opa-envoy"), upstream,
+                      {"envoy/authz.rego": BOOLEAN_POLICY, "envoy/object.rego": OBJECT_POLICY}, ROUTES)
     yield proxy
     proxy.stop()
 
