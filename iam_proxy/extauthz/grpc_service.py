@@ -50,7 +50,24 @@ def check_of(request: pb.CheckRequest, via: str) -> Check:
                  client=attributes.source.address.socket_address.address, via=via,
                  scheme=http.scheme or "http", protocol=http.protocol or "HTTP/1.1",
                  body=http.raw_body or http.body.encode("utf-8", "surrogateescape"),
-                 attributes=json_format.MessageToDict(attributes))
+                 attributes=_envoy_attributes(attributes))
+
+
+_OPTIONAL = (("metadata_context", "metadataContext"), ("route_metadata_context", "routeMetadataContext"),
+             ("tls_session", "tlsSession"))
+
+
+def _envoy_attributes(attributes: Any) -> dict[str, Any]:
+    """What the check knows beyond the request, in protojson names (the request itself is in the
+    Check already; converting it again would double the cost of a check)."""
+    out: dict[str, Any] = {"source": json_format.MessageToDict(attributes.source),
+                           "destination": json_format.MessageToDict(attributes.destination)}
+    if attributes.context_extensions:
+        out["contextExtensions"] = dict(attributes.context_extensions)
+    for name, key in _OPTIONAL:
+        if attributes.HasField(name):
+            out[key] = json_format.MessageToDict(getattr(attributes, name))
+    return out
 
 
 def _options(headers: list[tuple[str, str]], first: Any, then: Any) -> list[HeaderValueOption]:
