@@ -86,7 +86,7 @@ class Proxy:
             decider=self.policy.decider, decision_log=self.policy.decision_log,
             enrichers=self.enrichers, forward_auth=self.forward_auth,
         )
-        decide = PipelineDecide(self.pipeline)  # a request decided without forwarding it (extauthz/adapter.py)
+        decide = PipelineDecide(self.pipeline, settings.ext_authz.trusted_peers)  # a request decided without forwarding it (extauthz/adapter.py)
         self.extauthz = ExtAuthz(settings.ext_authz, decide) if worker == 0 else None
         self.websockets = WebSocketProxy(decide, self.auditor, settings.websockets.recheck_seconds)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \

@@ -33,7 +33,7 @@ class ExtAuthz:
         if self.settings.grpc is not None:
             from .grpc_service import start_grpc  # Envoy's protos load only when gRPC is configured
 
-            self._grpc = await start_grpc(self.settings.grpc, self.decide, self.settings.trusted_peers)
+            self._grpc = await start_grpc(self.settings.grpc, self.decide)
 
     async def stop(self) -> None:
         if self._grpc is not None:

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..context import RequestContext
-from ..errors import PolicyError
-from ..forward.headers import FORWARDED, HeaderRewriter
+from ..errors import PolicyError, RouteNotFound
+from ..forward.headers import FORWARDED, HeaderRewriter, TrustedProxies
 from ..header_safety import HOP_BY_HOP
 from ..pipeline import Pipeline
 from ..policy.decider import Decider
@@ -58,14 +58,26 @@ class _InProgress:
 _current: ContextVar[_InProgress] = ContextVar("iam_proxy_extauthz_check")
 
 
+class NotServed(RouteNotFound):
+    """A check asked by a peer that is not one of ext_authz.trusted_peers."""
+
+    reason = "ext_authz_not_served"
+
+
 class _EnvoyFront:
     """The pipeline's forward-auth front (see forward_auth.ForwardAuth) for a check: the request
     is described by the check itself, and the answer is kept instead of sent as headers."""
 
     only = False
 
-    @staticmethod
-    def describe(scope: dict[str, Any]) -> dict[str, Any]:
+    def __init__(self, trusted_peers: list[str]) -> None:
+        self._trusted = TrustedProxies(trusted_peers)
+
+    def describe(self, scope: dict[str, Any]) -> dict[str, Any]:
+        """The check's own scope; a check from anyone but a trusted Envoy is refused (and audited)."""
+        via = scope.get("iam.via")
+        if via is not None and via not in self._trusted:
+            raise NotServed(message="Not found.", detail=f"ext_authz check from untrusted peer {via}")
         return scope
 
     @staticmethod
@@ -120,9 +132,11 @@ async def _no_body() -> dict[str, Any]:
 
 
 class PipelineDecide:
-    def __init__(self, pipeline: Pipeline) -> None:
+    """`trusted_peers`: who may ask for a check on another's behalf (a Check with `via`)."""
+
+    def __init__(self, pipeline: Pipeline, trusted_peers: list[str]) -> None:
         self._pipeline = copy.copy(pipeline)
-        self._pipeline.forward_auth = _EnvoyFront()  # type: ignore[assignment]
+        self._pipeline.forward_auth = _EnvoyFront(trusted_peers)  # type: ignore[assignment]
         self._pipeline.decider = _EnvoyDecider(pipeline.decider)  # type: ignore[assignment]
         self._pipeline.enrich = self._enrich  # type: ignore[method-assign]
         self._enrich_with = pipeline.enrich

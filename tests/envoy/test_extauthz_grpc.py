@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import grpc
 import httpx
 import pytest
 from google.rpc import code_pb2
@@ -109,13 +108,16 @@ def test_context_extensions_and_body_reach_the_policy_input(iam):
     assert event["input"]["attributes"]["contextExtensions"] == {"tenant": "acme"}
 
 
-def test_a_check_from_an_untrusted_peer_is_refused(iam, proxy_factory, tmp_path):
+def test_a_check_from_an_untrusted_peer_is_refused_and_audited(iam, proxy_factory, tmp_path):
     config = json.loads(json.dumps(iam.config))
     config["listeners"]["proxy"]["port"], config["listeners"]["admin"]["port"] = free_port(), free_port()
     config["audit"] = {"sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]}
     port = free_port()
     config["ext_authz"] = {"grpc": {"host": "127.0.0.1", "port": port}, "trusted_peers": ["10.1.2.3/32"]}
-    proxy_factory(config, name="untrusted")
-    with pytest.raises(grpc.RpcError) as refused:
-        grpc_check(port, check_request("/envoytest/a", _bearer(iam)))
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    untrusted = proxy_factory(config, name="untrusted")
+    response = grpc_check(port, check_request("/envoytest/a", _bearer(iam)))
+    assert response.status.code != code_pb2.OK
+    assert response.denied_response.status.code == 404
+    assert json.loads(response.denied_response.body)["reason"] == "ext_authz_not_served"
+    [event] = untrusted.wait_audit(1)  # refused before the request is even read: no request id
+    assert event["outcome"] == "denied" and event["reason"] == "ext_authz_not_served"
