@@ -74,11 +74,12 @@ class _EnvoyFront:
         self._trusted = TrustedProxies(trusted_peers)
 
     def describe(self, scope: dict[str, Any]) -> dict[str, Any]:
-        """The check's own scope; a check from anyone but a trusted Envoy is refused (and audited)."""
+        """The request the check describes; a check from anyone but a trusted Envoy is refused (and
+        audited with the caller's address, as forward-auth's are)."""
         via = scope.get("iam.via")
         if via is not None and via not in self._trusted:
             raise NotServed(message="Not found.", detail=f"ext_authz check from untrusted peer {via}")
-        return scope
+        return {**scope, "client": (scope["iam.client"], 0)}
 
     @staticmethod
     async def answer_allowed(send, request_headers: list[tuple[str, str]],
@@ -118,8 +119,8 @@ def _scope(check: Check) -> dict[str, Any]:
         headers.append((b"host", as_bytes(check.host)))
     return {"type": "http", "method": check.method, "scheme": check.scheme, "path": unquote(path),
             "raw_path": as_bytes(path), "query_string": as_bytes(query), "headers": headers,
-            "client": (check.client, 0), "http_version": check.protocol.removeprefix("HTTP/"),
-            "iam.via": check.via}
+            "client": (check.via or check.client, 0), "http_version": check.protocol.removeprefix("HTTP/"),
+            "iam.via": check.via, "iam.client": check.client}
 
 
 def _text(wire: str) -> str:

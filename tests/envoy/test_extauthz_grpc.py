@@ -121,3 +121,4 @@ def test_a_check_from_an_untrusted_peer_is_refused_and_audited(iam, proxy_factor
     assert json.loads(response.denied_response.body)["reason"] == "ext_authz_not_served"
     [event] = untrusted.wait_audit(1)  # refused before the request is even read: no request id
     assert event["outcome"] == "denied" and event["reason"] == "ext_authz_not_served"
+    assert event["client"]["peer"] == "127.0.0.1"  # who asked, not whom the check names
