@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import httpx
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 from google.rpc import code_pb2
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -122,3 +124,27 @@ def test_a_check_from_an_untrusted_peer_is_refused_and_audited(iam, proxy_factor
     [event] = untrusted.wait_audit(1)  # refused before the request is even read: no request id
     assert event["outcome"] == "denied" and event["reason"] == "ext_authz_not_served"
     assert event["client"]["peer"] == "127.0.0.1"  # who asked, not whom the check names
+
+
+def test_the_grpc_listener_takes_mutual_tls(iam, proxy_factory, tmp_path):
+    """ext_authz.grpc.tls with client_auth required: Envoy's client certificate opens the channel,
+    a client without one does not get a check answered."""
+    from x509_pki import PKI
+
+    pki = PKI.create(tmp_path / "pki")
+    config = json.loads(json.dumps(iam.config))
+    config["listeners"]["proxy"]["port"], config["listeners"]["admin"]["port"] = free_port(), free_port()
+    config["audit"] = {"sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]}
+    port = free_port()
+    config["ext_authz"] = {"trusted_peers": ["127.0.0.1/32"], "grpc": {"host": "127.0.0.1", "port": port, "tls": {
+        "cert_file": str(pki.server.cert_path), "key_file": str(pki.server.key_path),
+        "client_auth": "required", "client_ca_file": str(pki.ca.path)}}}
+    proxy_factory(config, name="mtls")
+    root = pki.ca.path.read_bytes()
+    envoy = grpc.ssl_channel_credentials(root, pki.good.key_path.read_bytes(), pki.good.cert_path.read_bytes())
+    with grpc.secure_channel(f"localhost:{port}", envoy) as channel:
+        response = pb_grpc.AuthorizationStub(channel).Check(check_request("/envoytest/a", _bearer(iam)), timeout=5)
+    assert headers_of(response.ok_response.headers)["x-forwarded-user"] == "alice"
+    with grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(root)) as channel:
+        with pytest.raises(grpc.RpcError):
+            pb_grpc.AuthorizationStub(channel).Check(check_request("/envoytest/a", _bearer(iam)), timeout=5)
