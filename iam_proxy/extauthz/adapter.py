@@ -143,6 +143,8 @@ class PipelineDecide:
         self._enrich_with = pipeline.enrich
         self._rewriter: HeaderRewriter = pipeline.rewriter
         self._upstream = pipeline.upstream
+        names = self._rewriter.settings
+        self._owned = frozenset(n.lower() for n in [*self._rewriter.identity_names, names.access_token])
 
     async def _enrich(self, ctx: RequestContext, identity):
         _current.get().ctx = ctx
@@ -186,13 +188,17 @@ class PipelineDecide:
         for name, value in wanted:
             values.setdefault(name, []).append(value)
         upstream = [(name, value) for name, value in wanted if inbound.get(name) != values[name]]
-        # the policy's removals even when Envoy did not show us the header (HTTP mode's allowed_headers)
+        # Removed even when Envoy did not show them (HTTP mode sends only its allowed_headers): the
+        # policy's removals, and the identity headers the proxy owns but has no value for this time.
         named = {name.lower() for name in decision.request_headers_to_remove} if decision else set()
-        remove = sorted(name for name in {*inbound, *named} if _changeable(name) and name not in values)
+        remove = sorted(name for name in {*inbound, *named, *self._owned}
+                        if _changeable(name) and name not in values)
         metadata = decision.raw.get("dynamic_metadata") if decision and isinstance(decision.raw, dict) else None
         return Verdict(allowed=True, status=200, decision_id=ctx.decision_id, upstream_headers=upstream,
                        remove_headers=remove, client_headers=state.client_headers, dynamic_metadata=metadata,
                        forward_headers=forward, upstream_url=self._upstream.url_for(ctx, ctx.route),
+                       route={"id": ctx.route.id, "upstream": ctx.route.settings.upstream},
+                       identity=ctx.identity.summary() if ctx.identity is not None else None,
                        expires_at=ctx.identity.expires_at if ctx.identity is not None else None)
 
 

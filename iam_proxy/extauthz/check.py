@@ -44,9 +44,12 @@ class Verdict:
     body: bytes = b""  # the refusal's body
     dynamic_metadata: dict[str, Any] | None = None
     # allowed, for a front door that forwards itself (websockets): every header the proxy would send
-    # upstream, the route's upstream URL for this request, and when the identity expires (epoch s)
+    # upstream, the route (id, upstream URL for this request), the identity (as audit events
+    # summarise it) and when it expires (epoch seconds)
     forward_headers: list[tuple[str, str]] = field(default_factory=list)
+    route: dict[str, str] | None = None
     upstream_url: str | None = None
+    identity: dict[str, Any] | None = None
     expires_at: float | None = None
 
 

@@ -168,6 +168,7 @@ class WebSocketProxy:
         event["decision_id"] = verdict.decision_id
         event["request_id"] = check.header("x-request-id") or ""
         event["http"]["host"] = check.host
+        event["route"], event["identity"] = verdict.route, verdict.identity
         event["websocket"] = {"close_code": code, "closed_by": closed_by,
                               "duration_ms": round((time.monotonic() - traffic.started) * 1000, 1),
                               "bytes_in": traffic.bytes_in, "bytes_out": traffic.bytes_out,

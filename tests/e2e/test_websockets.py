@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from snippets import snippet
-from support import (DevIssuer, Process, ProxyProcess, PYTHON, REPO, audit_event, base_config, copy_policies,
+from support import (DevIssuer, Process, ProxyProcess, PYTHON, REPO, base_config, copy_policies,
                      free_port, wait_for_port)
 
 from iam_proxy.authn.apikey import create_key, revoke_key
@@ -95,11 +95,12 @@ async def test_an_allowed_upgrade_is_proxied_both_ways_with_our_identity(iam):
     assert seen["x-forwarded-user"] == "alice"
     assert seen["x-forwarded-groups"] == "finance"
     assert "x-iam-assertion" in seen and "authorization" not in seen
-    upgrade = audit_event(iam, "ws-allowed")
+    closed = _close_event(iam, lambda e: e["request_id"] == "ws-allowed")
+    [upgrade] = [e for e in iam.audit_events() if e["decision_id"] == closed["decision_id"] and "websocket" not in e]
     assert upgrade["outcome"] == "allowed"
     assert upgrade["input"]["attributes"]["request"]["http"]["headers"]["upgrade"].lower() == "websocket"
-    closed = _close_event(iam, upgrade["decision_id"])
     assert closed["websocket"]["closed_by"] == "client" and closed["websocket"]["close_code"] == 1000
+    assert closed["identity"] == upgrade["identity"] and closed["route"] == upgrade["route"]
     assert closed["websocket"]["bytes_in"] == len("hello") + len(b"\x00\x01binary")
     assert closed["websocket"]["bytes_out"] > closed["websocket"]["bytes_in"]  # the headers document too
     assert closed["websocket"]["duration_ms"] > 0
@@ -202,14 +203,14 @@ def _rss_mib(pid: int) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) // 1024
 
 
-def _close_event(iam, decision_id: str, timeout: float = 10.0) -> dict:
+def _close_event(iam, which, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [e for e in iam.audit_events() if e["decision_id"] == decision_id and "websocket" in e]
+        found = [e for e in iam.audit_events() if "websocket" in e and which(e)]
         if found:
             return found[-1]
         time.sleep(0.05)
-    raise AssertionError(f"no close event for {decision_id}")
+    raise AssertionError("no close event")
 
 
 async def _wait_key_loaded(iam, key: str) -> None:

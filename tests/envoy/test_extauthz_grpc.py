@@ -38,8 +38,8 @@ def test_allowed_check_sets_the_identity_headers_and_a_verifiable_assertion(iam)
     assert upstream["x-forwarded-groups"] == "finance"
     assert upstream["x-forwarded-email"] == "alice@example.org"
     assert upstream["x-policy"] == "granted"
-    # the client's credential and the policy's removal, never our own headers
-    assert set(ok.headers_to_remove) == {"authorization", "x-internal-secret"}
+    # the client's credential, the policy's removal and the owned header this route does not set
+    assert set(ok.headers_to_remove) == {"authorization", "x-internal-secret", "x-forwarded-access-token"}
     assert headers_of(ok.response_headers_to_add) == {"x-served-by": "iam-proxy"}
     assert dict(response.dynamic_metadata) == {"subject": "alice", "upgrade": False}
     keys = KeySet.import_key_set(httpx.get(f"{iam.url}/.well-known/jwks.json").json())
