@@ -80,6 +80,7 @@ def test_allowed_requests_reach_the_backend_with_our_identity_only(envoy, iam):
     event = audit_event(iam, r.header("x-request-id").decode())
     assert event["outcome"] == "allowed" and event["identity"]["sub"] == "alice"
     assert event["client"] == {"address": CLIENT, "peer": "127.0.0.1"}
+    assert event["http"]["host"] == "app.test"  # the client's host in both modes: host-matched routes work
 
 
 def test_denied_requests_get_the_policy_s_status_body_and_headers(envoy, iam):
