@@ -99,6 +99,12 @@ def test_requests_without_a_credential_get_401_and_never_reach_the_backend(envoy
     assert r.header("www-authenticate").startswith(b"Bearer")
 
 
+def test_iam_s_own_pages_are_routed_to_iam_proxy_without_a_check(envoy, iam):
+    r = _through(envoy, "/.iam/no-such-page", [])
+    assert r.header("content-type") == b"application/problem+json"  # iam-proxy's answer, not the backend's
+    assert b"GET /.iam/" not in r.body
+
+
 def test_the_body_reaches_the_policy(envoy, iam):
     body = json.dumps({"amount": 12}).encode()
     r = _through(envoy, "/envoytest/payments", [_token(iam), ("Content-Type", "application/json")],
