@@ -23,9 +23,12 @@ from .authn.registry import Deps, build_authenticators
 from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
+from .extauthz import ExtAuthz
+from .extauthz.adapter import PipelineDecide
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter, TrustedProxies
 from .forward.upstream import UpstreamClient
+from .forward.websocket import WebSocketProxy
 from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
 from .ops.metrics import Metrics
 from .pipeline import Pipeline
@@ -96,6 +99,9 @@ class Proxy:
             enrichers=self.enrichers, forward_auth=self.forward_auth, traffic=self.traffic,
         )
         self.pipeline.shadow = ShadowRunner(settings.routes, self.metrics.registry, self.auditor)
+        decide = PipelineDecide(self.pipeline, settings.ext_authz.trusted_peers)  # a request decided without forwarding it (extauthz/adapter.py)
+        self.extauthz = ExtAuthz(settings.ext_authz, decide) if worker == 0 else None
+        self.websockets = WebSocketProxy(decide, self.auditor, settings.websockets.recheck_seconds)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -142,8 +148,12 @@ class Proxy:
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
+        if self.extauthz is not None:
+            await self.extauthz.start()  # checks are answered once authentication is ready
 
     async def stop(self) -> None:
+        if self.extauthz is not None:
+            await self.extauthz.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -178,8 +188,11 @@ class Proxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self.websockets.handle(scope, receive, send)
+            return
         if scope["type"] != "http":
-            return  # websockets arrive in a later issue; the server closes the connection
+            return
         if scope["path"] == JWKS_PATH and scope["method"] in ("GET", "HEAD"):
             await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
             return
