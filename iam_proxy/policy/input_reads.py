@@ -95,6 +95,8 @@ def input_reads(modules: dict[str, str]) -> Reads:
     for text in modules.values():
         tokens = tokenize(text)
         for i, token in enumerate(tokens):
+            if token.text == "$" and i + 1 < len(tokens) and tokens[i + 1].kind in ("string", "raw"):
+                return WHOLE  # a template string (`$"{input.user}"`) holds code the token scan cannot see
             if token.kind != "ident" or token.text != "input":
                 continue
             if i > 0 and tokens[i - 1].text == "." or i > 0 and tokens[i - 1].text == "with":

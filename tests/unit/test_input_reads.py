@@ -57,3 +57,21 @@ def test_projection_keeps_read_values_unchanged_and_absent_ones_absent():
     assert project(document, tree) == {"identity": {"sub": "alice"}, "route": None,
                                        "attributes": {"request": {"http": {"headers": {"a": "1", "b": "2"}}}}}
     assert project(document, WHOLE) is document
+
+
+def test_a_template_string_means_the_whole_document():
+    # `input` inside `$"{...}"` is a read: handing the engine less would let mallory through below
+    assert reads('deny if $"{input.user}" == "mallory"\nallow if not deny') is WHOLE
+    assert reads('deny if $`{input.user}` == "mallory"') is WHOLE
+
+
+def test_the_embedded_engine_denies_through_a_template_string(tmp_path):
+    import asyncio
+
+    from iam_proxy.policy.embedded import EmbeddedEngine
+
+    (tmp_path / "t.rego").write_text('package t\n\ndeny if $"{input.user}" == "mallory"\n\nallow if not deny\n')
+    engine = EmbeddedEngine(tmp_path, ["t/allow", "t/deny"])
+    decide = lambda user: asyncio.run(engine.decide("t/deny", {"user": user, "other": 1})).value  # noqa: E731
+    assert decide("mallory") is True
+    assert asyncio.run(engine.decide("t/allow", {"user": "alice"})).value is True
