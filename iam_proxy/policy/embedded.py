@@ -23,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from regopy import Input, Interpreter, LogLevel, RegoError
@@ -34,6 +34,7 @@ from regopy.rego_shared import (
     rego_output_string,
 )
 
+from .bounded import BoundExceeded, ChildFailed, run_bounded
 from .embedded_lint import lint
 from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
@@ -136,7 +137,51 @@ class _Compiled:
     reads: Reads  # the parts of the input the policies can read (input_reads.py)
 
 
+# Bounds of the load-time check (compile + one evaluation per entry point) in its child process.
+LOAD_TIMEOUT_SECONDS = 10.0
+LOAD_MEMORY_BYTES = 1 << 30
+
+
 def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
+    """Checked first in a bounded child (bounded.py): a policy that makes the engine loop or exhaust
+    memory is refused, naming the entry point; then compiled here, without the evaluation."""
+    try:
+        problems = run_bounded(lambda progress: _problems(source, entrypoints, progress),
+                               LOAD_TIMEOUT_SECONDS, LOAD_MEMORY_BYTES)
+    except BoundExceeded as exc:
+        raise PolicyLoadError([_bound_problem(source, exc)]) from None
+    except ChildFailed as exc:
+        raise PolicyLoadError([PolicyProblem(next(iter(source.modules)), 0,
+                                             f"the embedded engine crashed loading this policy ({exc}); "
+                                             "use engine 'opa'")]) from None
+    if problems:
+        raise PolicyLoadError(problems)
+    return _compile(source, entrypoints, smoke=False)
+
+
+def _problems(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None]) -> list[PolicyProblem]:
+    try:
+        _compile(source, entrypoints, progress=progress)
+    except PolicyLoadError as exc:
+        return exc.errors
+    return []
+
+
+def _bound_problem(source: PolicySource, exc: BoundExceeded) -> PolicyProblem:
+    bound = f"{LOAD_TIMEOUT_SECONDS:g} s" if exc.what == "time" else f"{LOAD_MEMORY_BYTES >> 20} MiB of memory"
+    entrypoint = exc.doing.removeprefix("evaluating entry point ")
+    if entrypoint != exc.doing:
+        return PolicyProblem(_file_of(source, entrypoint), 0,
+                             f"rule {entrypoint.replace('/', '.')}: evaluating it once at load did not finish "
+                             f"within {bound} in the embedded engine (it loops or grows without end); "
+                             "the policy is refused")
+    return PolicyProblem(next(iter(source.modules)), 0, f"compiling the policy did not finish within {bound} "
+                                                         "in the embedded engine; the policy is refused")
+
+
+def _compile(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None] = lambda _: None,
+             smoke: bool = True) -> _Compiled:
+    progress("compiling")
     interpreter = Interpreter()
     interpreter.log_level = LogLevel.NONE
     errors: list[PolicyProblem] = []
@@ -160,7 +205,8 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
         raise PolicyLoadError([PolicyProblem(next(iter(source.modules)), 0, "the policy bundle did not build")])
     # A smoke evaluation per entry point surfaces unknown functions and unsafe variables now.
     interpreter.set_input(Input({}))
-    for entrypoint in entrypoints:
+    for entrypoint in entrypoints if smoke else []:
+        progress(f"evaluating entry point {entrypoint}")
         try:
             _evaluate(interpreter, bundle, entrypoint)
         except UndefinedDecision:
