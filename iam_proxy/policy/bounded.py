@@ -103,3 +103,25 @@ def _watch(pid: int, fd: int, timeout: float, max_bytes: int) -> Any:
             if not ok:
                 raise value
             return value
+
+
+def run_process_bounded(argv: list[str], timeout: float, max_bytes: int) -> bytes:
+    """`argv`'s standard output; BoundExceeded when it runs too long or too large, ChildFailed when it
+    exits non-zero (its standard error in the message)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if time.monotonic() >= deadline or _rss(proc.pid) > max_bytes:
+                proc.kill()
+                proc.wait()
+                raise BoundExceeded("time" if time.monotonic() >= deadline else "memory", " ".join(argv[:2]))
+            time.sleep(0.005)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise ChildFailed(err.read().decode(errors="replace").strip()[:2000])
+        return out.read()

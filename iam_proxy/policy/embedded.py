@@ -38,7 +38,7 @@ from .bounded import BoundExceeded, ChildFailed, run_bounded
 from .embedded_lint import lint
 from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
-from .input_reads import Reads, input_reads, project
+from .input_reads import PolicyReads, analyse, project
 from .source import PolicyProblem, PolicyLoadError, PolicySource, dotted_calls, load_source, scan
 
 log = logging.getLogger("iam_proxy.policy")
@@ -134,7 +134,7 @@ class _Compiled:
     interpreter: Interpreter
     bundle: Any
     source: PolicySource
-    reads: Reads  # the parts of the input the policies can read (input_reads.py)
+    reads: PolicyReads | None = None  # what the policies read (input_reads.py); set once compiled
 
 
 # Bounds of the load-time check (compile + one evaluation per entry point) in its child process.
@@ -156,7 +156,11 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
                                              "use engine 'opa'")]) from None
     if problems:
         raise PolicyLoadError(problems)
-    return _compile(source, entrypoints, smoke=False)
+    compiled = _compile(source, entrypoints, smoke=False)
+    compiled.reads = analyse(source.modules)
+    if compiled.reads.unsure:
+        log.warning("the embedded engine is handed the whole input: %s", compiled.reads.unsure)
+    return compiled
 
 
 def _problems(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None]) -> list[PolicyProblem]:
@@ -214,7 +218,7 @@ def _compile(source: PolicySource, entrypoints: list[str], progress: Callable[[s
         except PolicyEvaluationError as exc:
             raise PolicyLoadError([PolicyProblem(_file_of(source, entrypoint), 0,
                                                f"entry point {entrypoint} fails to evaluate: {exc}")]) from None
-    return _Compiled(interpreter, bundle, source, input_reads(source.modules))
+    return _Compiled(interpreter, bundle, source)
 
 
 def _file_of(source: PolicySource, entrypoint: str) -> str:
@@ -252,7 +256,8 @@ class EmbeddedEngine:
         return self._compiled.source.modules
 
     @property
-    def input_reads(self) -> Reads:
+    def policy_reads(self) -> PolicyReads:
+        assert self._compiled.reads is not None  # set by compile_policies
         return self._compiled.reads
 
     def activate(self, source: PolicySource) -> None:
@@ -292,7 +297,7 @@ class EmbeddedEngine:
         # writes strings out unescaped, so a raw input string with a quote compares wrong and can break
         # out of a reason string into the decision (`"allowed": true`); tests/differential/cases/strings.yaml
         # Only the parts the policies read: parsing the input is most of a decision's cost.
-        compiled.interpreter.set_input_term(orjson.dumps(project(policy_input, compiled.reads)).decode())
+        compiled.interpreter.set_input_term(orjson.dumps(project(policy_input, compiled.reads.input if compiled.reads else None)).decode())
         value = _evaluate(compiled.interpreter, compiled.bundle, path)
         return EngineResult(value=value, revision=compiled.source.revision, engine=self.name)
 

@@ -67,7 +67,8 @@ class PolicyRuntime:
         while True:
             await asyncio.sleep(interval)
             try:
-                engine.reload_if_changed()
+                # off the event loop: the load-time check forks a child and waits for it (bounded.py)
+                await asyncio.to_thread(engine.reload_if_changed)
             except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
                 log.exception("policy watcher error")
 

@@ -112,6 +112,10 @@ def _expressible(case: Case) -> str:
         return "input is not an object"
     if not isinstance(raw.get("data", {}), dict):
         return "data is not an object"
+    try:
+        orjson.dumps([case.input, raw.get("data")])
+    except TypeError:
+        return "input or data has keys that are not strings (not JSON)"
     case.path = "/".join(ref.split(".")[1:])
     return ""
 
