@@ -35,6 +35,7 @@ from regopy.rego_shared import (
 )
 
 from .bounded import BoundExceeded, ChildFailed, run_bounded
+from . import opa_tool
 from .embedded_lint import lint
 from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
@@ -143,10 +144,19 @@ LOAD_MEMORY_BYTES = 1 << 30
 
 
 def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
-    """Checked first in a bounded child (bounded.py): a policy that makes the engine loop or exhaust
-    memory is refused, naming the entry point; then compiled here, without the evaluation."""
+    """Checked by OPA's compiler first (what OPA refuses is refused), then in a bounded child
+    (bounded.py): a policy that makes the engine loop or exhaust memory is refused, naming the entry
+    point; then compiled here, without the evaluation."""
     try:
-        problems = run_bounded(lambda progress: _problems(source, entrypoints, progress),
+        problems = opa_tool.check(source.modules)
+        opa_checked = True
+    except opa_tool.OpaUnavailable as exc:
+        log.warning("policies not checked by opa (%s): the embedded engine's stricter token checks apply", exc)
+        problems, opa_checked = [], False
+    if problems:
+        raise PolicyLoadError(problems)
+    try:
+        problems = run_bounded(lambda progress: _problems(source, entrypoints, progress, opa_checked),
                                LOAD_TIMEOUT_SECONDS, LOAD_MEMORY_BYTES)
     except BoundExceeded as exc:
         raise PolicyLoadError([_bound_problem(source, exc)]) from None
@@ -156,16 +166,17 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
                                              "use engine 'opa'")]) from None
     if problems:
         raise PolicyLoadError(problems)
-    compiled = _compile(source, entrypoints, smoke=False)
+    compiled = _compile(source, entrypoints, smoke=False, opa_checked=opa_checked)
     compiled.reads = analyse(source.modules)
     if compiled.reads.unsure:
         log.warning("the embedded engine is handed the whole input: %s", compiled.reads.unsure)
     return compiled
 
 
-def _problems(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None]) -> list[PolicyProblem]:
+def _problems(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None],
+              opa_checked: bool) -> list[PolicyProblem]:
     try:
-        _compile(source, entrypoints, progress=progress)
+        _compile(source, entrypoints, progress=progress, opa_checked=opa_checked)
     except PolicyLoadError as exc:
         return exc.errors
     return []
@@ -184,7 +195,7 @@ def _bound_problem(source: PolicySource, exc: BoundExceeded) -> PolicyProblem:
 
 
 def _compile(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None] = lambda _: None,
-             smoke: bool = True) -> _Compiled:
+             smoke: bool = True, opa_checked: bool = False) -> _Compiled:
     progress("compiling")
     interpreter = Interpreter()
     interpreter.log_level = LogLevel.NONE
@@ -196,7 +207,7 @@ def _compile(source: PolicySource, entrypoints: list[str], progress: Callable[[s
             errors.extend(rego_error_to_policy_errors(str(exc), source))
     if errors:
         raise PolicyLoadError(errors)
-    errors = check_builtins(interpreter, source) + lint(source, interpreter.is_builtin, WRONG_BUILTINS).errors
+    errors = check_builtins(interpreter, source) + lint(source, interpreter.is_builtin, WRONG_BUILTINS, opa_checked).errors
     if errors:
         raise PolicyLoadError(errors)
     if source.data:

@@ -162,9 +162,11 @@ class LintResult:
     warnings: list[PolicyProblem]
 
 
-def lint(source: PolicySource, is_builtin: Callable[[str], bool], wrong_builtins: dict[str, str]) -> LintResult:
+def lint(source: PolicySource, is_builtin: Callable[[str], bool], wrong_builtins: dict[str, str],
+         opa_checked: bool = False) -> LintResult:
     """`wrong_builtins`: name -> why the engine's answer differs from OPA's (undotted ones are checked here,
-    dotted ones by embedded.check_builtins)."""
+    dotted ones by embedded.check_builtins). `opa_checked`: `opa check` accepted the policies, so
+    unsafe variables are OPA's verdict, not this token scan's (which refuses some safe ones)."""
     errors: list[PolicyProblem] = []
     warnings: list[PolicyProblem] = []
     parsed = {file: _statements(tokenize(text)) for file, text in source.modules.items()}
@@ -181,13 +183,14 @@ def lint(source: PolicySource, is_builtin: Callable[[str], bool], wrong_builtins
         for statement in statements:
             if not statement or statement[0].text in ("package", "import"):
                 continue
-            errors.extend(_check_statement(file, statement, known, is_builtin, uses_regex, wrong_builtins))
+            errors.extend(_check_statement(file, statement, known, is_builtin, uses_regex, wrong_builtins,
+                                           opa_checked))
             warnings.extend(_warn_statement(file, statement))
     return LintResult(errors, warnings)
 
 
 def _check_statement(file: str, statement: list[Token], known: set[str], is_builtin: Callable[[str], bool],
-                     uses_regex: bool, wrong_builtins: dict[str, str]) -> list[PolicyProblem]:
+                     uses_regex: bool, wrong_builtins: dict[str, str], opa_checked: bool) -> list[PolicyProblem]:
     errors: list[PolicyProblem] = []
     bound = _bound_names(statement)
     reported: set[str] = set()
@@ -230,6 +233,8 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
                                        "semver", "graph", "yaml", "uuid", "rand", "numbers", "bits", "hex",
                                        "opa", "rego", "providers", "graphql", "trace"}:
             continue  # a built-in namespace; embedded.check_builtins judges the call
+        elif opa_checked:
+            continue
         else:
             message = f"var {name} is unsafe: not bound in this rule and not a rule, import or keyword " \
                       "(OPA: rego_unsafe_var_error)"

@@ -22,21 +22,15 @@ path. The target of `with input as ...` (tests) replaces the input rather than r
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Union
 
-import orjson
-
-from .bounded import BoundExceeded, ChildFailed, run_process_bounded
+from . import opa_tool
 
 # A tree of the parts read: key -> subtree, or True for "all of it". None: the whole document.
 Reads = Union[dict[str, Any], None]
 WHOLE: Reads = None
 
-PARSE_TIMEOUT_SECONDS = 10.0
-PARSE_MEMORY_BYTES = 1 << 30
 # Built-ins whose result depends on the time, randomness or the world outside the input.
 VOLATILE_BUILTINS = frozenset({
     "time.now_ns", "rand.intn", "uuid.rfc4122", "http.send", "net.lookup_ip_addr", "opa.runtime",
@@ -54,26 +48,13 @@ class PolicyReads:
 
 def analyse(modules: dict[str, str], opa: str | None = None) -> PolicyReads:
     """What `modules` read; WHOLE (and a reason in `unsure`) when OPA cannot tell."""
-    if opa is None:
-        from .testing import find_opa
-
-        opa = find_opa()
-    if opa is None:
-        return PolicyReads(WHOLE, (), "no opa binary to parse the policies with")
+    try:
+        trees = opa_tool.parse({f: t for f, t in modules.items() if not f.endswith("_test.rego")}, opa)
+    except opa_tool.OpaUnavailable as exc:
+        return PolicyReads(WHOLE, (), str(exc))
     walker = _Walker()
-    with tempfile.TemporaryDirectory(prefix="iam-proxy-parse-") as tmp:
-        for file, text in modules.items():
-            if file.endswith("_test.rego"):
-                continue
-            path = Path(tmp) / "module.rego"
-            path.write_text(text)
-            try:
-                tree = orjson.loads(run_process_bounded(
-                    [opa, "parse", "--format", "json", "--json-include", "locations,-comments", str(path)],
-                    PARSE_TIMEOUT_SECONDS, PARSE_MEMORY_BYTES))
-            except (BoundExceeded, ChildFailed, orjson.JSONDecodeError) as exc:
-                return PolicyReads(WHOLE, (), f"{file}: opa parse failed: {str(exc).splitlines()[0][:200]}")
-            walker.module(file, tree)
+    for file, tree in trees.items():
+        walker.module(file, tree)
     return PolicyReads(WHOLE if walker.whole else walker.tree, tuple(walker.volatile))
 
 
