@@ -65,6 +65,12 @@ WRONG_BUILTINS = {
     "urlquery.encode_object": "encodes a space as %20 (OPA: +)",
     "urlquery.decode": "leaves + undecoded (OPA: a space)",
     "urlquery.decode_object": "leaves + undecoded (OPA: a space)",
+    # found by OPA's conformance cases (tests/conformance, docs/policy-engines.md)
+    "strings.replace_n": "re-applies replacements to their output, and an empty key loops without end",
+    "semver.is_valid": "accepts leading zeros and empty pre-release or build sections",
+    "semver.compare": "accepts leading zeros and orders by build metadata, which OPA ignores",
+    "crypto.x509.parse_certificates": "returns an empty list for invalid data where OPA fails",
+    "opa.runtime": "hands policies the proxy's whole environment (its secrets), and `with` cannot replace it",
 }
 
 _ERROR_AT = re.compile(r"\(error (\d+):")

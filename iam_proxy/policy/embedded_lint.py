@@ -32,7 +32,7 @@ from .source import PolicyProblem, PolicySource
 KEYWORDS = frozenset({"package", "import", "as", "default", "if", "else", "contains", "some", "every", "in",
                       "not", "with", "true", "false", "null", "input", "data", "_"})
 # Built-ins is_builtin() does not report although rego-cpp has them.
-ALWAYS_KNOWN_FUNCTIONS = frozenset({"print"})
+ALWAYS_KNOWN_FUNCTIONS = frozenset({"print", "set"})
 
 _TOKEN = re.compile(r"""
     (?P<comment>\#[^\n]*)
@@ -210,6 +210,13 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
                 and prev.text not in ("if", "else", "contains", "in", "not", "some", "every"):
             errors.append(PolicyProblem(file, token.line, "`if` keyword is required before rule body (Rego v1; "
                                         "OPA 1.x refuses this too)"))
+        if token.kind in ("number", "string", "raw") and _big_number(token.text):
+            errors.append(PolicyProblem(file, token.line, "a number beyond ±2^53 (or written with an exponent "
+                                        "beyond 1e308): the embedded engine computes and formats such numbers "
+                                        "differently from OPA; use engine 'opa'"))
+        if token.text == "in" and _pair_membership(statement, i):
+            errors.append(PolicyProblem(file, token.line, "`k, v in xs` as a test: the embedded engine answers "
+                                        "undefined for sets; write `xs[k] == v` or use engine 'opa'"))
         if token.text == "in" and _membership_as_value(statement, i):
             errors.append(PolicyProblem(file, token.line, "`in` used as a value (x := a in b, {\"k\": a in b}): the "
                                         "embedded engine always yields false there; use it as a condition "
@@ -241,6 +248,30 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
         reported.add(name)
         errors.append(PolicyProblem(file, token.line, message))
     return errors
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def _big_number(text: str) -> bool:
+    return any(abs(float(m.group(0))) >= 2 ** 53 for m in _NUMBER.finditer(text))
+
+
+def _pair_membership(statement: list[Token], index: int) -> bool:
+    """`a, b in xs` used as a test: a comma before the operand, and no `some`/`every` declaring it."""
+    depth = statement[index].depth
+    if index < 2 or statement[index - 2].text != "," or statement[index - 2].depth != depth:
+        return False
+    for token in reversed(statement[:index]):
+        if token.depth < depth:
+            return token.text == "{"  # a body; other brackets hold arguments or elements
+        if token.depth > depth:
+            continue
+        if token.text in ("some", "every"):
+            return False
+        if token.line_start or token.text in (";", "if", "not"):
+            return True
+    return True
 
 
 def _membership_as_value(statement: list[Token], index: int) -> bool:

@@ -86,7 +86,8 @@ def _expressible(case: Case) -> str:
     raw = case.raw
     query = raw.get("query", "").strip()
     parts = query.split(" = ")
-    if len(parts) != 2 or not parts[0].startswith("data.") or not parts[1].isidentifier():
+    if len(parts) != 2 or not parts[0].startswith("data.") or not parts[1].isidentifier() \
+            or parts[1] in ("input", "data"):
         return "query is not `data.<path> = <var>`"
     ref, var = parts
     if not all(segment.isidentifier() for segment in ref.split(".")[1:]) or ref.count(".") < 1:
