@@ -39,7 +39,8 @@ from . import opa_tool
 from .embedded_lint import lint
 from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
-from .input_reads import PolicyReads, analyse, project
+from .embedded_ast import unused_call_results
+from .input_reads import WHOLE, PolicyReads, project, reads_of
 from .source import PolicyProblem, PolicyLoadError, PolicySource, dotted_calls, load_source, scan
 
 log = logging.getLogger("iam_proxy.policy")
@@ -153,14 +154,11 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
     """Checked by OPA's compiler first (what OPA refuses is refused), then in a bounded child
     (bounded.py): a policy that makes the engine loop or exhaust memory is refused, naming the entry
     point; then compiled here, without the evaluation."""
-    try:
-        problems = opa_tool.check(source.modules)
-        opa_checked = True
-    except opa_tool.OpaUnavailable as exc:
-        log.warning("policies not checked by opa (%s): the embedded engine's stricter token checks apply", exc)
-        problems, opa_checked = [], False
-    if problems:
-        raise PolicyLoadError(problems)
+    trees, why = _opa_verdict(source)
+    opa_checked = trees is not None
+    if not opa_checked:
+        log.warning("policies not checked by opa (%s): the embedded engine's stricter token checks apply, and "
+                    "it is handed the whole input", why)
     try:
         problems = run_bounded(lambda progress: _problems(source, entrypoints, progress, opa_checked),
                                LOAD_TIMEOUT_SECONDS, LOAD_MEMORY_BYTES)
@@ -173,10 +171,22 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
     if problems:
         raise PolicyLoadError(problems)
     compiled = _compile(source, entrypoints, smoke=False, opa_checked=opa_checked)
-    compiled.reads = analyse(source.modules)
-    if compiled.reads.unsure:
-        log.warning("the embedded engine is handed the whole input: %s", compiled.reads.unsure)
+    compiled.reads = reads_of(trees) if trees is not None else PolicyReads(WHOLE, (), why)
     return compiled
+
+
+def _opa_verdict(source: PolicySource) -> tuple[dict[str, Any] | None, str]:
+    """OPA's syntax trees of the modules once its compiler accepted them; (None, why) without opa.
+    Raises PolicyLoadError for what OPA refuses, and for what the trees show rego-cpp gets wrong."""
+    try:
+        problems = opa_tool.check(source.modules)
+        trees = opa_tool.parse(source.modules) if not problems else {}
+    except opa_tool.OpaUnavailable as exc:
+        return None, str(exc)
+    problems = problems or unused_call_results(trees)
+    if problems:
+        raise PolicyLoadError(problems)
+    return trees, ""
 
 
 def _problems(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None],

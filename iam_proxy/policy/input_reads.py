@@ -52,6 +52,11 @@ def analyse(modules: dict[str, str], opa: str | None = None) -> PolicyReads:
         trees = opa_tool.parse({f: t for f, t in modules.items() if not f.endswith("_test.rego")}, opa)
     except opa_tool.OpaUnavailable as exc:
         return PolicyReads(WHOLE, (), str(exc))
+    return reads_of(trees)
+
+
+def reads_of(trees: dict[str, dict[str, Any]]) -> PolicyReads:
+    """What the modules with these syntax trees (opa_tool.parse) read."""
     walker = _Walker()
     for file, tree in trees.items():
         walker.module(file, tree)

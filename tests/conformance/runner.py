@@ -149,7 +149,9 @@ def classify(case: Case, answer: dict[str, Any]) -> str:
     if "want_error" in raw or "want_error_code" in raw:
         if "error" in answer:
             return "agrees"
-        if "undefined" in answer and raw.get("want_error_code") in BUILTIN_ERRORS:
+        builtin_error = raw.get("want_error_code") in BUILTIN_ERRORS or (
+            "want_error_code" not in raw and raw.get("strict_error"))  # a built-in's type error, in strict mode
+        if "undefined" in answer and builtin_error:
             return "agrees"
         return "different"
     rows = raw["want_result"] or []
