@@ -19,17 +19,27 @@ from .source import PolicyProblem
 
 def unused_call_results(trees: dict[str, dict[str, Any]]) -> list[PolicyProblem]:
     problems = []
+    # a name that is a rule or an import is a reference, not a variable the rule binds
+    global_names = {"input", "data"} | {_head_name(rule) for tree in trees.values() for rule in tree.get("rules") or []}
+    global_names |= {imported.get("alias") or _name(imported.get("path") or {}).rsplit(".", 1)[-1]
+                     for tree in trees.values() for imported in tree.get("imports") or []}
     for file, tree in trees.items():
         for rule in tree.get("rules") or []:
             uses = collections.Counter(_vars(rule))
-            name = (rule.get("head") or {}).get("name") or "?"
+            name = _head_name(rule)
             for row, var, call in _call_bindings(rule):
-                if uses[var] == 1:
+                if uses[var] == 1 and var not in global_names:
                     shown = "_" if var.startswith("$") else var
                     problems.append(PolicyProblem(file, row, (
                         f"rule {name}: {shown} takes the result of {call}(...) and is never used: when the call "
                         "fails the embedded engine lets the rule succeed (OPA: undefined); use the value or drop it")))
     return problems
+
+
+def _head_name(rule: dict[str, Any]) -> str:
+    head = rule.get("head") or {}
+    ref = head.get("ref") or [{}]
+    return str(head.get("name") or ref[0].get("value") or "?")
 
 
 def _vars(node: Any) -> Iterator[str]:
