@@ -258,6 +258,8 @@ def _file_of(source: PolicySource, entrypoint: str) -> str:
 
 class EmbeddedEngine:
     name = "embedded"
+    # how a policy source becomes something `decide` evaluates (opa_wasm.py brings its own)
+    compile = staticmethod(compile_policies)
 
     def __init__(self, policy_dir: Path | None, entrypoints: list[str], metrics: Any = None,
                  source: PolicySource | None = None) -> None:
@@ -270,7 +272,7 @@ class EmbeddedEngine:
             if policy_dir is None:
                 raise ValueError("EmbeddedEngine needs a policy_dir or a source")
             source = load_source(policy_dir)
-        self._compiled = compile_policies(source, self.entrypoints)
+        self._compiled = self.compile(source, self.entrypoints)
         self.generation = 1  # bumps on every swap, even when a bundle keeps its manifest revision
         log.info("policies compiled: revision %s, %d modules", self.revision, len(self._compiled.source.modules))
 
@@ -289,7 +291,7 @@ class EmbeddedEngine:
 
     def activate(self, source: PolicySource) -> None:
         """Compile `source` and swap it in; raises PolicyLoadError and keeps the current one if it fails."""
-        self._compiled = compile_policies(source, self.entrypoints)
+        self._compiled = self.compile(source, self.entrypoints)
         self.generation += 1
         log.info("policies activated: revision %s", self.revision)
 
@@ -302,7 +304,7 @@ class EmbeddedEngine:
         if self.policy_dir is None or scan(self.policy_dir) == self._compiled.source.stamp:
             return False
         try:
-            compiled = compile_policies(load_source(self.policy_dir), self.entrypoints)
+            compiled = self.compile(load_source(self.policy_dir), self.entrypoints)
         except (PolicyLoadError, OSError) as exc:
             log.error("policy reload failed, keeping revision %s: %s", self.revision, exc)
             if self._metrics is not None:

@@ -32,7 +32,7 @@ def find() -> str | None:
     return find_opa()
 
 
-def _run(opa: str, *args: str) -> bytes:
+def run(opa: str, *args: str) -> bytes:
     return run_process_bounded([opa, *args], TIMEOUT_SECONDS, MEMORY_BYTES)
 
 
@@ -54,7 +54,7 @@ def check(modules: dict[str, str], opa: str | None = None) -> list[PolicyProblem
     with tempfile.TemporaryDirectory(prefix="iam-proxy-check-") as tmp:
         names = _write(modules, Path(tmp))
         try:
-            _run(opa, "check", "--format", "json", *names)
+            run(opa, "check", "--format", "json", *names)
             return []
         except BoundExceeded as exc:
             return [PolicyProblem(next(iter(modules)), 0, f"opa check did not finish ({exc.what}); refused")]
@@ -80,7 +80,7 @@ def parse(modules: dict[str, str], opa: str | None = None) -> dict[str, dict[str
     with tempfile.TemporaryDirectory(prefix="iam-proxy-parse-") as tmp:
         for path, name in _write(modules, Path(tmp)).items():
             try:
-                trees[name] = orjson.loads(_run(opa, "parse", "--format", "json", "--json-include",
+                trees[name] = orjson.loads(run(opa, "parse", "--format", "json", "--json-include",
                                                 "locations,-comments", path))
             except (BoundExceeded, ChildFailed, orjson.JSONDecodeError) as exc:
                 raise OpaUnavailable(f"{name}: opa parse failed: {str(exc).splitlines()[0][:200]}") from None

@@ -1,6 +1,6 @@
 """The embedded engine in a child of the conformance runner (runner.py): one case per request line.
 
-Request `{"modules": [...], "data": {...}, "path": "a/b", "input": {...}}`; answer, one JSON line:
+Request `{"modules": [...], "data": {...}, "path": "a/b", "input": {...}, "engine": "embedded" | "opa-wasm"}`; answer, one JSON line:
 `{"refused": msg}` (load), `{"value": v}`, `{"undefined": true}`, `{"error": msg}` (evaluation), or
 `{"exception": "Type: msg"}` when something other than the engine's own errors escaped (a crash of ours).
 """
@@ -16,7 +16,10 @@ import orjson
 
 from iam_proxy.policy.embedded import EmbeddedEngine
 from iam_proxy.policy.engine import PolicyEvaluationError, UndefinedDecision
+from iam_proxy.policy.opa_wasm import OpaWasmEngine
 from iam_proxy.policy.source import PolicyLoadError, PolicySource
+
+ENGINES = {"embedded": EmbeddedEngine, "opa-wasm": OpaWasmEngine}
 
 
 def evaluate(request: dict[str, Any]) -> dict[str, Any]:
@@ -24,7 +27,7 @@ def evaluate(request: dict[str, Any]) -> dict[str, Any]:
     source = PolicySource(modules, request["data"], "conformance", ())
     try:
         # as the proxy loads a bundle: lint, guards, bounded load-time check, smoke evaluation
-        engine = EmbeddedEngine(None, [request["path"]], source=source)
+        engine = ENGINES[request.get("engine", "embedded")](None, [request["path"]], source=source)
     except PolicyLoadError as exc:
         return {"refused": str(exc)}
     try:

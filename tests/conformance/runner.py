@@ -238,7 +238,8 @@ class Report:
         return (case for case, got in sorted(self.outcomes.items()) if got == outcome)
 
 
-def run(cases: list[Case], workers: int | None = None, timeout: float = CASE_TIMEOUT) -> Report:
+def run(cases: list[Case], workers: int | None = None, timeout: float = CASE_TIMEOUT,
+        engine: str = "embedded") -> Report:
     report = Report()
     started = time.monotonic()
     todo: queue.Queue[Case] = queue.Queue()
@@ -259,7 +260,7 @@ def run(cases: list[Case], workers: int | None = None, timeout: float = CASE_TIM
             if not worker.alive:
                 worker = Worker()
             answer = worker.ask({"modules": case.raw.get("modules") or [], "data": case.raw.get("data") or {},
-                                 "path": case.path, "input": case.input}, timeout)
+                                 "path": case.path, "input": case.input, "engine": engine}, timeout)
             with lock:
                 report.answers[case.id] = answer
                 report.outcomes[case.id] = classify(case, answer)
@@ -280,9 +281,10 @@ def main() -> int:
     parser.add_argument("--show", action="append", default=[], choices=OUTCOMES, help="list the cases of an outcome")
     parser.add_argument("--only", help="run only cases whose id contains this")
     parser.add_argument("--workers", type=int)
+    parser.add_argument("--engine", default="embedded", choices=("embedded", "opa-wasm"))
     args = parser.parse_args()
     cases = [c for c in load_cases(cases_dir()) if not args.only or args.only in c.id]
-    report = run(cases, args.workers)
+    report = run(cases, args.workers, engine=args.engine)
     by_id = {c.id: c for c in cases}
     for outcome in args.show:
         for case_id in report.cases(outcome):
