@@ -41,7 +41,8 @@ from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
 from .embedded_ast import unused_call_results
 from .input_reads import WHOLE, PolicyReads, project, reads_of
-from .source import PolicyProblem, PolicyLoadError, PolicySource, dotted_calls, load_source, scan
+from .source import (PolicyLoadError, PolicyProblem, PolicySource, dotted_calls, load_source, scan,
+                     with_replacements)
 
 log = logging.getLogger("iam_proxy.policy")
 
@@ -107,7 +108,7 @@ def check_builtins(interpreter: Interpreter, source: PolicySource) -> list[Polic
     errors: list[PolicyProblem] = []
     for file, text in source.modules.items():
         aliases = _module_alias_names(text)
-        for name, line in dotted_calls(text):
+        for name, line in dotted_calls(text) + with_replacements(text):
             head = name.split(".", 1)[0]
             if head in ("data", "input") or head in aliases:
                 continue

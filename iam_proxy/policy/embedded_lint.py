@@ -210,10 +210,10 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
                 and prev.text not in ("if", "else", "contains", "in", "not", "some", "every"):
             errors.append(PolicyProblem(file, token.line, "`if` keyword is required before rule body (Rego v1; "
                                         "OPA 1.x refuses this too)"))
-        if token.kind in ("number", "string", "raw") and _big_number(token.text):
-            errors.append(PolicyProblem(file, token.line, "a number beyond ±2^53 (or written with an exponent "
-                                        "beyond 1e308): the embedded engine computes and formats such numbers "
-                                        "differently from OPA; use engine 'opa'"))
+        if token.kind in ("number", "string", "raw") and _big_float(token.text):
+            errors.append(PolicyProblem(file, token.line, "a number with a fraction or an exponent beyond ±2^53: "
+                                        "the embedded engine computes it as a double where OPA keeps it exact; "
+                                        "use engine 'opa'"))
         if token.text == "in" and _pair_membership(statement, i):
             errors.append(PolicyProblem(file, token.line, "`k, v in xs` as a test: the embedded engine answers "
                                         "undefined for sets; write `xs[k] == v` or use engine 'opa'"))
@@ -250,11 +250,12 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
     return errors
 
 
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+# written as a float (fraction or exponent): integers of any size are exact in rego-cpp too
+_FLOAT = re.compile(r"(?<![\w.])\d+(?:\.\d+[eE][+-]?\d+|\.\d+|[eE][+-]?\d+)")
 
 
-def _big_number(text: str) -> bool:
-    return any(abs(float(m.group(0))) >= 2 ** 53 for m in _NUMBER.finditer(text))
+def _big_float(text: str) -> bool:
+    return any(abs(float(m.group(0))) >= 2 ** 53 for m in _FLOAT.finditer(text))
 
 
 def _pair_membership(statement: list[Token], index: int) -> bool:

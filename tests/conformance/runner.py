@@ -146,7 +146,9 @@ def classify(case: Case, answer: dict[str, Any]) -> str:
     if "refused" in answer:
         return "refused"
     raw = case.raw
-    if "want_error" in raw or "want_error_code" in raw:
+    if ("want_error" in raw or "want_error_code" in raw) and "want_result" in raw and "error" in answer:
+        return "agrees"  # a strict-mode error whose non-strict answer (want_result) OPA also gives
+    if ("want_error" in raw or "want_error_code" in raw) and "want_result" not in raw:
         if "error" in answer:
             return "agrees"
         builtin_error = raw.get("want_error_code") in BUILTIN_ERRORS or (
