@@ -3,8 +3,9 @@ and evaluated in process with wasmtime, through OPA's Wasm ABI (https://www.open
 
 OPA's own compiler plans the policies, and OPA's own C library implements the built-ins inside the
 module, so the answers are OPA's. What the module cannot do alone it imports from its host
-(`builtins()`: graphql.*, http.send, ...); this host provides none of them, so a policy that needs
-one is refused at load, naming it. Loading shares everything else with the embedded engine (the
+(`builtins()`: time.now_ns, io.jwt.decode, semver.*, graphql.*, http.send, ...); this host
+provides `time.now_ns` and the forms of `sprintf` whose output is certain, and a policy that needs
+any other is refused at load, naming it. Loading shares everything else with the embedded engine (the
 policy directory, bundles, reloads, the input projection and the decision cache; embedded.py).
 
 Per decision: the input's JSON text is written into the module's memory at a fixed base and
@@ -18,10 +19,11 @@ import ctypes
 import io
 import tarfile
 import tempfile
+import time
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import wasmtime
@@ -70,8 +72,12 @@ def _format(verb: str, remaining: Any) -> str:
     raise _Aborted(f"sprintf: %{verb} of {type(value).__name__} is not formatted by this host; use engine 'opa'")
 
 
-# Built-ins OPA's Wasm module leaves to its host, and which this host provides.
-HOST_BUILTINS = {"sprintf": _sprintf}
+# Built-ins OPA's Wasm module leaves to its host, and which this host provides: name -> function of
+# the decision's clock (one value per evaluation, as OPA's `time.now_ns` is) and the arguments.
+HOST_BUILTINS: dict[str, Callable[..., Any]] = {
+    "sprintf": lambda now, format_, values: _sprintf(format_, values),
+    "time.now_ns": lambda now: now,
+}
 
 
 @dataclass
@@ -85,6 +91,7 @@ class _Module:
     entrypoints: dict[str, int]
     reads: PolicyReads | None = None
     host_ids: dict[int, str] = field(default_factory=dict)  # the module's number for each host built-in
+    now_ns: int = 0  # time.now_ns() of the evaluation under way
 
     def _c_string(self, address: int) -> bytes:
         return ctypes.string_at(ctypes.addressof(self.memory.data_ptr(self.store).contents) + address)
@@ -97,6 +104,7 @@ class _Module:
 
     def evaluate(self, entrypoint: str, document: bytes) -> Any:
         self._write(self.base, document)
+        self.now_ns = time.time_ns()
         try:
             result = self.eval(self.store, 0, self.entrypoints[entrypoint], self.data, self.base, len(document),
                                self.base + len(document), 0)
@@ -151,7 +159,7 @@ def _instantiate(source: PolicySource, wasm: bytes) -> _Module:
     def host_builtin(builtin_id: int, _context: int, *arguments: int) -> int:
         instance = module[0]
         values = [orjson.loads(instance._c_string(exports["opa_json_dump"](store, a))) for a in arguments]
-        result = orjson.dumps(HOST_BUILTINS[instance.host_ids[builtin_id]](*values))
+        result = orjson.dumps(HOST_BUILTINS[instance.host_ids[builtin_id]](instance.now_ns, *values))
         address = exports["opa_malloc"](store, len(result))
         instance._write(address, result)
         return int(exports["opa_json_parse"](store, address, len(result)))

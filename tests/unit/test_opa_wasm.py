@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -46,8 +47,11 @@ def test_a_conflict_fails_the_evaluation():
 def test_a_built_in_left_to_the_host_is_refused_at_load_unless_this_host_has_it():
     with pytest.raises(PolicyLoadError, match="built-ins graphql.is_valid are not inside OPA's Wasm module"):
         engine('package t\n\ng := graphql.is_valid("type Query { a: Int }", "{ a }")\n', "t/g")
-    e = engine('package t\n\nm := sprintf("%s may %s (%d%%)", [input.u, "read", 5])\n', "t/m")
+    e = engine('package t\n\nm := sprintf("%s may %s (%d%%)", [input.u, "read", 5])\n\n'
+               'same if time.now_ns() == time.now_ns()\n\nlate if time.now_ns() > input.t\n', "t/m", "t/same", "t/late")
     assert decide(e, "t/m", {"u": "alice"}) == "alice may read (5%)"
+    assert decide(e, "t/same", {}) is True
+    assert decide(e, "t/late", {"t": time.time_ns() - 10**9}) is True
 
 
 def test_sprintf_formats_only_what_it_is_sure_of():
