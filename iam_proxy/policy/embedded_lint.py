@@ -6,10 +6,11 @@ work on tokens, not on a full Rego parser, so they are deliberately conservative
 they can prove is wrong and say nothing about the rest.
 
 Errors (the policy is refused, like OPA refuses it or would answer differently):
-- a name that is neither bound in the rule, nor a rule, import, keyword or built-in (OPA:
+- only when no `opa` binary checked the policies first (opa_tool.check, which is exact): a name that
+  is neither bound in the rule, nor a rule, import, keyword or built-in (OPA:
   `rego_unsafe_var_error`; rego-cpp makes the expression undefined, so `deny if x in blocked_usr`
-  never fires);
-- a rule body without `if` (Rego v0; OPA 1.x refuses it, rego-cpp gives v0 partial sets v1 meaning);
+  never fires), and a rule body without `if` (Rego v0; OPA 1.x refuses it, rego-cpp gives v0
+  partial sets v1 meaning);
 - a call to an undotted function that is neither a built-in nor defined in the package;
 - `in` whose result is used as a value (`blocked := user in data.blocklist`): rego-cpp yields false,
   so `allow if not blocked` lets a blocked user through;
@@ -204,7 +205,7 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
             errors.append(PolicyProblem(file, token.line, "regular expression syntax the embedded engine lacks "
                                         "((?flags), named groups, \\p, \\A, \\z, \\x): regex built-ins would be "
                                         "undefined or wrong; use engine 'opa'"))
-        if token.text == "{" and token.kind == "op" and token.depth == 0 and prev is not None \
+        if not opa_checked and token.text == "{" and token.kind == "op" and token.depth == 0 and prev is not None \
                 and not any(t.text == "every" for t in statement[:i]) and (
                 prev.kind in ("ident", "number", "string", "raw") or prev.text in ("]", ")")) \
                 and prev.text not in ("if", "else", "contains", "in", "not", "some", "every"):
