@@ -3,13 +3,12 @@ checked through the real proxy: a read hidden in a template string must not turn
 
 from __future__ import annotations
 
+from support import add_policy_route
+
 
 def test_a_deny_written_with_a_template_string_denies_mallory(proxy_factory, proxy_config, issuer, policy_dir):
-    (policy_dir / "tmpl.rego").write_text(
-        'package tmpl\n\ndeny if $"{input.identity.email}" == "mallory@example.org"\n\nallow if not deny\n')
-    routes = proxy_config["routes"]
-    routes.append({**routes[0], "id": "tmpl", "match": {"path": "/tmpl/**"},
-                   "policy": {"path": "tmpl/allow", "cache": True}})
+    add_policy_route(proxy_config, policy_dir, "tmpl",
+                     'deny if $"{input.identity.email}" == "mallory@example.org"\n\nallow if not deny', cache=True)
     proxy = proxy_factory(proxy_config)
     with proxy.client() as c:
         mallory = {"Authorization": f"Bearer {issuer.token('mallory')}"}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
+from support import add_policy_route
+
 
 def test_a_route_on_opa_wasm_decides_caches_and_reloads(proxy_factory, proxy_config, issuer, policy_dir):
-    (policy_dir / "tmpl.rego").write_text(
-        'package tmpl\n\ndeny if $"{input.identity.email}" == "mallory@example.org"\n\nallow if not deny\n')
-    routes = proxy_config["routes"]
-    routes[0]["policy"]["engine"] = "opa-wasm"
-    routes.append({**routes[0], "id": "tmpl", "match": {"path": "/tmpl/**"},
-                   "policy": {"path": "tmpl/allow", "engine": "opa-wasm"}})
+    proxy_config["routes"][0]["policy"]["engine"] = "opa-wasm"
+    add_policy_route(proxy_config, policy_dir, "tmpl",
+                     'deny if $"{input.identity.email}" == "mallory@example.org"\n\nallow if not deny',
+                     engine="opa-wasm")
     proxy = proxy_factory(proxy_config)
     alice = {"Authorization": f"Bearer {issuer.token('alice', ['finance'])}"}
     bob = {"Authorization": f"Bearer {issuer.token('bob', ['sales'])}"}
