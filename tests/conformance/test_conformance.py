@@ -13,7 +13,7 @@ from support import REPO
 
 # A ratchet, not the goal: the share of expressible cases refused at load may only go down.
 # (The goal is 10 %; docs/policy-engines.md says what stands between.)
-MAX_REFUSED_SHARE = 0.27
+MAX_REFUSED_SHARE = 0.265
 
 
 def test_the_embedded_engine_gives_opas_answer_or_refuses():
