@@ -1,6 +1,11 @@
 """The embedded Rego engine: rego-cpp through `regopy`, compiled once per policy revision.
 
-Guards (see ../shared recipes and docs/policies.md; each is a security requirement):
+Guards (see docs/policies.md; each is a security requirement):
+- the policies are first checked by OPA's own compiler (`opa check`, opa_tool.py): what OPA refuses
+  is refused; OPA's syntax tree then gives what they read (input_reads.py) and the call results
+  nobody uses (embedded_ast.py);
+- the compile and one evaluation per entry point run first in a forked child bounded in time and
+  memory (bounded.py): a rule that loops or grows without end is refused, naming it;
 - a policy that calls a built-in the engine does not implement, or implements wrongly, is refused at
   load time with file and line: such calls evaluate to undefined, so a `deny if net.cidr_contains(..)`
   would silently never fire;
