@@ -621,8 +621,8 @@ class RoutePolicy(_Model):
     # The decision path, as in OPA: "iam/authz/decision" or "envoy/authz/allow".
     path: str = "iam/authz/decision"
     dry_run: bool = False
-    # "embedded" or "opa"; unset = policy.engine.
-    engine: Literal["embedded", "opa"] | None = None
+    # "embedded", "opa-wasm" or "opa"; unset = policy.engine.
+    engine: Literal["embedded", "opa-wasm", "opa"] | None = None
     # Cache this route's decisions (see policy.cache). Unset: on for the embedded engine, whose
     # revision the proxy controls; true is refused for engine "opa".
     cache: bool | None = None
@@ -755,7 +755,7 @@ class DecisionLogSettings(_Model):
 
 
 class PolicySettings(_Model):
-    engine: Literal["embedded", "opa"] = "embedded"
+    engine: Literal["embedded", "opa-wasm", "opa"] = "embedded"
     dir: Path = Path("policies")
     bundle: BundleSettings | None = None  # replaces dir as the embedded engine's source
     reload_interval_seconds: float = Field(default=1.0, ge=0)  # 0 = no reload
@@ -948,7 +948,7 @@ class Settings(_Model):
     def caches_decisions(self, route: Route) -> bool:
         if route.policy.cache is not None:
             return route.policy.cache
-        return self.engine_for(route) == "embedded"
+        return self.engine_for(route) in ("embedded", "opa-wasm")
 
 
 def _check_saml(settings: "Settings") -> None:
