@@ -27,6 +27,8 @@ from .core.responses import send_error, send_json
 from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
+from .extauthz import ExtAuthz
+from .extauthz.adapter import PipelineDecide
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter
 from .forward.upstream import UpstreamClient
@@ -46,6 +48,7 @@ from .settings.saml import SAMLAuthenticatorSettings
 from .signals import PUSH_PATH
 from .signals.receiver import Caches
 from .signals.runtime import SignalsRuntime
+from .websocket import WebSocketProxy
 
 log = logging.getLogger("iam_proxy")
 
@@ -107,6 +110,9 @@ class Proxy:
                                 auditor=self.auditor, metrics=self.metrics, forward_auth=self.forward_auth,
                                 decision_log=self.policy.decision_log, traffic=self.traffic)
         self.doors.shadow = ShadowRunner(settings.routes, self.metrics.registry, self.auditor)
+        decide = PipelineDecide(self.doors, settings.ext_authz.trusted_peers)  # a request decided, not forwarded
+        self.extauthz = ExtAuthz(settings.ext_authz, decide) if worker == 0 else None
+        self.websockets = WebSocketProxy(decide, self.auditor, settings.websockets.recheck_seconds)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -154,8 +160,12 @@ class Proxy:
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
+        if self.extauthz is not None:
+            await self.extauthz.start()  # checks are answered once authentication is ready
 
     async def stop(self) -> None:
+        if self.extauthz is not None:
+            await self.extauthz.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -201,8 +211,11 @@ class Proxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self.websockets.handle(scope, receive, send)
+            return
         if scope["type"] != "http":
-            return  # websockets arrive in a later issue; the server closes the connection
+            return
         path = scope["path"]
         endpoint = self._endpoints.get(path)
         if endpoint is None and self.saml is not None and path.startswith(SAML_PREFIX):

@@ -3,7 +3,7 @@
     scope -> RequestDescription -> Pipeline.decide -> Outcome -> answer (forward and stream, or a
     forward-auth answer, or the refusal) -> the audit event, completed once, before the last byte
 
-Both answer through `_respond`, the one place where an outcome becomes a response and its audit event
+Both answer through `respond` (as does the ext_authz adapter), the one place where an outcome becomes a response and its audit event
 is completed: the response goes out through an `AuditedResponse` (audit/writeahead.py), which records
 the event from the outcome's audit draft just before the last byte; the `finally` records a response
 that never completed. A failure while answering (the upstream down or slow, the client gone) updates
@@ -60,7 +60,7 @@ class FrontDoors:
             outcome = self.pipeline.refusal(request, RouteNotFound(
                 "proxying_disabled", detail="forward_auth.only: the proxy forwards nothing"))
         else:
-            outcome = await self.pipeline.decide(request, admit=self._admitter(forwarding=True))
+            outcome = await self.pipeline.decide(request, admit=self.admitter(forwarding=True))
 
         async def forward(send: Send) -> int:
             ctx = outcome.ctx
@@ -70,7 +70,7 @@ class FrontDoors:
             return await self.upstream.forward(ctx, ctx.route, headers, receive, send,
                                                extra_response_headers=outcome.client_headers)
 
-        await self._respond(scope, outcome, send, forward, started)
+        await self.respond(scope, outcome, send, forward, started)
 
     async def forward_auth_check(self, scope: Scope, receive: Receive, send: Send) -> None:
         """/.iam/auth: decide the request a trusted front proxy describes, and answer with the headers
@@ -81,14 +81,14 @@ class FrontDoors:
         except ProxyError as exc:
             outcome = self.pipeline.refusal(RequestDescription.from_scope(scope), exc)
         else:
-            outcome = await self.pipeline.decide(request, admit=self._admitter(forwarding=False))
+            outcome = await self.pipeline.decide(request, admit=self.admitter(forwarding=False))
 
         async def answer(send: Send) -> int:
             return await self.forward_auth.answer_allowed(send, outcome.upstream_headers, outcome.client_headers)
 
-        await self._respond(scope, outcome, send, answer, started, refusal_headers)
+        await self.respond(scope, outcome, send, answer, started, refusal_headers)
 
-    def _admitter(self, forwarding: bool) -> Admit | None:
+    def admitter(self, forwarding: bool) -> Admit | None:
         """The rate limits' check for an allowed request; load shedding applies to what is forwarded."""
         traffic = self.traffic
         if traffic is None:
@@ -100,7 +100,7 @@ class FrontDoors:
                                        forwarding=forwarding)
         return admit
 
-    async def _respond(self, scope: Scope, outcome: Outcome, send: Send, answer: Answer, started: float,
+    async def respond(self, scope: Scope, outcome: Outcome, send: Send, answer: Answer, started: float,
                        describe_refusal: Callable[[ProxyError], list[tuple[str, str]]] | None = None) -> None:
         audit = outcome.audit
         status = 500

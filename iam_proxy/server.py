@@ -16,7 +16,8 @@ from .core.redaction import install_log_redaction
 from .listener.counters import ListenerCounters
 from .listener.guard import Guard
 from .settings import Settings
-from .settings.listeners import Listener, Listeners
+from .settings.limits import ListenerLimits
+from .settings.listeners import Listener
 from .tls import ReloadingServerContext
 
 
@@ -28,12 +29,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app, name: str, listeners: Listeners, lifespan: str, counters: ListenerCounters) -> uvicorn.Config:
-    """Listener `name` ("proxy", "admin"). uvicorn is given no SSL context: the guard's protocol runs
-    TLS itself, on our own context (client certificates, CRLs, reload: tls.py)."""
-    listener: Listener = getattr(listeners, name)
+def _config(app, name: str, listener: Listener, limits: ListenerLimits, lifespan: str,
+            counters: ListenerCounters) -> uvicorn.Config:
+    """Listener `name` ("proxy", "admin", "ext_authz_http"). uvicorn is given no SSL context: the
+    guard's protocol runs TLS itself, on our own context (client certificates, CRLs, reload: tls.py)."""
     tls = ReloadingServerContext(listener.tls).listening if listener.tls is not None else None
-    guard = Guard(name, listeners.limits, counters, tls)  # uvicorn's protocol factory: listener/guard.py
+    guard = Guard(name, limits, counters, tls)  # uvicorn's protocol factory: listener/guard.py
     return uvicorn.Config(
         app, host=listener.host, port=listener.port, loop="none", lifespan=lifespan,
         interface="asgi3", http=guard,  # type: ignore[arg-type]
@@ -51,9 +52,14 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     proxy = Proxy(settings, worker, board)
     counters = ListenerCounters(board, worker)
     counters.register(proxy.metrics.registry)
-    servers = [_Server(_config(proxy.proxy_app, "proxy", settings.listeners, "on", counters))]
+    listeners = settings.listeners
+    servers = [_Server(_config(proxy.proxy_app, "proxy", listeners.proxy, listeners.limits, "on", counters))]
     if worker == 0:
-        servers.append(_Server(_config(proxy.admin_app, "admin", settings.listeners, "off", counters)))
+        servers.append(_Server(_config(proxy.admin_app, "admin", listeners.admin, listeners.limits, "off",
+                                       counters)))
+    if proxy.extauthz is not None and proxy.extauthz.http_app is not None:  # Envoy's HTTP mode (extauthz/)
+        servers.append(_Server(_config(proxy.extauthz.http_app, "ext_authz_http", settings.ext_authz.http,
+                                       listeners.limits, "off", counters)))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()

@@ -288,3 +288,13 @@ def upstream_headers(response: httpx.Response) -> dict[str, str]:
 def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PYTHON, "-m", "iam_proxy", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
+
+
+def add_policy_route(config: dict[str, Any], policy_dir: Path, package: str, rego: str,
+                     **policy: Any) -> None:
+    """A module `<package>.rego` in the policy directory and a route `/<package>/**` deciding with its
+    `allow` rule (like the first route otherwise; `policy` adds keys such as cache or engine)."""
+    (policy_dir / f"{package}.rego").write_text(f"package {package}\n\n{rego}\n")
+    routes = config["routes"]
+    routes.append({**routes[0], "id": package, "match": {"path": f"/{package}/**"},
+                   "policy": {"path": f"{package}/allow", **policy}})

@@ -13,13 +13,14 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from ..audit.metrics import EXTRA_CELLS, Board
 
-LISTENERS = ("proxy", "admin")
+LISTENERS = ("proxy", "admin", "ext_authz_http")
 REFUSALS = ("header_timeout", "body_timeout", "uri_too_long", "header_line_too_long", "too_many_headers",
             "headers_too_large", "malformed", "connection_limit")
 HANDSHAKE_FAILURES = ("certificate_expired", "certificate_revoked", "certificate_untrusted",
                       "certificate_wrong_usage", "certificate_invalid", "certificate_missing", "protocol_version",
                       "no_shared_cipher", "not_tls", "timeout", "closed", "other")
 _FIELDS = (*(f"refused:{r}" for r in REFUSALS), *(f"handshake:{r}" for r in HANDSHAKE_FAILURES))
+assert len(LISTENERS) * len(_FIELDS) <= EXTRA_CELLS, "the Board's per-worker cells cannot hold every counter"
 
 
 def _index(listener: str, field: str) -> int:

@@ -81,3 +81,37 @@ class ForwardAuthSettings(Model):
         if self.only and not self.trusted_peers:
             raise ValueError("only: forward-auth only needs trusted_peers (the front proxies that ask)")
         return self
+
+
+class ExtAuthzSettings(Model):
+    """Envoy external authorization (docs/envoy.md): the gRPC `Authorization/Check` service and
+    Envoy's HTTP mode, each on a listener of its own; either, both, or neither (the default)."""
+
+    grpc: Listener | None = None
+    http: Listener | None = None
+    # The Envoys that may ask (CIDRs): an allowed answer carries a signed identity, so nobody else
+    # gets one. Required when a listener is set.
+    trusted_peers: list[str] = []
+    # HTTP mode: Envoy's http_service.path_prefix, removed from each check's path.
+    path_prefix: str = ""
+
+    _cidrs = field_validator("trusted_peers")(lambda cls, value: Listeners._cidrs(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExtAuthzSettings":
+        if (self.grpc or self.http) and not self.trusted_peers:
+            raise ValueError("trusted_peers: ext_authz needs the Envoys that may ask (CIDRs)")
+        if self.path_prefix and (not self.path_prefix.startswith("/") or self.path_prefix.endswith("/")):
+            raise ValueError("path_prefix: must start with '/' and not end with '/' (or be empty)")
+        tls = self.grpc.tls if self.grpc is not None else None
+        if tls is not None and (tls.crl_file is not None or tls.client_auth == "optional"):
+            raise ValueError("grpc.tls: the gRPC listener takes client_auth 'none' or 'required', without crl_file")
+        return self
+
+
+class WebSocketSettings(Model):
+    """Proxied websockets (iam_proxy/websocket.py; docs/configuration.md, "Websockets")."""
+
+    # An open socket is decided again this often, so a revoked session or key, or a policy that no
+    # longer allows it, closes it (code 1008); the identity's own expiry closes it on time.
+    recheck_seconds: float = Field(default=30, gt=0, le=3600)

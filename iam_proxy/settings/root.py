@@ -12,7 +12,7 @@ from .directory import LdapAuthenticatorSettings, LdapDirectory
 from .enrich import EnricherSettings, LdapEnricherSettings
 from .forward import IdentityHeaders
 from .identity import JWTProvider
-from .listeners import ForwardAuthSettings, Listeners
+from .listeners import ExtAuthzSettings, ForwardAuthSettings, Listeners, WebSocketSettings
 from .policy import PolicySettings
 from .ratelimit import RateLimitSettings
 from .routes import Route
@@ -31,6 +31,8 @@ class Settings(Model):
     policy: PolicySettings = PolicySettings()
     identity_headers: IdentityHeaders = IdentityHeaders()
     forward_auth: ForwardAuthSettings = ForwardAuthSettings()
+    ext_authz: ExtAuthzSettings = ExtAuthzSettings()
+    websockets: WebSocketSettings = WebSocketSettings()
     audit: AuditSettings = AuditSettings()
     sessions: SessionSettings = SessionSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
@@ -85,7 +87,7 @@ class Settings(Model):
     def caches_decisions(self, route: Route) -> bool:
         if route.policy.cache is not None:
             return route.policy.cache
-        return self.engine_for(route) == "embedded"
+        return self.engine_for(route) in ("embedded", "opa-wasm")
 
 
 def _check_saml(settings: "Settings") -> None:
