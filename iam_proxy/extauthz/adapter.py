@@ -7,6 +7,7 @@ the request has.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ..context import RequestDescription
@@ -92,8 +93,8 @@ class PipelineDecide:
             return 200
 
         try:
-            await self._doors.respond({"method": check.method}, outcome, answer.send, allowed,
-                                      outcome.audit.ctx.started if outcome.audit.ctx else 0.0, forwarding=False)
+            started = outcome.ctx.started if outcome.ctx is not None else time.perf_counter()
+            await self._doors.respond({"method": check.method}, outcome, answer.send, allowed, started)
         except Exception:  # noqa: BLE001 - the front door audits and answers; whatever escapes it denies
             log.exception("check from %s failed", check.via)
             answer.status = 500
