@@ -68,7 +68,8 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
 
 
 def test_no_module_imports_itself_back():
-    graph = grimp.build_graph("iam_proxy", cache_dir=None)
+    # imports made for type checking only (`if TYPE_CHECKING:`) never run, so they close no cycle
+    graph = grimp.build_graph("iam_proxy", cache_dir=None, exclude_type_checking_imports=True)
     # a package's __init__ re-exporting its own modules is not a cycle between modules
     for package in [m for m in graph.modules if graph.find_children(m)]:
         for child in graph.find_children(package):

@@ -9,6 +9,8 @@ handed over with the decision cache off.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,13 @@ class OpaUnavailable(Exception):
 
 
 def find() -> str | None:
-    from .testing import find_opa
-
-    return find_opa()
+    """IAM_PROXY_OPA, then `opa` on PATH, then the binary scripts/install-peers.sh builds."""
+    candidates = [os.environ.get("IAM_PROXY_OPA"), shutil.which("opa"),
+                  str(Path.home() / ".cache" / "iam-proxy" / "bin" / "opa")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def run(opa: str, *args: str) -> bytes:

@@ -8,9 +8,7 @@ in child processes: a crash marks the tests it hit as ERROR instead of killing t
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ from regopy import Input, Interpreter, LogLevel, RegoError
 
 from .embedded import _evaluate, rego_error_to_policy_errors
 from .engine import PolicyEvaluationError, UndefinedDecision
+from .opa_tool import find as find_opa
 from .source import PolicyLoadError, load_source
 
 _PACKAGE = re.compile(r"^\s*package\s+([\w.]+)", re.M)
@@ -38,16 +37,6 @@ def discover(source_modules: dict[str, str]) -> list[tuple[str, str, str]]:
         for rule in dict.fromkeys(_TEST_RULE.findall(text)):
             found.append((file, package.group(1), rule))
     return found
-
-
-def find_opa() -> str | None:
-    """IAM_PROXY_OPA, then `opa` on PATH, then the binary scripts/install-peers.sh builds."""
-    candidates = [os.environ.get("IAM_PROXY_OPA"), shutil.which("opa"),
-                  str(Path.home() / ".cache" / "iam-proxy" / "bin" / "opa")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def run_opa(directory: Path, opa: str) -> tuple[list[dict], str | None]:
