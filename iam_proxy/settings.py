@@ -828,6 +828,9 @@ class SessionSettings(_Model):
     secure: bool = True  # only for plain-HTTP development, with a cookie_name without __Host-
     lifetime_seconds: int = Field(default=8 * 3600, ge=60)  # absolute; sign in again after this
     redis: RedisSessionStoreSettings | None = None
+    # Ended sessions (logout, back-channel logout) when there is no `redis`: shared by the workers of
+    # one host and kept across restarts. Give each proxy on a host its own file (or share Redis).
+    revocation_file: Path = Path("var/state/revoked-sessions.jsonl")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SessionSettings":

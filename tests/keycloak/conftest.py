@@ -266,7 +266,8 @@ def kc_config(keycloak: Keycloak, dev_tls: DevTLS, upstream: str, policy_dir: Pa
             "opaque": {"type": "introspection", "provider": "kc-introspection", "audiences": ["iam-proxy"],
                        "cache_ttl_seconds": 2},
         },
-        "sessions": {"secret": SESSION_SECRET, **sessions},
+        "sessions": {"secret": SESSION_SECRET, "revocation_file": str(audit_path.parent / "revoked-sessions.jsonl"),
+                     **sessions},
         "routes": [
             {"id": "finance", "match": {"path": "/finance/**"}, "upstream": upstream,
              "authenticators": ["staff_bearer", "staff_browser"], "policy": policy, "labels": {"group": "finance"}},

@@ -47,7 +47,7 @@ def manager(request):
         url = request.getfixturevalue("redis_url")
         settings = SessionSettings(secret=SECRET, store="redis", redis={"url": url, "key_prefix": f"t{id(request)}:"})
     else:
-        settings = SessionSettings(secret=SECRET)
+        settings = SessionSettings(secret=SECRET, revocation_file=request.getfixturevalue("tmp_path") / "revoked")
     return build_session_manager(settings)
 
 
