@@ -1,4 +1,5 @@
-"""iam-proxy command line: run | check | policy test | explain | token | apikey | audit verify | version.
+"""iam-proxy command line: run | check | policy test | explain | token | apikey | audit verify | docs |
+config schema | version.
 
 Exit codes: 0 success, 1 test failures, 2 configuration or policy errors (the message names the
 config key path, or the policy file and line).
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .authn.apikey_cli import add_apikey_commands
+from .docs_cli import add_docs_commands
 from .errors import ConfigError
 from .redaction import install_log_redaction
 
@@ -275,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_token)
 
     add_apikey_commands(sub)
+    add_docs_commands(sub)
 
     saml = sub.add_parser("saml", help="SAML service provider tooling").add_subparsers(dest="saml_command",
                                                                                         required=True)
