@@ -73,6 +73,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
         for warning in embedded_warnings(embedded.modules):
             print(f"warning: {warning}", file=sys.stderr)
+    from .check_warnings import check_warnings
+
+    findings = check_warnings(settings, args.public_url)
+    for line in findings.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in findings.notes:
+        print(f"note: {line}", file=sys.stderr)
     engines = ", ".join(f"{kind} revision {engine.revision}" for kind, engine in runtime.engines.items())
     print(f"ok: {len(settings.routes)} routes, {len(settings.authenticators)} authenticators, policy {engines}")
     return 0
@@ -239,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate the config and compile the policies")
     p.add_argument("--config", "-c", required=True)
+    p.add_argument("--public-url", action="append", default=[],
+                   help="a URL browsers reach the proxy by (repeatable), for the cookie and redirect checks")
     p.set_defaults(func=_cmd_check)
 
     policy = sub.add_parser("policy", help="policy tooling").add_subparsers(dest="policy_command", required=True)
