@@ -23,6 +23,7 @@ from snippets import snippet
 from support import REPO, Process, free_port, wait_for_port
 
 from conftest import KEYCLOAK_HOME
+from test_kc_sessions import _sign_in
 
 
 def _bash(script: str, env: dict[str, str], cwd: Path) -> str:
@@ -72,17 +73,11 @@ def test_the_keycloak_guide_end_to_end(guide_env, page, tmp_path, dev_tls):
         proxy_url = env["PROXY_URL"]
 
         # 5. the browser
-        page.goto(f"{proxy_url}/api/invoices/1")
-        page.wait_for_selector("#username")
-        page.fill("#username", "alice")
-        page.fill("#password", "alice-password")
-        page.click("#kc-login")
-        page.wait_for_url(f"{proxy_url}/api/invoices/1")
+        cookie = _sign_in(page, proxy_url, "/api/invoices/1")
         seen = {k.lower(): v for k, v in json.loads(page.inner_text("body"))["headers"].items()}
         assert seen["x-forwarded-groups"] == "finance"
         assert seen["x-forwarded-preferred-username"] == "alice"
         assert seen["x-forwarded-user"] != "alice" and len(seen["x-forwarded-user"]) == 36  # Keycloak's user id
-        cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "__Host-iam_session")
 
         # 6. the job's client-credentials token
         called = _bash(snippet("keycloak-guide-api-call").text, env, cwd)
