@@ -20,16 +20,35 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
+from .config_descriptions import DESCRIPTIONS
+
 _FIELD_LINE = re.compile(r"^    (\w+)\s*:")
 
 
 def field_descriptions(model: type[BaseModel]) -> dict[str, str]:
-    """Each field's description: Field(description=...), else the comments the class body gives it."""
+    """Each field's description: Field(description=...), else the comments the class body (or a base
+    class's) gives it, else the table in config_descriptions.py; a discriminator says what it selects."""
     found: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel:
+            found.update({k: v for k, v in _source_comments(cls, model).items() if v})
+    for name, info in model.model_fields.items():
+        if info.description:
+            found[name] = info.description
+        elif not found.get(name):
+            found[name] = next((DESCRIPTIONS[f"{cls.__name__}.{name}"] for cls in model.__mro__
+                                if f"{cls.__name__}.{name}" in DESCRIPTIONS), "")
+        if name == "type" and not found[name] and typing.get_origin(info.annotation) is Literal:
+            found[name] = f"selects this kind: `{typing.get_args(info.annotation)[0]}`"
+    return found
+
+
+def _source_comments(cls: type[BaseModel], model: type[BaseModel]) -> dict[str, str]:
     try:
-        lines = inspect.getsource(model).splitlines()
+        lines = inspect.getsource(cls).splitlines()
     except (OSError, TypeError):
-        lines = []
+        return {}
+    found: dict[str, str] = {}
     pending: list[str] = []
     for line in lines[1:]:
         stripped = line.strip()
@@ -41,9 +60,6 @@ def field_descriptions(model: type[BaseModel]) -> dict[str, str]:
             trailing = line.split("  # ", 1)[1].strip() if "  # " in line else ""
             found[match.group(1)] = " ".join([*pending, trailing]).strip()
         pending = []
-    for name, info in model.model_fields.items():
-        if info.description:
-            found[name] = info.description
     return found
 
 

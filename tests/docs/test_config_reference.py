@@ -8,7 +8,8 @@ import json
 import jsonschema
 import yaml
 
-from iam_proxy.config_reference import field_descriptions, render_markdown
+from iam_proxy.config_descriptions import DESCRIPTIONS
+from iam_proxy.config_reference import _Sections, field_descriptions, render_markdown
 from iam_proxy.settings import SessionSettings, Settings
 from support import REPO, run_cli
 
@@ -27,6 +28,21 @@ def test_every_sessions_key_is_documented_with_a_description():
     assert "## authenticators.<name> (type: oidc_session)" in page
     assert "## authenticators.<name> (type: introspection)" in page
     assert "| `refresh_before_expiry_seconds` |" in page and "| `login_timeout_seconds` |" in page
+
+
+def test_every_key_has_a_description_and_the_table_names_only_real_keys():
+    sections = _Sections()
+    sections.visit(Settings, "")
+    undescribed, known = [], set()
+    for model in sections.order:
+        described = field_descriptions(model)
+        undescribed += [f"{sections.titles[model] or 'top level'}.{key}" for key in model.model_fields
+                        if not described.get(key)]
+        known |= {f"{cls.__name__}.{key}" for cls in model.__mro__ for key in model.model_fields}
+    assert not undescribed, f"describe these (Field(description=...), a comment, or config_descriptions.py): " \
+                            f"{undescribed}"
+    assert not set(DESCRIPTIONS) - known, f"config_descriptions.py names keys that do not exist: " \
+                                          f"{sorted(set(DESCRIPTIONS) - known)}"
 
 
 def test_config_schema_validates_a_config_and_refuses_an_unknown_key():
