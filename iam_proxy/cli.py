@@ -36,6 +36,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("iam_proxy").warning(
             "running on glibc malloc: install libjemalloc2 (memory grows with embedded-engine decisions "
             "under glibc, see docs/performance.md), or set %s=system to silence this", allocator.ENV)
+    from .check_warnings import cookie_warnings, public_urls
+
+    for warning in cookie_warnings(settings, public_urls(settings, [])):  # `check` asks the IdP too
+        logging.getLogger("iam_proxy").warning("%s", warning)
     run(settings)
     return 0
 

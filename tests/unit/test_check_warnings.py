@@ -80,3 +80,28 @@ def test_keycloak_redirect_uri_matching():
     assert redirect_allowed("https://root.example.test/rel/.iam/callback", registered, "https://root.example.test")
     assert not redirect_allowed("https://other.example.test/.iam/callback", registered, None)
     assert not redirect_allowed("http://app.example.test/.iam/callback", registered, None)
+
+
+def test_run_warns_too(tmp_path):
+    import subprocess
+    import sys
+
+    from support import free_port
+
+    config = yaml.safe_load(open(_config(tmp_path, host="0.0.0.0")).read())
+    config["listeners"]["proxy"]["port"] = free_port()
+    config["listeners"]["admin"] = {"host": "127.0.0.1", "port": free_port()}
+    config["sessions"]["revocation_file"] = str(tmp_path / "revoked")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "iam_proxy", "run", "--config", str(path)], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "sessions.secure" not in line and "listening" not in line:
+            line = proc.stderr.readline()
+            assert line, "the proxy exited before warning"
+        assert "sessions.secure" in line and "WARNING" in line
+    finally:
+        proc.terminate()
+        proc.wait(10)
