@@ -26,7 +26,7 @@ from typing import Protocol
 
 import orjson
 
-from ..errors import AuthUnavailable
+from ..errors import AuthUnavailable, ConfigError
 from ..settings import RedisSessionStoreSettings
 from ._model import Session
 from .stores import redis_client
@@ -125,9 +125,13 @@ class FileRevocations:
         self._offset = 0
         self._inode: int | None = None
         self._lines = 0
-        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_path = self._path.with_name(self._path.name + ".lock")
-        self._catch_up()
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            self._catch_up()
+        except OSError as exc:
+            raise ConfigError(f"sessions.revocation_file: {self._path}: {exc.strerror}") from None
 
     # Every call takes the lock file: appends and the compaction's rename never interleave.
     def _locked(self):
@@ -137,15 +141,13 @@ class FileRevocations:
 
     def _catch_up(self) -> None:
         """Read what other processes appended since we last looked (or all of a rewritten file)."""
-        try:
-            stat = os.stat(self._path)
-        except FileNotFoundError:
-            return
-        if stat.st_ino != self._inode:
-            self._lists, self._offset, self._lines, self._inode = _Lists(), 0, 0, stat.st_ino
-        if stat.st_size <= self._offset:
-            return
+        seen = os.stat(self._path)
+        if seen.st_ino == self._inode and seen.st_size <= self._offset:
+            return  # the common case: one stat per request
         with open(self._path, "rb") as handle:
+            inode = os.fstat(handle.fileno()).st_ino  # of the file we read, not of a name that moved
+            if inode != self._inode:
+                self._lists, self._offset, self._lines, self._inode = _Lists(), 0, 0, inode
             handle.seek(self._offset)
             data = handle.read()
         complete = data[: data.rfind(b"\n") + 1]  # a line still being written is read next time
@@ -177,7 +179,7 @@ class FileRevocations:
         if self._lines < 1024 or len(live) * 2 > self._lines:
             return
         temporary = self._path.with_name(self._path.name + ".tmp")
-        with open(temporary, "wb") as handle:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.write(b"".join(orjson.dumps(e) + b"\n" for e in live))
             handle.flush()
             os.fsync(handle.fileno())
@@ -194,7 +196,7 @@ class FileRevocations:
     async def end_idp_session(self, provider: str, idp_session_id: str | None, sub: str | None,
                               until: float) -> int:
         now = self._clock()
-        self._catch_up()
+        self._read()
         if idp_session_id:
             key = _idp_key(provider, idp_session_id)
             live = self._lists.live_issued(key, now)
@@ -206,8 +208,15 @@ class FileRevocations:
         return len(live)
 
     async def is_ended(self, session_id: str, session: Session | None) -> bool:
-        self._catch_up()
+        self._read()
         return self._lists.is_ended(session_id, session, self._clock())
+
+    def _read(self) -> None:
+        try:
+            self._catch_up()
+        except OSError as exc:  # the list cannot be read: no session counts (fail closed)
+            raise AuthUnavailable("session_store_unavailable",
+                                  detail=f"revocation file {self._path}: {exc.strerror}") from None
 
     async def close(self) -> None:
         return None

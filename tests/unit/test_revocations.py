@@ -84,3 +84,31 @@ async def test_an_expired_cookie_says_so(tmp_path):
     _, cookie = await manager.create(identity=ALICE, provider="kc", protocol="oidc")
     clock.now += 3601
     assert await manager.lookup(_headers(cookie)) == (None, "session_expired")
+
+
+async def test_a_compaction_by_another_process_is_followed(tmp_path):
+    path, clock = tmp_path / "revoked.jsonl", Clock()
+    reader, writer = _manager(path, clock), _manager(path, clock)
+    for _ in range(600):
+        session, _ = await writer.create(identity=ALICE, provider="kc", protocol="oidc")
+        await writer.destroy(session)
+    assert (await reader.lookup({}))[1] is None
+    await reader.revocations.is_ended("x", None)  # the reader has read every line
+    clock.now += 3601
+    session, cookie = await writer.create(identity=ALICE, provider="kc", protocol="oidc")  # compacts
+    await writer.destroy(session)
+    assert len(path.read_text().splitlines()) == 2  # smaller than what the reader had read
+    assert await reader.lookup(_headers(cookie)) == (None, "session_revoked")
+
+
+def test_an_unusable_revocation_file_is_a_config_error_naming_the_key(tmp_path):
+    import pytest
+
+    from iam_proxy.errors import ConfigError
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match="sessions.revocation_file: .*a-file/revoked"):
+        _manager(tmp_path / "a-file" / "revoked")
+    assert (tmp_path / "r.jsonl").exists() is False
+    _manager(tmp_path / "r.jsonl")
+    assert oct((tmp_path / "r.jsonl").stat().st_mode & 0o777) == "0o600"
