@@ -38,3 +38,11 @@ def test_explain_shows_the_token_audience(proxy, issuer):
     assert "token_audiences: ['another-service']" in result.stdout
     assert "accepted_audiences: ['iam-proxy']" in result.stdout
     assert token not in result.stdout
+
+
+def test_the_facts_reach_ecs_documents():
+    from iam_proxy.audit.render.ecs import render
+
+    facts = {"token_audiences": ["account"], "accepted_audiences": ["iam-proxy"]}
+    document = render({"decision_id": "d", "status": 401, "reason": "audience_mismatch", "facts": facts})
+    assert document["iam_proxy"]["facts"] == facts
