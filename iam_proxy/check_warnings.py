@@ -54,10 +54,13 @@ def _uses_sessions(settings: Settings) -> bool:
 
 
 def public_urls(settings: Settings, given: list[str]) -> list[str]:
-    """The URLs browsers reach the proxy by: as given (`--public-url`), else the routes' host names
-    with the listener's scheme, else the listener's own address."""
+    """The URLs browsers reach the proxy by: as given (`--public-url`), else a SAML SP's base_url, else
+    the routes' host names with the listener's scheme, else the listener's own address."""
     if given:
         return [url.rstrip("/") for url in given]
+    saml = [a.base_url for a in settings.authenticators.values() if isinstance(a, SAMLAuthenticatorSettings)]
+    if saml:
+        return saml  # the SAML SP says where browsers reach it
     listener = settings.listeners.proxy
     scheme = "https" if listener.tls else "http"
     hosts = sorted({h for r in settings.routes for h in r.match.hosts if "*" not in h})

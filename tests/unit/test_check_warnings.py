@@ -105,3 +105,21 @@ def test_run_warns_too(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_saml_base_url_over_plain_http_warns(tmp_path):
+    from iam_proxy.check_warnings import check_warnings
+    from iam_proxy.settings import parse_settings
+
+    def settings(base_url: str):
+        return parse_settings({
+            "authenticators": {"sso": {"type": "saml", "base_url": base_url, "key_file": "/k", "cert_file": "/c",
+                                       "idp": {"file": "/idp.xml"}}},
+            "sessions": {"secret": SECRET},
+            "routes": [{"id": "app", "match": {"path": "/**"}, "upstream": "http://127.0.0.1:9",
+                        "authenticators": ["sso"]}]})
+
+    warned = check_warnings(settings("http://sso.example.test"), []).warnings
+    assert any(w.startswith("sessions.secure:") and "http://sso.example.test" in w for w in warned)
+    assert not check_warnings(settings("https://sso.example.test"), []).warnings
+    assert not check_warnings(settings("http://localhost:8080"), []).warnings
