@@ -281,6 +281,18 @@ def kc_config(keycloak: Keycloak, dev_tls: DevTLS, upstream: str, policy_dir: Pa
     }
 
 
+@pytest.fixture
+def kc_base_config(keycloak, dev_tls, upstream, kc_policy_dir, tmp_path) -> dict[str, Any]:
+    """A proxy config wired to the session Keycloak, for tests that run the CLI on it (not a process)."""
+    return kc_config(keycloak, dev_tls, upstream, kc_policy_dir, tmp_path / "audit.jsonl")
+
+
+@pytest.fixture(scope="session")
+def keycloak_bin() -> Path:
+    """kc.sh and kcadm.sh of the Keycloak the tests run."""
+    return KEYCLOAK_HOME / "bin"
+
+
 class KeycloakProxy:
     def __init__(self, process: ProxyProcess) -> None:
         self.process = process

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import yaml
 
-from conftest import kc_config
 from support import free_port, run_cli
 
 
@@ -17,9 +16,8 @@ def _check(config: dict, path, *urls: str) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith(("warning:", "note:"))]
 
 
-def test_check_reads_redirect_uris_and_backchannel_logout_from_keycloak(keycloak, dev_tls, upstream, kc_policy_dir,
-                                                                         tmp_path):
-    config = kc_config(keycloak, dev_tls, upstream, kc_policy_dir, tmp_path / "audit.jsonl")
+def test_check_reads_redirect_uris_and_backchannel_logout_from_keycloak(keycloak, kc_base_config, tmp_path):
+    config = kc_base_config
     config["enrichers"] = {"kc_admin": {"type": "keycloak", "server_url": keycloak.base_url, "realm": "iam-test",
                                         "client_id": "iam-enricher", "client_secret": "iam-enricher-test-secret"}}
     registered = f"https://127.0.0.1:{free_port()}"

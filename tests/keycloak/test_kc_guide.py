@@ -22,7 +22,6 @@ from kc_support import ADMIN_PASSWORD
 from snippets import snippet
 from support import REPO, Process, free_port, wait_for_port
 
-from conftest import KEYCLOAK_HOME
 from test_kc_sessions import _sign_in
 
 
@@ -34,7 +33,7 @@ def _bash(script: str, env: dict[str, str], cwd: Path) -> str:
 
 
 @pytest.fixture
-def guide_env(keycloak, dev_tls, upstream, tmp_path) -> dict[str, str]:
+def guide_env(keycloak, keycloak_bin, dev_tls, upstream, tmp_path) -> dict[str, str]:
     try:
         keycloak.admin("master").delete_realm("demo")  # a previous run against a reused Keycloak
     except Exception:  # noqa: BLE001 - there was none
@@ -47,7 +46,7 @@ def guide_env(keycloak, dev_tls, upstream, tmp_path) -> dict[str, str]:
                 "PROXY_URL": f"https://localhost:{port}", "ADMIN_PORT": str(free_port()),
                 "TLS_CERT": str(dev_tls.cert_file), "TLS_KEY": str(dev_tls.key_file), "CA_FILE": str(dev_tls.ca_file),
                 "UPSTREAM_URL": upstream, "HOME": str(tmp_path),
-                "PATH": f"{KEYCLOAK_HOME / 'bin'}:{env['PATH']}"})
+                "PATH": f"{keycloak_bin}:{env['PATH']}"})
     for name in (".venv", "policies"):  # the guide runs from a clone of the repository
         (tmp_path / name).symlink_to(REPO / name)
     yield env

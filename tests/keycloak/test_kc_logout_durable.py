@@ -28,8 +28,6 @@ def _assert_revoked(proxy, dev_tls, cookie: str) -> None:
 
 
 def test_a_logged_out_cookie_stays_refused_after_a_restart(page, kc_proxy_factory, proxy_factory, dev_tls):
-    from conftest import KeycloakProxy
-
     proxy = kc_proxy_factory()
     ended = _sign_in(page, proxy.url, "/finance/q1")
     _log_out(proxy, dev_tls, ended)  # the browser keeps its copy of the cookie, as an attacker would
@@ -39,7 +37,7 @@ def test_a_logged_out_cookie_stays_refused_after_a_restart(page, kc_proxy_factor
     _assert_revoked(proxy, dev_tls, ended)
 
     proxy.process.stop()
-    restarted = KeycloakProxy(proxy_factory(proxy.process.config, name="kc-proxy-restarted"))
+    restarted = type(proxy)(proxy_factory(proxy.process.config, name="kc-proxy-restarted"))  # same config, port
     _assert_revoked(restarted, dev_tls, ended)
     assert _api_get(restarted, dev_tls, "/finance/q1", kept).status_code == 200
     assert _api_get(restarted, dev_tls, "/finance/q1", "not-a-cookie").json()["reason"] == "credential_missing"
