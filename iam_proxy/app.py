@@ -30,6 +30,7 @@ from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_
 from .ops.metrics import Metrics
 from .pipeline import Pipeline
 from .portal import Portal
+from .ratelimit import Traffic
 from .policy.runtime import PolicyRuntime
 from . import redaction
 from .responses import send_error, send_json
@@ -76,12 +77,13 @@ class Proxy:
                                        session_cookie=settings.sessions.cookie_name)
         self.forward_auth = ForwardAuth(settings.forward_auth.trusted_peers, settings.listeners.trusted_proxies,
                                         only=settings.forward_auth.only)
+        self.traffic = Traffic(settings.rate_limits, self.metrics.registry)
         self.pipeline = Pipeline(
             routes=RouteTable(settings.routes), authenticators=self.authenticators, engine=self.engine,
             rewriter=self.rewriter, signer=self.signer, upstream=self.upstream, auditor=self.auditor,
             metrics=self.metrics, include_input=settings.audit.include_input,
             decider=self.policy.decider, decision_log=self.policy.decision_log,
-            enrichers=self.enrichers, forward_auth=self.forward_auth,
+            enrichers=self.enrichers, forward_auth=self.forward_auth, traffic=self.traffic,
         )
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
@@ -110,7 +112,7 @@ class Proxy:
         await asyncio.gather(*(cache.refresh() for cache in self.jwks.values()))
         for cache in self.jwks.values():
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
-        for job in self.policy.background():
+        for job in [*self.policy.background(), *self.traffic.background()]:
             self._tasks.append(asyncio.create_task(job))
         if self.saml is not None:
             await self.saml.start()
@@ -124,6 +126,7 @@ class Proxy:
                 await task
         await self.upstream.close()
         await self.policy.close()
+        await self.traffic.close()
         for directory in self.directories.values():
             await directory.close()
         if self.saml is not None:
@@ -138,6 +141,7 @@ class Proxy:
     def ready(self) -> tuple[bool, dict[str, bool]]:
         checks = {"policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
         checks.update({f"jwks:{pid}": cache.ready for pid, cache in self.jwks.items()})
+        checks.update(self.traffic.ready_checks())
         if self.saml is not None:
             checks[f"saml:{self.saml.sp.name}"] = self.saml.sp.ready
         return all(checks.values()), checks
@@ -188,7 +192,8 @@ class Proxy:
         elif path == "/readyz":
             ok, checks = self.ready
             await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "not ready",
-                                                       "checks": checks, "policy_revision": self.engine.revision})
+                                                       "checks": checks, "policy_revision": self.engine.revision,
+                                                       **self.traffic.readiness()})
         elif path == "/metrics":
             body = generate_latest(self.metrics.registry)
             await send({"type": "http.response.start", "status": 200,

@@ -36,6 +36,7 @@ from .policy.decision import Decision
 from .policy.decision_log import DecisionLogWriter
 from .policy.engine import DecisionOutcome, PolicyEngine
 from .policy.input import build_input
+from .ratelimit import Admission, Traffic
 from .responses import send_error
 from .routes.matcher import RouteTable
 
@@ -55,7 +56,8 @@ class Pipeline:
                  rewriter: HeaderRewriter, signer: AssertionSigner, upstream: UpstreamClient,
                  auditor: Auditor, metrics: Metrics, include_input: bool = True,
                  decider: Decider | None = None, decision_log: DecisionLogWriter | None = None,
-                 enrichers: dict[str, Enricher] | None = None, forward_auth: ForwardAuth | None = None) -> None:
+                 enrichers: dict[str, Enricher] | None = None, forward_auth: ForwardAuth | None = None,
+                 traffic: Traffic | None = None) -> None:
         self.routes = routes
         self.authenticators = authenticators
         self.enrichers = enrichers or {}
@@ -71,6 +73,7 @@ class Pipeline:
         self.metrics = metrics
         self.include_input = include_input
         self.forward_auth = forward_auth or ForwardAuth([], [], only=False)
+        self.traffic = traffic
 
     async def authenticate(self, ctx: RequestContext) -> Identity:
         """First authenticator that recognises its credential wins; a bad credential stops the chain."""
@@ -108,6 +111,7 @@ class Pipeline:
         outcome: DecisionOutcome | None = None
         policy_input: dict[str, Any] | None = None
         dry_run = False
+        admission: Admission | None = None
         started = time.perf_counter()
 
         def event(status: int, response: str) -> dict[str, Any]:
@@ -154,12 +158,15 @@ class Pipeline:
             decision = outcome.decision if outcome is not None else None
             result.outcome, result.reason = "allowed", "dry_run_denied" if dry_run else "allowed"
             identity = ctx.identity
+            if self.traffic is not None:  # rate limits and load shedding (ratelimit/)
+                admission = await self.traffic.admit(identity, ctx.route.id, self.rewriter.client_address(ctx),
+                                                     decision, forwarding=not forward_auth)
             assertion = None
             if not identity.anonymous:
                 assertion = self.signer.sign(identity, audience=ctx.route.settings.assertion_audience
                                              or ctx.route.id, jti=ctx.decision_id)
             policy_headers = decision.headers if decision and decision.allowed else {}
-            client_headers = self._client_headers(ctx, decision)
+            client_headers = self._client_headers(ctx, decision) + (admission.headers if admission else [])
             if forward_auth:
                 result.status = await self.forward_auth.answer_allowed(
                     send, self.rewriter.identity_headers(identity, assertion)
@@ -198,6 +205,8 @@ class Pipeline:
             result.status, result.outcome, result.reason = 500, "error", "internal_error"
             await send_error(send, ProxyError(), ctx.decision_id if ctx else "-")
         finally:
+            if admission is not None:
+                admission.release(result.status)
             send.finish(result.status)
             if send.refused:
                 result.outcome, result.reason = "error", "audit_unavailable"

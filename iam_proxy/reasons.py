@@ -211,6 +211,13 @@ REASONS: tuple[Reason, ...] = (
            "the policy's rule value"),
     Reason("policy_unavailable", 503, "The OPA server could not be reached.", "`policy.opa.url`"),
     Reason("policy_timeout", 503, "The OPA server did not answer in time.", "`policy.opa.timeout_seconds`"),
+    # -- rate limits (docs/rate-limiting.md)
+    Reason("rate_limited", 429, "A rate limit is used up; `Retry-After` and `RateLimit` say when to retry.",
+           "`rate_limits.limits` (or the policy's tier); the client's request rate"),
+    Reason("rate_limit_unavailable", 503, "The rate limit store (Redis) is down and the limit fails closed.",
+           "`rate_limits.redis`; `on_store_error`"),
+    Reason("load_shed", 503, "The route's upstream is slow or failing: adaptive concurrency shed the request.",
+           "the upstream's latency and errors; `rate_limits.adaptive`"),
     # -- upstream and audit
     Reason("upstream_unavailable", 502, "The upstream could not be reached.", "the route's `upstream`"),
     Reason("upstream_timeout", 504, "The upstream did not answer in time.", "the route's `timeout_seconds`"),

@@ -43,6 +43,8 @@ def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
         # a policy's deny headers never frame the response or forge hop-by-hop ones
         headers += [(k.lower().encode("latin-1"), as_wire(v).encode("latin-1")) for k, v in error.headers.items()
                     if settable(k) and safe_value(v)]
+    # a refusal that tells the client when to come back (Retry-After, RateLimit: ratelimit/)
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in getattr(error, "client_headers", ())]
     return headers
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink  # noqa: F401 (re-exported)
 from .errors import ConfigError
 from .extras import require_module, require_program
+from .ratelimit.config import RateLimitSettings
 from .validators import http_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -860,6 +861,7 @@ class Settings(_Model):
     forward_auth: ForwardAuthSettings = ForwardAuthSettings()  # /.iam/auth for nginx, Traefik, Envoy
     audit: AuditSettings = AuditSettings()  # one event per request: sinks, spool, hash chain
     sessions: SessionSettings = SessionSettings()  # browser sessions (oidc_session, saml)
+    rate_limits: RateLimitSettings = RateLimitSettings()  # requests per client and route (rate-limiting.md)
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 
@@ -884,6 +886,7 @@ class Settings(_Model):
                     raise ValueError(f"{section}.{name}.directory: unknown directory {plugin.directory!r}")
         _check_interactive_logins(self)
         _check_saml(self)
+        _check_rate_limit_routes(self)
         for i, route in enumerate(self.routes):
             for j, auth_name in enumerate(route.authenticators):
                 if auth_name not in self.authenticators:
@@ -921,6 +924,14 @@ def _check_saml(settings: "Settings") -> None:
                 raise ValueError(f"sessions.secret: authenticator {name!r} (saml) needs a session secret")
             if auth.replay_cache.store == "redis" and settings.sessions.redis is None:
                 raise ValueError(f"authenticators.{name}.replay_cache.store: 'redis' needs sessions.redis.url")
+
+
+def _check_rate_limit_routes(settings: "Settings") -> None:
+    route_ids = {r.id for r in settings.routes}
+    for where, limit in settings.rate_limits.all_limits():
+        for j, route_id in enumerate(limit.routes):
+            if route_id not in route_ids:
+                raise ValueError(f"rate_limits.{where}.routes[{j}]: unknown route {route_id!r}")
 
 
 def _check_interactive_logins(settings: "Settings") -> None:
@@ -1001,7 +1012,7 @@ def parse_settings(raw: Any) -> Settings:
         where = _error_path(tuple(first["loc"])) or "<root>"
         message = first["msg"].removeprefix("Value error, ")
         cross_checked = ("routes", "authenticators", "identity_providers", "directories", "enrichers",
-                         "sessions", "audit")
+                         "sessions", "audit", "rate_limits")
         if ": " in message and message.split(": ", 1)[0].startswith(cross_checked):
             where, message = message.split(": ", 1)
         raise ConfigError(f"{where}: {message}") from None

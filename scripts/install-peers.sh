@@ -4,7 +4,7 @@
 #   install-peers.sh opa   the pinned OPA binary only (`make policy-test`)
 #   install-peers.sh ci    the clean-root check's tools (step ci)
 #   install-peers.sh       everything `make test` needs: Debian packages of steps run, build and test,
-#                          then OPA (go install), Keycloak (mvn), saml-idp and the ECS schema (npm ci)
+#                          then OPA, helm and kubeconform (go install), Keycloak (mvn), saml-idp and the ECS schema (npm ci)
 # Go, Maven and npm downloads are cached under ~/.cache/iam-proxy (IAM_PROXY_TOOLS), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +72,9 @@ for svc in slapd nginx rsyslog redis-server krb5-kdc; do
 done
 
 go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
+# the chart of deploy/helm: rendered by helm, checked against the Kubernetes schemas by kubeconform
+go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
+go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
 
 # Keycloak (the OIDC IdP of tests/keycloak/), fetched once from Maven Central with mvn and unpacked
 keycloak_dir="$TOOLS/keycloak-$KEYCLOAK_VERSION"

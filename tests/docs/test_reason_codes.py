@@ -3,25 +3,41 @@ registry is raised somewhere, and docs/reason-codes.md is exactly what the regis
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
-from pathlib import Path
 
+import iam_proxy
+from iam_proxy.errors import ProxyError
 from iam_proxy.portal import Portal
 from iam_proxy.reasons import BY_CODE, REASONS, render_markdown
 from support import REPO, run_cli
 
 SOURCE = {path: path.read_text() for path in (REPO / "iam_proxy").rglob("*.py") if path.name != "reasons.py"}
-# A reason code as the first argument of an error or refusal, as a class default, or assigned to a reason.
-RAISED = re.compile(r'\b(?:[A-Z]\w*(?:Error|Credential|Unavailable|Request|NotFound|Ambiguous|Required|Timeout|Failed)'
-                    r'|refuse)\(\s*"([a-z][a-z0-9_]*)"')
+
+
+def _error_classes() -> set[type[ProxyError]]:
+    for module in pkgutil.walk_packages(iam_proxy.__path__, "iam_proxy."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    found, todo = set(), [ProxyError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.add(sub)
+            todo.append(sub)
+    return found
+
+
+ERRORS = _error_classes()
+# A reason code as the first argument of an error (or a SAML refusal), or as an error class's own.
+NAMES = "|".join(sorted({c.__name__ for c in ERRORS} | {"refuse"}))
+RAISED = re.compile(r"\b(?:%s)\(\s*\"([a-z][a-z0-9_]*)\"" % NAMES)
 ASSIGNED = re.compile(r'reason\w*\s*(?::\s*str\s*)?=\s*(?:[^"\n]*?,\s*)?"([a-z][a-z0-9_]*)"')
-NOT_REASONS = {"allowed", "denied", "error", "password_empty", "user_not_found", "user_ambiguous", "bind_refused",
-               "user_outside_base",
-               "unreachable"}  # outcomes, and the directory's private causes (logged, never answered)
+NOT_REASONS = {"allowed", "denied", "error"}  # outcomes
 
 
 def _codes_in_source() -> set[str]:
-    found: set[str] = set()
+    found: set[str] = {c.reason for c in ERRORS}
     for text in SOURCE.values():
         found |= set(RAISED.findall(text)) | set(ASSIGNED.findall(text))
     return found - NOT_REASONS
