@@ -96,9 +96,10 @@ def redis_client(settings: RedisSessionStoreSettings):
     """A client with the configured timeouts, and the errors that mean "Redis is unavailable"."""
     import redis.asyncio as redis
 
+    extra = {"password": settings.password.get_secret_value()} if settings.password else {}  # else the URL's
     client = redis.Redis.from_url(
         settings.url, socket_timeout=settings.timeout_seconds, socket_connect_timeout=settings.timeout_seconds,
-        password=settings.password.get_secret_value() if settings.password else None)
+        **extra)
     return client, (redis.RedisError, OSError)
 
 
