@@ -68,9 +68,9 @@ class TLSSettings(_Model):
 
 
 class Listener(_Model):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 or :: for every interface
     port: int = Field(ge=0, le=65535)
-    tls: TLSSettings | None = None
+    tls: TLSSettings | None = None  # HTTPS; without it the listener speaks plain HTTP
 
 
 class Listeners(_Model):
@@ -853,23 +853,31 @@ class WebSocketSettings(_Model):
 
 
 class RedisSessionStoreSettings(_Model):
-    url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "iam-proxy:"
-    timeout_seconds: float = Field(default=1.0, gt=0, le=30)
-    password: SecretStr | None = None
+    """Redis shared by replicas: sessions (store "redis"), ended sessions, one-time login values."""
+
+    url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss:// (TLS), with the database number
+    key_prefix: str = "iam-proxy:"  # every key starts with it; give each proxy deployment its own
+    timeout_seconds: float = Field(default=1.0, gt=0, le=30)  # per Redis call; past it: 503
+    password: SecretStr | None = None  # or in the URL; prefer ${ENV} interpolation
 
 
 class SessionSettings(_Model):
     """Browser sessions (iam_proxy/session/): a sealed cookie, or a ticket into Redis."""
 
+    # "cookie": the session is sealed into the cookie; "redis": the cookie holds a ticket into Redis.
     store: Literal["cookie", "redis"] = "cookie"
     # 32+ characters; older secrets still open cookies they sealed (rotation without logging all out).
     secret: SecretStr | None = None
-    previous_secrets: list[SecretStr] = []
-    cookie_name: str = "__Host-iam_session"
-    secure: bool = True  # only for plain-HTTP development, with a cookie_name without __Host-
+    previous_secrets: list[SecretStr] = []  # older secrets that still open cookies (rotation)
+    cookie_name: str = "__Host-iam_session"  # __Host- cookies need `secure` and are bound to the host
+    # Secure cookies are only sent over HTTPS: false only for plain-HTTP development, with a
+    # cookie_name without __Host- (`iam-proxy check` warns when a plain-HTTP listener keeps it true).
+    secure: bool = True
     lifetime_seconds: int = Field(default=8 * 3600, ge=60)  # absolute; sign in again after this
-    redis: RedisSessionStoreSettings | None = None
+    redis: RedisSessionStoreSettings | None = None  # needed by store "redis"; with "cookie", holds ended sessions
+    # Ended sessions (logout, back-channel logout) when there is no `redis`: shared by the workers of
+    # one host and kept across restarts. Give each proxy on a host its own file (or share Redis).
+    revocation_file: Path = Path("var/state/revoked-sessions.jsonl")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SessionSettings":
@@ -883,21 +891,21 @@ class SessionSettings(_Model):
 
 
 class Settings(_Model):
-    listeners: Listeners = Listeners()
-    identity_providers: list[JWTProvider] = []
-    authenticators: dict[str, AuthenticatorSettings]
-    directories: list[LdapDirectory] = []
-    enrichers: dict[str, EnricherSettings] = {}
-    routes: list[Route] = Field(min_length=1)
-    policy: PolicySettings = PolicySettings()
-    identity_headers: IdentityHeaders = IdentityHeaders()
-    forward_auth: ForwardAuthSettings = ForwardAuthSettings()
-    ext_authz: ExtAuthzSettings = ExtAuthzSettings()
-    websockets: WebSocketSettings = WebSocketSettings()
-    audit: AuditSettings = AuditSettings()
-    sessions: SessionSettings = SessionSettings()
-    rate_limits: RateLimitSettings = RateLimitSettings()
-    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (iam_proxy/signals/)
+    listeners: Listeners = Listeners()  # the proxy and admin listeners, workers, trusted front proxies
+    identity_providers: list[JWTProvider] = []  # OIDC/OAuth issuers: keys, audiences, claim mapping, client
+    authenticators: dict[str, AuthenticatorSettings]  # named; routes list the ones they accept, in order
+    directories: list[LdapDirectory] = []  # LDAP / Active Directory servers for the ldap plugins
+    enrichers: dict[str, EnricherSettings] = {}  # named; add groups or roles after authentication
+    routes: list[Route] = Field(min_length=1)  # exactly one must match each request
+    policy: PolicySettings = PolicySettings()  # the Rego policies and the engine that evaluates them
+    identity_headers: IdentityHeaders = IdentityHeaders()  # what the upstream receives about the caller
+    forward_auth: ForwardAuthSettings = ForwardAuthSettings()  # /.iam/auth for nginx, Traefik, Envoy
+    ext_authz: ExtAuthzSettings = ExtAuthzSettings()  # Envoy external authorization (envoy.md)
+    websockets: WebSocketSettings = WebSocketSettings()  # proxied websockets: how often an open one is re-decided
+    audit: AuditSettings = AuditSettings()  # one event per request: sinks, spool, hash chain
+    sessions: SessionSettings = SessionSettings()  # browser sessions (oidc_session, saml)
+    rate_limits: RateLimitSettings = RateLimitSettings()  # requests per client and route (rate-limiting.md)
+    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (signals.md)
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 
