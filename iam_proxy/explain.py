@@ -103,7 +103,7 @@ def _report(proxy: Any, report: dict[str, Any], outcome: Outcome, show_secrets: 
                        "dry_run": route.policy.dry_run, "authenticators": list(route.authenticators)}
     if ctx.identity is None or outcome.audit.policy_input is None:
         assert error is not None
-        report["identity"] = {"error": error.reason, "status": error.status}
+        report["identity"] = {"error": error.reason, "status": error.status, **error.facts}
         return
     report["identity"] = ctx.identity.to_dict()
     policy_input = outcome.audit.policy_input
@@ -149,6 +149,7 @@ def render_text(report: dict[str, Any]) -> str:
     if "error" in identity:
         lines.append(f"identity:  REJECTED ({identity['error']}, HTTP {identity['status']}); "
                      f"authenticators tried: {', '.join(route['authenticators'])}")
+        lines += [f"           {key}: {value}" for key, value in identity.items() if key not in ("error", "status")]
         return "\n".join(lines)
     lines.append(f"identity:  {identity['sub']} via {identity['method']}"
                  + (f" (issuer {identity['iss']})" if identity.get("iss") else ""))

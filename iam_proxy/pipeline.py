@@ -121,6 +121,9 @@ class Pipeline:
         ctx = outcome.audit.ctx
         if error.status >= 500 or isinstance(error, PolicyError):
             log.warning("request %s failed: %s", ctx.decision_id if ctx else "-", error)
+        elif isinstance(error, InvalidCredential) or error.facts:
+            log.info("request %s refused: %s", ctx.decision_id if ctx else "-", error)
+        outcome.audit.facts = error.facts
         outcome.error = error
         outcome.audit.outcome = "denied" if error.status < 500 else "error"
         outcome.audit.reason = error.reason
@@ -193,7 +196,7 @@ class Pipeline:
                 raise
             if identity is not None:
                 return identity
-        error = AuthenticationRequired()
+        error = _authentication_required(ctx.missing_reason)
         error.challenges = [a.challenge for a in chain if a.challenge]
         # A browser on a route with interactive sign-in is sent to log in; API clients get the 401.
         login_urls = [url for a in chain if isinstance(a, Interactive) and (url := a.login_url(ctx))]
@@ -223,3 +226,13 @@ class Pipeline:
             raise BadRequest("method_override_invalid", message="The method override is not a method.")
         ctx.method = method
 
+
+_MISSING_MESSAGES = {"session_revoked": "The session has ended (signed out); sign in again.",
+                     "session_expired": "The session has expired; sign in again."}
+
+
+def _authentication_required(missing_reason: str | None) -> AuthenticationRequired:
+    """credential_missing, or why a session cookie that was there no longer counts."""
+    if missing_reason in _MISSING_MESSAGES:
+        return AuthenticationRequired(missing_reason, message=_MISSING_MESSAGES[missing_reason])
+    return AuthenticationRequired()

@@ -29,7 +29,8 @@ def _timestamp(ts: float) -> str:
 def build_event(*, ctx: RequestContext | None, request: RequestDescription, status: int, outcome: str,
                 reason: str, decision: DecisionOutcome | None, policy_input: dict[str, Any] | None,
                 policy_revision: str | None, client_address: str | None, dry_run: bool = False,
-                include_input: bool = True, response: str = "complete") -> dict[str, Any]:
+                include_input: bool = True, response: str = "complete",
+                facts: dict[str, Any] | None = None) -> dict[str, Any]:
     """`outcome` is allowed, denied or error; `reason` is the stable reason code; `response` is
     "complete" (recorded just before the response's last byte left) or "incomplete" (the response
     never completed: the client went away, or the upstream broke off mid-body)."""
@@ -86,6 +87,8 @@ def build_event(*, ctx: RequestContext | None, request: RequestDescription, stat
         "labels": LABELS,
         "metrics": {},
     }
+    if facts:  # what the refusal showed the client beside its reason (errors.ProxyError.facts)
+        event["facts"] = facts
     if include_input and policy_input is not None:
         event["input"] = mask_input(policy_input)
         # What the live decision saw and this event does not show: a replay cannot use these values.
@@ -117,9 +120,11 @@ class AuditDraft:
     client_address: str | None = None
     dry_run: bool = False
     include_input: bool = True
+    facts: dict[str, Any] | None = None  # what a refusal showed the client beside its reason
 
     def event(self, status: int, response: str) -> dict[str, Any]:
         return build_event(ctx=self.ctx, request=self.request, status=status, outcome=self.outcome,
                            reason=self.reason, decision=self.decision, policy_input=self.policy_input,
                            policy_revision=self.policy_revision, client_address=self.client_address,
-                           dry_run=self.dry_run, include_input=self.include_input, response=response)
+                           dry_run=self.dry_run, include_input=self.include_input, response=response,
+                           facts=self.facts)

@@ -29,6 +29,7 @@ from ..core.errors import AuthUnavailable, InvalidCredential
 from ..core.identity import Identity
 from ..settings.authn import JWTAuthenticatorSettings
 from ..settings.identity import JWTProvider
+from .audience import check_audience
 from .base import authorization_credentials
 from .jwks import JWKSCache, JWKSUnavailable
 from .mapping import identity_from_claims
@@ -194,7 +195,4 @@ class JWTAuthenticator:
             if exp - min(start, now) > provider.max_token_lifetime_seconds:
                 raise InvalidCredential("token_lifetime_too_long",
                                         message="The token's lifetime is longer than this issuer may grant.")
-        aud = claims.get("aud")
-        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(a in provider.audiences for a in audiences if isinstance(a, str)):
-            raise InvalidCredential("audience_mismatch", message="The token is not meant for this service.")
+        check_audience(claims.get("aud"), provider.audiences)

@@ -32,6 +32,7 @@ from ..core.identity import Identity
 from ..outbound import ResponseTooLarge, read_limited
 from ..settings.authn import IntrospectionAuthenticatorSettings
 from ..settings.identity import JWTProvider
+from .audience import check_audience
 from .bearer_jwt import bearer_token, token_key
 from .mapping import identity_from_claims
 
@@ -95,10 +96,7 @@ class IntrospectionAuthenticator:
             if now >= exp:
                 raise InvalidCredential("token_expired", message="The token has expired.")
         if self.settings.audiences:
-            aud = result.get("aud")
-            audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-            if not set(self.settings.audiences) & {a for a in audiences if isinstance(a, str)}:
-                raise InvalidCredential("audience_mismatch", message="The token is not meant for this service.")
+            check_audience(result.get("aud"), self.settings.audiences)
         if self.settings.client_ids and result.get("client_id") not in self.settings.client_ids:
             raise InvalidCredential("client_not_allowed", message="The token was issued to a client not allowed here.")
         token_type = result.get("token_type")

@@ -36,9 +36,9 @@ class TLSSettings(Model):
 
 
 class Listener(Model):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 or :: for every interface
     port: int = Field(ge=0, le=65535)
-    tls: TLSSettings | None = None
+    tls: TLSSettings | None = None  # HTTPS; without it the listener speaks plain HTTP
 
 
 class Listeners(Model):

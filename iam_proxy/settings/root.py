@@ -22,21 +22,21 @@ from .signals import SignalsSettings
 
 
 class Settings(Model):
-    listeners: Listeners = Listeners()
-    identity_providers: list[JWTProvider] = []
-    authenticators: dict[str, AuthenticatorSettings]
-    directories: list[LdapDirectory] = []
-    enrichers: dict[str, EnricherSettings] = {}
-    routes: list[Route] = Field(min_length=1)
-    policy: PolicySettings = PolicySettings()
-    identity_headers: IdentityHeaders = IdentityHeaders()
-    forward_auth: ForwardAuthSettings = ForwardAuthSettings()
-    ext_authz: ExtAuthzSettings = ExtAuthzSettings()
-    websockets: WebSocketSettings = WebSocketSettings()
-    audit: AuditSettings = AuditSettings()
-    sessions: SessionSettings = SessionSettings()
-    rate_limits: RateLimitSettings = RateLimitSettings()
-    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (iam_proxy/signals/)
+    listeners: Listeners = Listeners()  # the proxy and admin listeners, workers, trusted front proxies
+    identity_providers: list[JWTProvider] = []  # OIDC/OAuth issuers: keys, audiences, claim mapping, client
+    authenticators: dict[str, AuthenticatorSettings]  # named; routes list the ones they accept, in order
+    directories: list[LdapDirectory] = []  # LDAP / Active Directory servers for the ldap plugins
+    enrichers: dict[str, EnricherSettings] = {}  # named; add groups or roles after authentication
+    routes: list[Route] = Field(min_length=1)  # exactly one must match each request
+    policy: PolicySettings = PolicySettings()  # the Rego policies and the engine that evaluates them
+    identity_headers: IdentityHeaders = IdentityHeaders()  # what the upstream receives about the caller
+    forward_auth: ForwardAuthSettings = ForwardAuthSettings()  # /.iam/auth for nginx, Traefik, Envoy
+    ext_authz: ExtAuthzSettings = ExtAuthzSettings()  # Envoy external authorization (envoy.md)
+    websockets: WebSocketSettings = WebSocketSettings()  # proxied websockets: how often an open one is re-decided
+    audit: AuditSettings = AuditSettings()  # one event per request: sinks, spool, hash chain
+    sessions: SessionSettings = SessionSettings()  # browser sessions (oidc_session, saml)
+    rate_limits: RateLimitSettings = RateLimitSettings()  # requests per client and route (rate-limiting.md)
+    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (signals.md)
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 

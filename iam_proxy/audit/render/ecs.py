@@ -78,6 +78,7 @@ def render(event: dict[str, Any]) -> dict[str, Any]:
             "identity": {"method": identity.get("method"), "issuer": identity.get("iss"),
                          "provider": identity.get("provider"), "groups": identity.get("groups") or None},
             "upstream": upstream,
+            "facts": event.get("facts"),  # what a refusal showed the client (a token's aud, ...)
         },
     }
     doc = _drop_empty(doc)
