@@ -27,7 +27,7 @@ from iam_proxy.policy.embedded import EmbeddedEngine
 from iam_proxy.policy.engine import UndefinedDecision
 from iam_proxy.policy.source import load_source
 from iam_proxy.settings import parse_settings
-from snippets import snippet
+from snippets import all_snippets, snippet
 from support import PYTHON, REPO, free_port, opa_binary
 
 BIN = Path(PYTHON).parent
@@ -74,7 +74,7 @@ def request(method: str, path: str, sub: str, groups: list[str], **identity: Any
             "identity": {"sub": sub, "groups": groups, "roles": [], "tenant": None, **identity}}
 
 
-def shipped_without_header(relative: str) -> str:
+def shipped_text(relative: str) -> str:
     return (REPO / "policies" / relative).read_text()
 
 
@@ -92,7 +92,7 @@ def test_the_layout_lists_the_shipped_policy_files():
                                             ("envoy-authz-rego", "envoy/authz.rego")])
 def test_policy_excerpts_are_the_shipped_files(name, file):
     text = snippet(name).text
-    assert text in shipped_without_header(file)
+    assert text in shipped_text(file)
     assert text.startswith("package ")
 
 
@@ -202,6 +202,37 @@ def test_the_differential_case_agrees_in_both_engines(tmp_path):
     for item in case["inputs"]:
         assert opa_eval(tmp_path, query, item["input"]) == item["expect"], item["name"]
         assert embedded(tmp_path, case["path"], item["input"]) == item["expect"], item["name"]
+
+
+def _shape(value: Any, prefix: str = "") -> set[str]:
+    if isinstance(value, dict):
+        return {prefix} | {p for k, v in value.items() for p in _shape(v, f"{prefix}/{k}")}
+    return {prefix}
+
+
+def test_the_input_document_shown_is_what_explain_reports():
+    """The output block "the real input of GET /api/invoices/1?expand=lines ... for alice": every field
+    the proxy builds is shown, none that it does not, with the same values where they are not per request."""
+    [shown] = [s for s in all_snippets() if s.doc == "policies.md" and s.output and s.lang == "json"
+               and '"parsed_path"' in s.text]
+    shown = json.loads(shown.text)
+    proc = sh("iam-proxy explain --config examples/quickstart.yaml"
+              " --url 'http://127.0.0.1:8080/api/invoices/1?expand=lines'"
+              " --token \"$(iam-proxy token --sub alice --group finance)\" --json", timeout=120)
+    real = json.loads(proc.stdout)["input"]
+    assert _shape(real) == _shape(shown)
+    per_request = {"time", "id", "expires_at", "issued_at", "authorization"}
+
+    def same(a: Any, b: Any, key: str = "") -> None:
+        if isinstance(a, dict):
+            for k in a:
+                same(a[k], b[k], k)
+        elif key not in per_request:
+            assert a == b, key
+
+    same(real, shown)
+    assert shown["identity"]["expires_at"] - shown["identity"]["issued_at"] == \
+        real["identity"]["expires_at"] - real["identity"]["issued_at"]
 
 
 # ---------------------------------------------------------------- policy-engines.md
