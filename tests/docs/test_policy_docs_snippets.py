@@ -28,7 +28,7 @@ from iam_proxy.policy.engine import UndefinedDecision
 from iam_proxy.policy.source import load_source
 from iam_proxy.settings import parse_settings
 from snippets import all_snippets, snippet
-from support import PYTHON, REPO, free_port, opa_binary
+from support import PYTHON, REPO, ProxyProcess, free_port, opa_binary
 
 BIN = Path(PYTHON).parent
 BEARER = {"authenticators": {"bearer": {"type": "anonymous"}},  # the minimal base a fragment loads over
@@ -183,6 +183,26 @@ def test_the_explain_command_denies_bob_with_the_reason_shown():
     proc = sh(snippet("policy-explain-quickstart").text, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "user bob may not GET /api/invoices/1" in proc.stdout
+
+
+def test_a_denied_client_sees_the_403_shown(tmp_path):
+    """The output block after the decision: the real proxy on the quick start config denies bob."""
+    [shown] = [s for s in all_snippets() if s.doc == "policies.md" and s.output and "403 Forbidden" in s.text]
+    assert "content-type: application/problem+json" in shown.text
+    config = yaml.safe_load((REPO / "examples/quickstart.yaml").read_text())
+    config["listeners"] = {"proxy": {"host": "127.0.0.1", "port": free_port()},
+                           "admin": {"host": "127.0.0.1", "port": free_port()}}
+    config["audit"]["sinks"] = [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]
+    token = sh("iam-proxy token --sub bob --group sales", timeout=60).stdout.strip()
+    proxy = ProxyProcess(config, tmp_path, env={**os.environ, "UPSTREAM_URL": "http://127.0.0.1:9"}).wait_ready()
+    try:
+        response = httpx.get(f"{proxy.url}/api/invoices/1", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        proxy.process.stop()
+    assert response.status_code == 403 and response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert (body["reason"], body["reasons"]) == ("policy_denied", ["user bob may not GET /api/invoices/1"])
+    assert body["error_id"]
 
 
 def test_the_routes_load():
