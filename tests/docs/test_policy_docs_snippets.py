@@ -185,14 +185,16 @@ def test_the_explain_command_denies_bob_with_the_reason_shown():
     assert "user bob may not GET /api/invoices/1" in proc.stdout
 
 
-def test_a_denied_client_sees_the_403_shown(tmp_path):
-    """The output block after the decision: the real proxy on the quick start config denies bob."""
+def test_a_denied_client_sees_the_403_shown_and_the_decision_is_logged_as_shown(tmp_path):
+    """The output blocks of the 403 (policies.md) and of a decision log line (policy-engines.md): the real
+    proxy on the quick start config denies bob."""
     [shown] = [s for s in all_snippets() if s.doc == "policies.md" and s.output and "403 Forbidden" in s.text]
     assert "content-type: application/problem+json" in shown.text
     config = yaml.safe_load((REPO / "examples/quickstart.yaml").read_text())
     config["listeners"] = {"proxy": {"host": "127.0.0.1", "port": free_port()},
                            "admin": {"host": "127.0.0.1", "port": free_port()}}
     config["audit"]["sinks"] = [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]
+    config["policy"]["decision_log"] = {"path": str(tmp_path / "decisions.jsonl")}
     token = sh("iam-proxy token --sub bob --group sales", timeout=60).stdout.strip()
     proxy = ProxyProcess(config, tmp_path, env={**os.environ, "UPSTREAM_URL": "http://127.0.0.1:9"}).wait_ready()
     try:
@@ -203,6 +205,17 @@ def test_a_denied_client_sees_the_403_shown(tmp_path):
     body = response.json()
     assert (body["reason"], body["reasons"]) == ("policy_denied", ["user bob may not GET /api/invoices/1"])
     assert body["error_id"]
+    # policy-engines.md's decision log event (an output block): the same fields, the credential masked
+    [logged] = [s for s in all_snippets() if s.doc == "policy-engines.md" and s.output and '"decision_id"' in s.text]
+    logged = json.loads(logged.text)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "decisions.jsonl").exists() or not (tmp_path / "decisions.jsonl").read_text().strip():
+        assert time.monotonic() < deadline, "no decision log line"
+        time.sleep(0.1)
+    event = json.loads((tmp_path / "decisions.jsonl").read_text().splitlines()[0])
+    assert set(event) == set(logged) and set(event["custom"]) == set(logged["custom"])
+    assert event["input"]["attributes"]["request"]["http"]["headers"]["authorization"] == "Bearer ***"
+    assert event["masked"] == logged["masked"] and event["path"] == logged["path"]
 
 
 def test_the_routes_load():
