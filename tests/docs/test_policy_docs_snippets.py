@@ -144,6 +144,21 @@ def test_the_blocks_decide_as_the_text_says(snippet_policies, decide):
         {"allowed": False, "reasons": ["user bob may not GET /api/invoices/1"]}
 
 
+@pytest.mark.parametrize("decide", ["opa", "embedded"])
+def test_the_envoy_policy_decides_as_the_plugin_tutorial(tmp_path, decide):
+    (tmp_path / "authz.rego").write_text(snippet("envoy-authz-rego").text)
+    token = sh("iam-proxy token --sub alice", timeout=60).stdout.strip()
+
+    def ask(path: str) -> Any:
+        doc = request("GET", path, "alice", [])
+        doc["attributes"]["request"]["http"]["headers"] = {"authorization": f"Bearer {token}"}
+        if decide == "opa":
+            return opa_eval(tmp_path, "data.envoy.authz.allow", doc)
+        return embedded(tmp_path, "envoy/authz/allow", doc)
+
+    assert (ask("/envoy/status"), ask("/envoy/people/alice"), ask("/envoy/people/bob")) == (True, True, False)
+
+
 def test_the_test_block_passes_under_opa_test(snippet_policies, tmp_path):
     root = tmp_path / "p"
     for file in ("rbac/rbac.rego", "rbac/data.json"):
