@@ -383,6 +383,7 @@ def explain_dir(tmp_path) -> Path:
                                      "jwks_file": str(REPO / "certs/dev-jwks.json"), "audiences": ["iam-proxy"],
                                      "algorithms": ["RS256"]}]
     config["authenticators"] = {"bearer": {"type": "jwt", "providers": ["dev"]}}
+    config["identity_headers"] = {"assertion": {"key_file": str(REPO / "certs/assertion-key.pem")}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "certs").symlink_to(REPO / "certs")  # `iam-proxy token` signs with certs/dev-idp-key.pem
     return tmp_path
@@ -395,6 +396,12 @@ def test_the_explain_commands_run(explain_dir):
     assert "request:   GET https://api.example.com/api/invoices/7" in proc.stdout
     assert "route:     invoices -> http://127.0.0.1:9000  (policy iam/authz/decision on engine embedded)" in proc.stdout
     assert "reason: granted by role or group" in proc.stdout
+    # the output block after the commands is this report, abbreviated: each line it shows is there
+    [shown] = [s for s in all_snippets() if s.doc == "policy-engines.md" and s.output and "request:" in s.text]
+    size = re.compile(r"JWT \d+ bytes")  # the assertion's size depends on the request
+    for line in shown.text.splitlines():
+        if "..." not in line and line.strip():
+            assert size.sub("JWT n bytes", line.split(", revision")[0]) in size.sub("JWT n bytes", proc.stdout), line
     proc = sh(denied, cwd=explain_dir, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "user bob may not DELETE /api/invoices/7" in proc.stdout
