@@ -21,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from iam_proxy.errors import ConfigError
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.policy.bundle import BundleSource
 from iam_proxy.policy.embedded import EmbeddedEngine
 from iam_proxy.policy.engine import UndefinedDecision
