@@ -88,6 +88,7 @@ class Proxy:
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.draining = False  # set on SIGTERM (server.py): /readyz turns 503 while requests finish
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
@@ -139,7 +140,8 @@ class Proxy:
 
     @property
     def ready(self) -> tuple[bool, dict[str, bool]]:
-        checks = {"policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
+        checks = {"accepting": not self.draining,
+                  "policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
         checks.update({f"jwks:{pid}": cache.ready for pid, cache in self.jwks.items()})
         checks.update(self.traffic.ready_checks())
         if self.saml is not None:

@@ -25,7 +25,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app, listener: Listener, lifespan: str) -> uvicorn.Config:
+def _config(app, listener: Listener, lifespan: str, grace: float) -> uvicorn.Config:
     kwargs: dict = {"http": "httptools"}
     if listener.tls is not None:
         # Our own context (client certificates, CRLs, reload) and a protocol that hands the verified
@@ -35,7 +35,7 @@ def _config(app, listener: Listener, lifespan: str) -> uvicorn.Config:
         app, host=listener.host, port=listener.port, loop="none", lifespan=lifespan,
         interface="asgi3",
         access_log=False, server_header=False, date_header=True, log_level="warning",
-        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
+        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024, timeout_graceful_shutdown=grace,
         proxy_headers=False,  # X-Forwarded-* are judged by our own trusted_proxies, never by uvicorn
         **kwargs,
     )
@@ -46,16 +46,26 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number and the
     shared audit metrics table (see workers.py). Worker 0 also serves the admin listener."""
     proxy = Proxy(settings, worker, audit_board)
-    servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on"))]
+    grace = settings.listeners.shutdown_grace_seconds
+    servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on", grace))]
     if worker == 0:
-        servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off")))
+        servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off", grace)))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
-        for server in servers:
-            server.should_exit = True
+        # The proxy listener stops accepting and lets in-flight requests finish (up to the grace), then
+        # its lifespan flushes the audit spool; the admin listener stays up meanwhile, /readyz saying 503.
+        proxy.draining = True
+        servers[0].should_exit = True
+
+    async def serve_proxy() -> None:
+        try:
+            await servers[0].serve(sockets=[proxy_socket] if proxy_socket else None)
+        finally:
+            for server in servers[1:]:
+                server.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
@@ -63,8 +73,7 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     log.warning("iam-proxy listening on %s:%d (admin %s:%d), policy revision %s",
                 settings.listeners.proxy.host, settings.listeners.proxy.port,
                 settings.listeners.admin.host, settings.listeners.admin.port, proxy.engine.revision)
-    await asyncio.gather(servers[0].serve(sockets=[proxy_socket] if proxy_socket else None),
-                         *(s.serve() for s in servers[1:]))
+    await asyncio.gather(serve_proxy(), *(s.serve() for s in servers[1:]))
 
 
 def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board) -> None:

@@ -77,6 +77,9 @@ class Listeners(_Model):
     trusted_proxies: list[str] = []
     # Proxy processes sharing the proxy port (SO_REUSEPORT); one per core. See workers.py.
     workers: int = Field(default=1, ge=1, le=64)
+    # On SIGTERM: time in-flight requests get to finish once the listeners stop accepting; then the
+    # audit spool drains (audit.shutdown_drain_seconds). See server.py.
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=3600)
 
     @field_validator("trusted_proxies")
     @classmethod
