@@ -28,6 +28,7 @@ from .forward.headers import HeaderRewriter, TrustedProxies
 from .forward.upstream import UpstreamClient
 from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
 from .ops.metrics import Metrics
+from .ops.workerset import WorkerSet
 from .pipeline import Pipeline
 from .portal import Portal
 from .ratelimit import Traffic
@@ -89,6 +90,7 @@ class Proxy:
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
         self.draining = False  # set on SIGTERM (server.py): /readyz turns 503 while requests finish
+        self.peers: WorkerSet | None = None  # worker 0 of several: the other workers (server.py)
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
@@ -193,11 +195,15 @@ class Proxy:
             await send_json(send, 200, {"status": "ok"})
         elif path == "/readyz":
             ok, checks = self.ready
-            await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "not ready",
-                                                       "checks": checks, "policy_revision": self.engine.revision,
-                                                       **self.traffic.readiness()})
+            body = {"status": "ready" if ok else "not ready", "checks": checks,
+                    "policy_revision": self.engine.revision, **self.traffic.readiness()}
+            if self.peers is not None:
+                ok, body = await self.peers.readiness(body)
+            await send_json(send, 200 if ok else 503, body)
         elif path == "/metrics":
             body = generate_latest(self.metrics.registry)
+            if self.peers is not None:
+                body = await self.peers.metrics(body)
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
             await send({"type": "http.response.body", "body": body})

@@ -12,6 +12,7 @@ import uvicorn
 
 from .app import Proxy
 from .audit.metrics import Board
+from .ops.workerset import WorkerSet, socket_path
 from .redaction import install_log_redaction
 from .settings import Listener, Settings
 from .tls import ClientCertHttpToolsProtocol, ServerTLS
@@ -25,12 +26,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app, listener: Listener, lifespan: str, grace: float) -> uvicorn.Config:
-    kwargs: dict = {"http": "httptools"}
-    if listener.tls is not None:
+def _config(app, listener: Listener, lifespan: str, grace: float, uds: str | None = None) -> uvicorn.Config:
+    kwargs: dict = {"http": "httptools", "uds": uds}
+    if listener.tls is not None and uds is None:
         # Our own context (client certificates, CRLs, reload) and a protocol that hands the verified
         # client certificate to the app in the scope: see tls.py.
-        kwargs = {"ssl_context_factory": ServerTLS(listener.tls), "http": ClientCertHttpToolsProtocol}
+        kwargs = {"ssl_context_factory": ServerTLS(listener.tls), "http": ClientCertHttpToolsProtocol, "uds": None}
     return uvicorn.Config(
         app, host=listener.host, port=listener.port, loop="none", lifespan=lifespan,
         interface="asgi3",
@@ -42,14 +43,20 @@ def _config(app, listener: Listener, lifespan: str, grace: float) -> uvicorn.Con
 
 
 async def serve(settings: Settings, proxy_socket: socket.socket | None = None, worker: int = 0,
-                audit_board: Board | None = None) -> None:
-    """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number and the
-    shared audit metrics table (see workers.py). Worker 0 also serves the admin listener."""
+                audit_board: Board | None = None, control_dir: str | None = None) -> None:
+    """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number, the
+    shared audit metrics table and the directory of the workers' admin sockets (see workers.py).
+    Worker 0 serves the admin listener, for every worker (ops/workerset.py)."""
     proxy = Proxy(settings, worker, audit_board)
     grace = settings.listeners.shutdown_grace_seconds
     servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on", grace))]
     if worker == 0:
         servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off", grace)))
+        if control_dir is not None:
+            proxy.peers = WorkerSet(control_dir, settings.listeners.workers)
+    elif control_dir is not None:
+        servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off", grace,
+                                       uds=socket_path(control_dir, worker))))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()
@@ -76,10 +83,11 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     await asyncio.gather(serve_proxy(), *(s.serve() for s in servers[1:]))
 
 
-def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board) -> None:
+def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board,
+                  control_dir: str) -> None:
     import uvloop
 
-    uvloop.run(serve(settings, proxy_socket, worker, audit_board))
+    uvloop.run(serve(settings, proxy_socket, worker, audit_board, control_dir))
 
 
 def run(settings: Settings) -> None:
