@@ -45,23 +45,33 @@ JWKS_PATH = "/.well-known/jwks.json"
 
 
 class Proxy:
-    def __init__(self, settings: Settings, worker: int = 0, audit_board: Board | None = None) -> None:
+    def __init__(self, settings: Settings, worker: int = 0, audit_board: Board | None = None,
+                 previous: "Proxy | None" = None) -> None:
         """`worker`: this process's number among `listeners.workers`; `audit_board`: the audit
-        metrics table the workers share (see audit/metrics.py)."""
+        metrics table the workers share (see audit/metrics.py); `previous`: the proxy a reload
+        replaces, whose running auditor and session store are taken over when their settings did
+        not change (lifecycle/reload.py)."""
         self.settings = settings
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
         # first: every front door records through it (audit/writeahead.py)
-        self.auditor = Auditor(settings.audit, self.metrics.registry, worker=worker,
-                               workers=settings.listeners.workers, board=audit_board)
+        self.inherited = {part for part in ("audit", "sessions")
+                          if previous is not None and getattr(previous.settings, part) == getattr(settings, part)}
+        if "audit" in self.inherited:
+            self.auditor = previous.auditor
+            self.auditor.metrics.register(self.metrics.registry)
+        else:
+            self.auditor = Auditor(settings.audit, self.metrics.registry, worker=worker,
+                                   workers=settings.listeners.workers, board=audit_board)
         self.policy = PolicyRuntime(settings, self.metrics)
         self.engine = self.policy.default_engine
         self._http: aiohttp.ClientSession | None = None
         providers = {p.id: p for p in settings.identity_providers}
         self.jwks = {pid: JWKSCache(p, self._outbound_session) for pid, p in providers.items()}
         self.directories = {d.id: LdapDirectoryClient(d) for d in settings.directories}
-        self.sessions = build_session_manager(settings.sessions) if settings.sessions.secret else None
+        self.sessions = previous.sessions if "sessions" in self.inherited else \
+            build_session_manager(settings.sessions) if settings.sessions.secret else None
         self.saml = self._build_saml(settings)
         self.browser_login = build_browser_login(settings, self.sessions, self.jwks, self._outbound_session)
         self.authenticators: dict[str, Authenticator] = build_authenticators(
@@ -91,6 +101,7 @@ class Proxy:
         self._tasks: list[asyncio.Task[Any]] = []
         self.draining = False  # set on SIGTERM (server.py): /readyz turns 503 while requests finish
         self.peers: WorkerSet | None = None  # worker 0 of several: the other workers (server.py)
+        self.readiness_detail: dict[str, Any] = {}  # shown by /readyz: the last config reload
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
@@ -111,7 +122,8 @@ class Proxy:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self.auditor.start()  # delivery tasks first: they ship what a previous run left spooled
+        if "audit" not in self.inherited:
+            await self.auditor.start()  # delivery tasks first: they ship what a previous run left spooled
         await asyncio.gather(*(cache.refresh() for cache in self.jwks.values()))
         for cache in self.jwks.values():
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
@@ -121,7 +133,8 @@ class Proxy:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
 
-    async def stop(self) -> None:
+    async def stop(self, handed_over: frozenset[str] = frozenset()) -> None:
+        """`handed_over`: the parts ("audit", "sessions") a reload's new proxy took over, left running."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -134,11 +147,12 @@ class Proxy:
             await directory.close()
         if self.saml is not None:
             await self.saml.close()
-        if self.sessions is not None:
+        if self.sessions is not None and "sessions" not in handed_over:
             await self.sessions.close()
         if self._http is not None:
             await self._http.close()
-        await self.auditor.stop()
+        if "audit" not in handed_over:
+            await self.auditor.stop()
 
     @property
     def ready(self) -> tuple[bool, dict[str, bool]]:
@@ -196,7 +210,7 @@ class Proxy:
         elif path == "/readyz":
             ok, checks = self.ready
             body = {"status": "ready" if ok else "not ready", "checks": checks,
-                    "policy_revision": self.engine.revision, **self.traffic.readiness()}
+                    "policy_revision": self.engine.revision, **self.traffic.readiness(), **self.readiness_detail}
             if self.peers is not None:
                 ok, body = await self.peers.readiness(body)
             await send_json(send, 200 if ok else 503, body)

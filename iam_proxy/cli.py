@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("iam_proxy").warning(
             "running on glibc malloc: install libjemalloc2 (memory grows with embedded-engine decisions "
             "under glibc, see docs/performance.md), or set %s=system to silence this", allocator.ENV)
-    run(settings)
+    run(settings, args.config)
     return 0
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
 
 import uvicorn
 
-from .app import Proxy
+from .lifecycle.reload import LiveProxy
 from .audit.metrics import Board
 from .ops.workerset import WorkerSet, socket_path
 from .redaction import install_log_redaction
@@ -43,19 +44,21 @@ def _config(app, listener: Listener, lifespan: str, grace: float, uds: str | Non
 
 
 async def serve(settings: Settings, proxy_socket: socket.socket | None = None, worker: int = 0,
-                audit_board: Board | None = None, control_dir: str | None = None) -> None:
+                audit_board: Board | None = None, control_dir: str | None = None,
+                config_path: str | None = None) -> None:
     """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number, the
     shared audit metrics table and the directory of the workers' admin sockets (see workers.py).
     Worker 0 serves the admin listener, for every worker (ops/workerset.py)."""
-    proxy = Proxy(settings, worker, audit_board)
+    live = LiveProxy(settings, config_path, worker, audit_board)  # reloads on SIGHUP and file change
+    proxy = live.current
     grace = settings.listeners.shutdown_grace_seconds
-    servers = [_Server(_config(proxy.proxy_app, settings.listeners.proxy, "on", grace))]
+    servers = [_Server(_config(live.proxy_app, settings.listeners.proxy, "on", grace))]
     if worker == 0:
-        servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off", grace)))
+        servers.append(_Server(_config(live.admin_app, settings.listeners.admin, "off", grace)))
         if control_dir is not None:
             proxy.peers = WorkerSet(control_dir, settings.listeners.workers)
     elif control_dir is not None:
-        servers.append(_Server(_config(proxy.admin_app, settings.listeners.admin, "off", grace,
+        servers.append(_Server(_config(live.admin_app, settings.listeners.admin, "off", grace,
                                        uds=socket_path(control_dir, worker))))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
@@ -64,7 +67,7 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     def stop() -> None:
         # The proxy listener stops accepting and lets in-flight requests finish (up to the grace), then
         # its lifespan flushes the audit spool; the admin listener stays up meanwhile, /readyz saying 503.
-        proxy.draining = True
+        live.draining = live.current.draining = True
         servers[0].should_exit = True
 
     async def serve_proxy() -> None:
@@ -76,6 +79,7 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(live.reload("SIGHUP")))
     log = logging.getLogger("iam_proxy")
     log.warning("iam-proxy listening on %s:%d (admin %s:%d), policy revision %s",
                 settings.listeners.proxy.host, settings.listeners.proxy.port,
@@ -84,20 +88,21 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
 
 
 def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board,
-                  control_dir: str) -> None:
+                  control_dir: str, config_path: str | None = None) -> None:
     import uvloop
 
-    uvloop.run(serve(settings, proxy_socket, worker, audit_board, control_dir))
+    uvloop.run(serve(settings, proxy_socket, worker, audit_board, control_dir, config_path))
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, config_path: str | None = None) -> None:
+    """`config_path`: the file to reload on SIGHUP and on change (lifecycle/reload.py)."""
     import uvloop
 
     if settings.listeners.workers > 1:
         from .workers import run_workers
 
-        code = run_workers(settings, _serve_worker)
+        code = run_workers(settings, functools.partial(_serve_worker, config_path=config_path))
         if code:
             raise SystemExit(code)
         return
-    uvloop.run(serve(settings))
+    uvloop.run(serve(settings, config_path=config_path))

@@ -37,6 +37,14 @@ log = logging.getLogger("iam_proxy.workers")
 ServeOne = Callable[[Settings, socket.socket, int, Board, str], None]
 
 
+def _forward(children: dict[int, int], signum: int) -> None:
+    for child in children:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+
 def reuseport_socket(listener: Listener) -> socket.socket:
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -88,14 +96,11 @@ def _supervise(settings: Settings, serve_one: ServeOne, sockets: list[socket.soc
     def stop(signum: int, _frame) -> None:
         nonlocal stopping
         stopping = True
-        for child in children:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
+        _forward(children, signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda signum, _frame: _forward(children, signum))  # reload: each worker
     exit_code = 0
     while children:
         try:
