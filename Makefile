@@ -9,7 +9,7 @@ FULL   := $(VENV)/.full-stamp
 # what `make test` installs: the test tools and every optional extra (Kerberos needs libkrb5-dev)
 EXTRAS := test,kerberos
 
-.PHONY: run test venv certs system peers policy-test check bench audit-crash clean
+.PHONY: run test venv certs system peers policy-test check bench audit-crash clean docs
 
 # the core only: binary wheels, no compiler (what `make run` needs)
 $(CORE): pyproject.toml
@@ -43,6 +43,10 @@ policy-test: venv
 
 peers:
 	scripts/install-peers.sh
+
+# the pages generated from the code: docs/configuration-reference.md, docs/reason-codes.md
+docs: venv
+	$(BIN)/iam-proxy docs
 
 test: peers $(FULL) certs
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
     embedded          rego-cpp in process (the default engine)
     embedded + cache  the same, through the decision cache (request id and time change every call)
+    opa-wasm          OPA's own compiler to WebAssembly (`opa build -t wasm`), run in process by wasmtime
     opa rest          the real `opa run --server` over its REST data API, pooled keep-alive connection
 
 Each figure is the time of `Decider.decide` (engine choice, cache, strict parsing included), one
@@ -32,6 +33,7 @@ from iam_proxy.policy.cache import DecisionCache  # noqa: E402
 from iam_proxy.policy.decider import Decider  # noqa: E402
 from iam_proxy.policy.embedded import EmbeddedEngine  # noqa: E402
 from iam_proxy.policy.opa_http import OpaHttpEngine  # noqa: E402
+from iam_proxy.policy.opa_wasm import OpaWasmEngine  # noqa: E402
 from iam_proxy.settings import DecisionCacheSettings, OpaServerSettings  # noqa: E402
 
 PATH = "iam/authz/decision"
@@ -99,12 +101,14 @@ async def run(n: int) -> dict:
             if time.monotonic() > deadline or opa.poll() is not None:
                 raise SystemExit("OPA did not start (run scripts/install-peers.sh)")
             await asyncio.sleep(0.1)
-        decider = Decider({"embedded": embedded, "opa": remote},
-                          {"embedded": "embedded", "cached": "embedded", "opa": "opa"},
+        wasm = OpaWasmEngine(REPO / "policies", [PATH])
+        decider = Decider({"embedded": embedded, "opa": remote, "opa-wasm": wasm},
+                          {"embedded": "embedded", "cached": "embedded", "opa": "opa", "opa-wasm": "opa-wasm"},
                           frozenset({"cached"}), DecisionCache(DecisionCacheSettings()), metrics)
         results = {
             "embedded": summary(await measure(decider, "embedded", n)),
             "embedded + cache": summary(await measure(decider, "cached", n)),
+            "opa-wasm": summary(await measure(decider, "opa-wasm", n)),
             "opa rest": summary(await measure(decider, "opa", n)),
         }
     finally:

@@ -8,6 +8,8 @@ token, the usual client headers) plus a few hostile headers, so every rule has w
     input masking    credential headers, URL-carrying headers, query parameters (redaction.py)
     token times      exp/nbf/iat sanity and the lifetime bound, header parameters (bearer_jwt.py)
     forward-auth     trusted-peer check and request description (forward_auth.py)
+    listener         header and body deadlines, head size limits (listener/protocol.py): CPU per
+                     request over uvicorn's own protocol, from bench/listener.py
 
 The share is the sum over the CPU time per request the harness measured for iam-proxy (bench/results/
 latest.json, `cpu_s_per_1k`), when there is one. Usage:
@@ -104,11 +106,15 @@ def request_cpu_us(results: Path) -> float | None:
 
 
 def run(n: int, results: Path) -> dict[str, Any]:
+    from bench.listener import in_process
+
     rows = {name: measure(fn, n) for name, fn in checks().items()}
-    # a reverse-proxied request pays the rewrite, the masking and the token checks
-    proxied = sum(rows[name]["mean_us"] for name in ("header rewrite", "input masking", "token times"))
+    listener = in_process()
+    # a reverse-proxied request pays the listener's guards, the rewrite, the masking and the token checks
+    proxied = listener["guards_us"] + sum(rows[name]["mean_us"] for name in ("header rewrite", "input masking",
+                                                                             "token times"))
     cpu = request_cpu_us(results)
-    return {"n": n, "checks": rows, "proxied_request_us": round(proxied, 2),
+    return {"n": n, "checks": rows, "listener": listener, "proxied_request_us": round(proxied, 2),
             "request_cpu_us": cpu, "share_percent": round(100 * proxied / cpu, 2) if cpu else None}
 
 
@@ -128,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'edge check':<24}{'mean µs':>10}{'min µs':>10}   (n={args.n} calls each)")
     for name, row in report["checks"].items():
         print(f"{name:<24}{row['mean_us']:>10}{row['min_us']:>10}")
+    listener = report["listener"]
+    print(f"{'listener guards':<24}{listener['guards_us']:>10}{'':>10}   (CPU per request over uvicorn's protocol: "
+          f"{listener['stock_us']} -> {listener['guarded_us']} µs, medians of {listener['rounds']} rounds)")
     share = report["share_percent"]
     print(f"a proxied request: {report['proxied_request_us']} µs of edge checks"
           + (f", {share} % of the {report['request_cpu_us']:.0f} µs CPU a request costs (harness)" if share else ""))

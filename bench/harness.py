@@ -48,7 +48,7 @@ from .tokens import TokenMinter, distinct_tokens
 
 LIGHT_CONNECTIONS = 4
 DEFAULT_TARGETS = ["upstream-direct", "nginx-proxy", "iam-proxy", "iam-proxy-nocache", "iam-proxy-opa", "iam-proxy-forward-auth",
-                   "iam-proxy-forward-auth-nocache", "oauth2-proxy"]
+                   "iam-proxy-forward-auth-nocache", "oauth2-proxy", "envoy-ext-authz-grpc", "envoy-ext-authz-http"]
 
 
 @dataclass
@@ -99,13 +99,17 @@ def measure_target(name: str, running: Running, token: str, token_file: Path | N
 
     peaks: list[LoadResult] = []
     cpu_per_1k: list[float] = []
+    by_process: dict[int, list[float]] = {root: [] for root in running.proxy_pids}  # e.g. Envoy and iam-proxy
     for i in range(plan.repeats):
-        pids = [p for root in running.proxy_pids for p in procstat.descendants(root)]
-        before = procstat.cpu_seconds(pids)
+        trees = {root: procstat.descendants(root) for root in running.proxy_pids}
+        before = {root: procstat.cpu_seconds(tree) for root, tree in trees.items()}
         result = run_wrk(url, fixed, threads=plan.threads, connections=plan.connections, seconds=plan.duration)
-        used = procstat.cpu_seconds(pids) - before
+        used = {root: procstat.cpu_seconds(tree) - before[root] for root, tree in trees.items()}
         peaks.append(result)
-        cpu_per_1k.append(used / result.requests * 1000 if result.requests else float("nan"))
+        per_1k = 1000 / result.requests if result.requests else float("nan")
+        cpu_per_1k.append(sum(used.values()) * per_1k)
+        for root, seconds in used.items():
+            by_process[root].append(seconds * per_1k)
         log(f"{name}: run {i + 1}/{plan.repeats}: {result.rps:,.0f} req/s p50 {result.p50_ms:.2f} ms "
             f"p99 {result.p99_ms:.2f} ms errors {result.errors}")
     peak_rps = statistics.median(r.rps for r in peaks)
@@ -156,6 +160,8 @@ def measure_target(name: str, running: Running, token: str, token_file: Path | N
         "runs": [{"rps": round(r.rps, 1), "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3),
                   "errors": r.errors, "requests": r.requests} for r in peaks],
         "cpu_s_per_1k_runs": [round(c, 4) for c in cpu_per_1k],
+        # the same by process tree, in the target's order (its notes name them)
+        "cpu_s_per_1k_by_process": [round(statistics.median(c), 4) for c in by_process.values()],
         "curve": curve,
         "notes": running.notes,
     }

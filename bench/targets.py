@@ -239,7 +239,7 @@ class BenchContext:
 
 
 def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
-                cache_decisions: bool | None = None) -> tuple[Path, int, int]:
+                cache_decisions: bool | None = None, extra: dict[str, Any] | None = None) -> tuple[Path, int, int]:
     port, admin = free_port(), free_port()
     listeners: dict[str, Any] = {"proxy": {"host": "127.0.0.1", "port": port},
                                  "admin": {"host": "127.0.0.1", "port": admin}}
@@ -262,6 +262,7 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
         "audit": {"sinks": [{"type": "file", "path": str(ctx.workdir / f"{name}-audit.jsonl")}]},
         # nginx (forward-auth targets) asks /.iam/auth from loopback
         "forward_auth": {"trusted_peers": ["127.0.0.1/32"]},
+        **(extra or {}),
     }
     path = ctx.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -269,8 +270,8 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
 
 
 def _start_iam(ctx: BenchContext, name: str, policy: dict[str, Any],
-               cache_decisions: bool | None = None) -> tuple[Service, int]:
-    config, port, admin = _iam_config(ctx, name, policy, cache_decisions)
+               cache_decisions: bool | None = None, extra: dict[str, Any] | None = None) -> tuple[Service, int]:
+    config, port, admin = _iam_config(ctx, name, policy, cache_decisions, extra)
     python = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else "python3"
     service = Service(name, [python, "-m", "iam_proxy", "--log-level", "WARNING", "run", "--config", str(config)],
                       ctx.workdir)
@@ -410,6 +411,18 @@ def start_oauth2_proxy(ctx: BenchContext) -> Running:
                          "--skip-jwt-bearer-tokens, request log to file")
 
 
+def start_envoy_ext_authz_grpc(ctx: BenchContext) -> Running:
+    from .envoy_front import start_envoy_ext_authz
+
+    return start_envoy_ext_authz(ctx, "grpc")
+
+
+def start_envoy_ext_authz_http(ctx: BenchContext) -> Running:
+    from .envoy_front import start_envoy_ext_authz
+
+    return start_envoy_ext_authz(ctx, "http")
+
+
 TARGETS = {
     "upstream-direct": start_upstream_direct,
     "nginx-proxy": start_nginx_proxy,
@@ -419,6 +432,8 @@ TARGETS = {
     "iam-proxy-forward-auth": start_forward_auth,
     "iam-proxy-forward-auth-nocache": start_forward_auth_nocache,
     "oauth2-proxy": start_oauth2_proxy,
+    "envoy-ext-authz-grpc": start_envoy_ext_authz_grpc,
+    "envoy-ext-authz-http": start_envoy_ext_authz_http,
 }
 # Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
 # path, and each pass costs one signature verification per token).

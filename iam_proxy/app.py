@@ -23,20 +23,27 @@ from .authn.registry import Deps, build_authenticators
 from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
+from .extauthz import ExtAuthz
+from .extauthz.adapter import PipelineDecide
 from .forward.assertion import AssertionSigner
 from .forward.headers import HeaderRewriter, TrustedProxies
 from .forward.upstream import UpstreamClient
+from .forward.websocket import WebSocketProxy
 from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
 from .ops.metrics import Metrics
 from .ops.workerset import WorkerSet
 from .pipeline import Pipeline
 from .portal import Portal
 from .ratelimit import Traffic
+from .replay.shadow import ShadowRunner
 from .policy.runtime import PolicyRuntime
 from . import redaction
 from .responses import send_error, send_json
 from .routes.matcher import RouteTable
 from .settings import SAMLAuthenticatorSettings, Settings
+from .signals import PUSH_PATH
+from .signals.receiver import Caches
+from .signals.runtime import SignalsRuntime
 from .session import build_session_manager
 
 log = logging.getLogger("iam_proxy")
@@ -52,6 +59,7 @@ class Proxy:
         replaces, whose running auditor and session store are taken over when their settings did
         not change (lifecycle/reload.py)."""
         self.settings = settings
+        self.worker = worker
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
@@ -77,8 +85,13 @@ class Proxy:
         self.authenticators: dict[str, Authenticator] = build_authenticators(
             Deps(settings=settings, jwks=self.jwks, http_session=self._outbound_session, metrics=self.metrics,
                  directories=self.directories, saml=self.saml, browser_login=self.browser_login))
+        self.signals = self._build_signals(settings)
+        if self.signals is not None:  # revoked subjects are refused whatever credential they bring
+            self.authenticators = self.signals.guard(self.authenticators)
         self.enrichers = build_enrichers(EnricherDeps(settings=settings, directories=self.directories,
                                                       http_session=self._outbound_session, metrics=self.metrics))
+        if self.signals is not None:
+            self.signals.receiver.caches.enrichers = [e for e in self.enrichers.values() if hasattr(e, "forget")]
         assertion = settings.identity_headers.assertion
         self.signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds)
         # an upstream echoing the signed assertion must not hand it to the client
@@ -96,12 +109,27 @@ class Proxy:
             decider=self.policy.decider, decision_log=self.policy.decision_log,
             enrichers=self.enrichers, forward_auth=self.forward_auth, traffic=self.traffic,
         )
+        self.pipeline.shadow = ShadowRunner(settings.routes, self.metrics.registry, self.auditor)
+        decide = PipelineDecide(self.pipeline, settings.ext_authz.trusted_peers)  # a request decided without forwarding it (extauthz/adapter.py)
+        self.extauthz = ExtAuthz(settings.ext_authz, decide) if worker == 0 else None
+        self.websockets = WebSocketProxy(decide, self.auditor, settings.websockets.recheck_seconds)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
         self.draining = False  # set on SIGTERM (server.py): /readyz turns 503 while requests finish
         self.peers: WorkerSet | None = None  # worker 0 of several: the other workers (server.py)
         self.readiness_detail: dict[str, Any] = {}  # shown by /readyz: the last config reload
+
+    def _build_signals(self, settings: Settings) -> SignalsRuntime | None:
+        """The OpenID Shared Signals receiver, given what it ends and forgets (signals/receiver.py)."""
+        if settings.signals is None:
+            return None
+        providers = {p.id: p.issuer for p in settings.identity_providers}
+        providers.update({n: None for n, a in settings.authenticators.items() if isinstance(a, SAMLAuthenticatorSettings)})
+        caches = Caches(sessions=self.sessions, session_providers=providers,
+                        introspection=[a for a in self.authenticators.values() if hasattr(a, "forget")],
+                        decision_cache=self.policy.decider.cache)
+        return SignalsRuntime(settings.signals, self.auditor, caches, self._outbound_session, self.worker)
 
     def _build_saml(self, settings: Settings):
         """pysaml2 is imported only when a SAML authenticator is configured (it is heavy to load)."""
@@ -129,18 +157,26 @@ class Proxy:
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
         for job in [*self.policy.background(), *self.traffic.background()]:
             self._tasks.append(asyncio.create_task(job))
+        self.pipeline.shadow.start()
+        if self.signals is not None:
+            self._tasks += [asyncio.create_task(job) for job in self.signals.background()]
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
+        if self.extauthz is not None:
+            await self.extauthz.start()  # checks are answered once authentication is ready
 
     async def stop(self, handed_over: frozenset[str] = frozenset()) -> None:
         """`handed_over`: the parts ("audit", "sessions") a reload's new proxy took over, left running."""
+        if self.extauthz is not None:
+            await self.extauthz.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.upstream.close()
+        await self.pipeline.shadow.stop()
         await self.policy.close()
         await self.traffic.close()
         for directory in self.directories.values():
@@ -170,13 +206,19 @@ class Proxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self.websockets.handle(scope, receive, send)
+            return
         if scope["type"] != "http":
-            return  # websockets arrive in a later issue; the server closes the connection
+            return
         if scope["path"] == JWKS_PATH and scope["method"] in ("GET", "HEAD"):
             await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
             return
         if scope["path"] == AUTH_PATH:
             await self.pipeline.handle(scope, receive, send, forward_auth=True)
+            return
+        if scope["path"] == PUSH_PATH and self.signals is not None:
+            await self.signals.push.handle(scope, receive, send)
             return
         if scope["path"] == PROBLEM_PATH:
             await self._problem(scope, send)

@@ -1,4 +1,5 @@
-"""iam-proxy command line: run | check | policy test | explain | token | apikey | audit verify | version.
+"""iam-proxy command line: run | check | policy test|replay|diff | explain | token | apikey | audit verify |
+docs | config schema | version.
 
 Exit codes: 0 success, 1 test failures, 2 configuration or policy errors (the message names the
 config key path, or the policy file and line).
@@ -15,8 +16,10 @@ from pathlib import Path
 
 from . import __version__
 from .authn.apikey_cli import add_apikey_commands
+from .docs_cli import add_docs_commands
 from .errors import ConfigError
 from .redaction import install_log_redaction
+from .replay.cli import add_policy_commands
 
 EXIT_CONFIG = 2
 
@@ -34,6 +37,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("iam_proxy").warning(
             "running on glibc malloc: install libjemalloc2 (memory grows with embedded-engine decisions "
             "under glibc, see docs/performance.md), or set %s=system to silence this", allocator.ENV)
+    from .check_warnings import cookie_warnings, public_urls
+
+    for warning in cookie_warnings(settings, public_urls(settings, [])):  # `check` asks the IdP too
+        logging.getLogger("iam_proxy").warning("%s", warning)
     run(settings, args.config)
     return 0
 
@@ -71,6 +78,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
         for warning in embedded_warnings(embedded.modules):
             print(f"warning: {warning}", file=sys.stderr)
+    from .check_warnings import check_warnings
+
+    findings = check_warnings(settings, args.public_url)
+    for line in findings.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in findings.notes:
+        print(f"note: {line}", file=sys.stderr)
     engines = ", ".join(f"{kind} revision {engine.revision}" for kind, engine in runtime.engines.items())
     print(f"ok: {len(settings.routes)} routes, {len(settings.authenticators)} authenticators, policy {engines}")
     return 0
@@ -237,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate the config and compile the policies")
     p.add_argument("--config", "-c", required=True)
+    p.add_argument("--public-url", action="append", default=[],
+                   help="a URL browsers reach the proxy by (repeatable), for the cookie and redirect checks")
     p.set_defaults(func=_cmd_check)
 
     policy = sub.add_parser("policy", help="policy tooling").add_subparsers(dest="policy_command", required=True)
@@ -246,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["auto", "opa", "embedded"], default="auto",
                    help="auto (default): the real OPA when installed, else the embedded engine")
     p.set_defaults(func=_cmd_policy_test)
+    add_policy_commands(policy)  # replay, diff
 
     p = sub.add_parser("explain", help="show what the proxy would do with a request (forwards nothing)")
     p.add_argument("--config", "-c", required=True)
@@ -275,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_token)
 
     add_apikey_commands(sub)
+    add_docs_commands(sub)
 
     saml = sub.add_parser("saml", help="SAML service provider tooling").add_subparsers(dest="saml_command",
                                                                                         required=True)

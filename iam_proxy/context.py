@@ -52,6 +52,9 @@ class RequestContext:
     access_token: str | None = None
     # The front proxy that described this request to /.iam/auth (its address), None otherwise.
     via: str | None = None
+    # Why a credential of ours gave no identity without being bad (a logged-out session cookie:
+    # session_revoked); the 401 says so instead of credential_missing.
+    missing_reason: str | None = None
 
     @property
     def parsed_path(self) -> list[str]:

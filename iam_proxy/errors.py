@@ -20,11 +20,16 @@ Clients see `reason` and the public `message`, never `detail` (which goes to the
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ProxyError(Exception):
     status: int = 500
     reason: str = "internal_error"
     message: str = "The request could not be processed."
+    # What the client may see beside the reason to act on it (a token's `aud` and the accepted
+    # ones); never a credential. Shown in the problem body, the log, the audit event and `explain`.
+    facts: dict[str, Any] = {}
 
     def __init__(self, reason: str | None = None, *, message: str | None = None,
                  detail: str | None = None, status: int | None = None) -> None:

@@ -98,7 +98,7 @@ async def _explain(proxy: Any, report: dict[str, Any], scope: dict[str, Any], id
     try:
         ctx.identity = identity if identity is not None else await proxy.pipeline.authenticate(ctx)
     except ProxyError as exc:
-        report["identity"] = {"error": exc.reason, "status": exc.status}
+        report["identity"] = {"error": exc.reason, "status": exc.status, **exc.facts}
         return
     report["identity"] = ctx.identity.to_dict()
     policy_input = build_input(ctx)
@@ -147,6 +147,7 @@ def render_text(report: dict[str, Any]) -> str:
     if "error" in identity:
         lines.append(f"identity:  REJECTED ({identity['error']}, HTTP {identity['status']}); "
                      f"authenticators tried: {', '.join(route['authenticators'])}")
+        lines += [f"           {key}: {value}" for key, value in identity.items() if key not in ("error", "status")]
         return "\n".join(lines)
     lines.append(f"identity:  {identity['sub']} via {identity['method']}"
                  + (f" (issuer {identity['iss']})" if identity.get("iss") else ""))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .audit.auditor import Auditor
@@ -48,6 +48,7 @@ class _Outcome:
     status: int = 500
     outcome: str = "error"
     reason: str = "internal_error"
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -73,6 +74,7 @@ class Pipeline:
         self.include_input = include_input
         self.forward_auth = forward_auth or ForwardAuth([], [], only=False)
         self.traffic = traffic
+        self.shadow: Any = None  # replay/shadow.py: candidate policies, offered each decision after the response
 
     async def authenticate(self, ctx: RequestContext) -> Identity:
         """First authenticator that recognises its credential wins; a bad credential stops the chain."""
@@ -86,7 +88,7 @@ class Pipeline:
                 raise
             if identity is not None:
                 return identity
-        error = AuthenticationRequired()
+        error = _authentication_required(ctx.missing_reason)
         error.challenges = [a.challenge for a in chain if a.challenge]  # type: ignore[attr-defined]
         # A browser on a route with interactive sign-in is sent to log in; API clients get the 401.
         login_urls = [a.login_url(ctx) for a in chain if hasattr(a, "login_url")]
@@ -182,6 +184,9 @@ class Pipeline:
         except ProxyError as exc:
             if exc.status >= 500 or isinstance(exc, PolicyError):
                 log.warning("request %s failed: %s", ctx.decision_id if ctx else "-", exc)
+            elif isinstance(exc, InvalidCredential) or exc.facts:
+                log.info("request %s refused: %s", ctx.decision_id if ctx else "-", exc)
+            result.facts = exc.facts
             # A refusal the client caused (no route, no or bad credential, policy) is "denied";
             # anything the proxy or a dependency failed at is "error".
             result.outcome = "denied" if exc.status < 500 else "error"
@@ -209,6 +214,8 @@ class Pipeline:
             self.metrics.requests.labels(route=ctx.route.id if ctx and ctx.route else "",
                                          outcome=result.outcome, reason=result.reason).inc()
             self.metrics.latency.labels(outcome=result.outcome).observe(time.perf_counter() - started)
+            if self.shadow is not None and policy_input is not None and ctx is not None:
+                self.shadow.offer(ctx, policy_input, outcome, result.reason)
 
     @staticmethod
     def _apply_method_override(ctx: RequestContext) -> None:
@@ -240,5 +247,16 @@ class Pipeline:
             policy_revision=self.decider.engine_for(ctx.route.id).revision if ctx and ctx.route
             else self.engine.revision,
             client_address=self.rewriter.client_address(ctx) if ctx else None,
-            dry_run=dry_run, include_input=self.include_input, response=response,
+            dry_run=dry_run, include_input=self.include_input, response=response, facts=result.facts,
         )
+
+
+_MISSING_MESSAGES = {"session_revoked": "The session has ended (signed out); sign in again.",
+                     "session_expired": "The session has expired; sign in again."}
+
+
+def _authentication_required(missing_reason: str | None) -> AuthenticationRequired:
+    """credential_missing, or why a session cookie that was there no longer counts."""
+    if missing_reason in _MISSING_MESSAGES:
+        return AuthenticationRequired(missing_reason, message=_MISSING_MESSAGES[missing_reason])
+    return AuthenticationRequired()

@@ -97,6 +97,24 @@ def mask_input(policy_input: dict[str, Any]) -> dict[str, Any]:
     return {**policy_input, "attributes": attributes, "parsed_query": parsed_query}
 
 
+def pointer(path: Iterable[str]) -> str:
+    """A JSON pointer (RFC 6901) from its keys."""
+    return "".join("/" + str(key).replace("~", "~0").replace("/", "~1") for key in path)
+
+
+def changed_pointers(original: Any, shown: Any, path: tuple[str, ...] = ("input",)) -> list[str]:
+    """JSON pointers of every value of `original` that `shown` (its masked copy) does not show as it
+    was: what an audit event's `input_redacted` lists, so a replay never mistakes a mask for a value."""
+    if original == shown:
+        return []
+    if isinstance(original, dict) and isinstance(shown, dict):
+        return [p for key in original for p in changed_pointers(original[key], shown.get(key, _GONE), (*path, key))]
+    return [pointer(path)]
+
+
+_GONE = object()
+
+
 def masked_pointers(policy_input: dict[str, Any]) -> list[str]:
     """JSON pointers of what `mask_input` masks, as OPA's decision-log mask policy reports them."""
     http = policy_input.get("attributes", {}).get("request", {}).get("http", {})

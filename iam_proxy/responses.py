@@ -22,6 +22,7 @@ def problem_body(error: ProxyError, error_id: str) -> dict[str, Any]:
     }
     if isinstance(error, AccessDenied) and error.reasons:
         body["reasons"] = error.reasons
+    body.update(error.facts)
     return body
 
 

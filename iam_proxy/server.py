@@ -13,10 +13,13 @@ import uvicorn
 
 from .lifecycle.reload import LiveProxy
 from .audit.metrics import Board
+from .listener.counters import ListenerCounters
+from .listener.guard import Guard
 from .ops.workerset import WorkerSet, socket_path
 from .redaction import install_log_redaction
+from .listener.limits import ListenerLimits
 from .settings import Listener, Settings
-from .tls import ClientCertHttpToolsProtocol, ServerTLS
+from .tls import ReloadingServerContext
 
 
 class _Server(uvicorn.Server):
@@ -27,19 +30,18 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app, listener: Listener, lifespan: str, grace: float, uds: str | None = None) -> uvicorn.Config:
-    kwargs: dict = {"http": "httptools", "uds": uds}
-    if listener.tls is not None and uds is None:
-        # Our own context (client certificates, CRLs, reload) and a protocol that hands the verified
-        # client certificate to the app in the scope: see tls.py.
-        kwargs = {"ssl_context_factory": ServerTLS(listener.tls), "http": ClientCertHttpToolsProtocol, "uds": None}
+def _config(app, name: str, listener: Listener, limits: ListenerLimits, lifespan: str,
+            counters: ListenerCounters, grace: float, uds: str | None = None) -> uvicorn.Config:
+    """Listener `name` ("proxy", "admin", "ext_authz_http"). uvicorn is given no SSL context: the
+    guard's protocol runs TLS itself, on our own context (client certificates, CRLs, reload: tls.py)."""
+    tls = ReloadingServerContext(listener.tls).listening if listener.tls is not None and uds is None else None
+    guard = Guard(name, limits, counters, tls)  # uvicorn's protocol factory: listener/guard.py
     return uvicorn.Config(
         app, host=listener.host, port=listener.port, loop="none", lifespan=lifespan,
-        interface="asgi3",
+        interface="asgi3", http=guard, uds=uds,  # type: ignore[arg-type]
         access_log=False, server_header=False, date_header=True, log_level="warning",
         timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024, timeout_graceful_shutdown=grace,
         proxy_headers=False,  # X-Forwarded-* are judged by our own trusted_proxies, never by uvicorn
-        **kwargs,
     )
 
 
@@ -49,17 +51,24 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number, the
     shared audit metrics table and the directory of the workers' admin sockets (see workers.py).
     Worker 0 serves the admin listener, for every worker (ops/workerset.py)."""
-    live = LiveProxy(settings, config_path, worker, audit_board)  # reloads on SIGHUP and file change
+    board = audit_board or Board()  # the listener's counters share it (listener/counters.py)
+    counters = ListenerCounters(board, worker)
+    live = LiveProxy(settings, config_path, worker, board, [counters])  # reloads on SIGHUP and file change
     proxy = live.current
-    grace = settings.listeners.shutdown_grace_seconds
-    servers = [_Server(_config(live.proxy_app, settings.listeners.proxy, "on", grace))]
+    listeners = settings.listeners
+    config = functools.partial(_config, limits=listeners.limits, counters=counters,
+                               grace=listeners.shutdown_grace_seconds)
+    servers = [_Server(config(live.proxy_app, "proxy", listeners.proxy, lifespan="on"))]
     if worker == 0:
-        servers.append(_Server(_config(live.admin_app, settings.listeners.admin, "off", grace)))
+        servers.append(_Server(config(live.admin_app, "admin", listeners.admin, lifespan="off")))
         if control_dir is not None:
-            proxy.peers = WorkerSet(control_dir, settings.listeners.workers)
+            proxy.peers = WorkerSet(control_dir, listeners.workers)
     elif control_dir is not None:
-        servers.append(_Server(_config(live.admin_app, settings.listeners.admin, "off", grace,
-                                       uds=socket_path(control_dir, worker))))
+        servers.append(_Server(config(live.admin_app, "admin", listeners.admin, lifespan="off",
+                                      uds=socket_path(control_dir, worker))))
+    if proxy.extauthz is not None and proxy.extauthz.http_app is not None:  # Envoy's HTTP mode (extauthz/)
+        servers.append(_Server(config(proxy.extauthz.http_app, "ext_authz_http", settings.ext_authz.http,
+                                      lifespan="off")))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()

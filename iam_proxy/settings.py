@@ -28,7 +28,10 @@ from pydantic import (
 from .audit.config import AuditSettings, AuditSinkSettings, FileSink, StdoutSink  # noqa: F401 (re-exported)
 from .errors import ConfigError
 from .extras import require_module, require_program
+from .listener.limits import ListenerLimits
 from .ratelimit.config import RateLimitSettings
+from .replay.shadow_settings import ShadowPolicySettings
+from .signals.settings import SignalsSettings
 from .validators import http_url
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -65,9 +68,9 @@ class TLSSettings(_Model):
 
 
 class Listener(_Model):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the address to bind; 0.0.0.0 or :: for every interface
     port: int = Field(ge=0, le=65535)
-    tls: TLSSettings | None = None
+    tls: TLSSettings | None = None  # HTTPS; without it the listener speaks plain HTTP
 
 
 class Listeners(_Model):
@@ -77,9 +80,11 @@ class Listeners(_Model):
     trusted_proxies: list[str] = []
     # Proxy processes sharing the proxy port (SO_REUSEPORT); one per core. See workers.py.
     workers: int = Field(default=1, ge=1, le=64)
-    # On SIGTERM: time in-flight requests get to finish once the listeners stop accepting; then the
-    # audit spool drains (audit.shutdown_drain_seconds). See server.py.
+    # On SIGTERM: how long in-flight requests get to finish once the proxy listener stops accepting
+    # (then they are cut); the audit spool drains after (audit.spool.shutdown_drain_seconds).
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=3600)
+    # deadlines and sizes a client must keep to, on both listeners (listener/limits.py)
+    limits: ListenerLimits = ListenerLimits()
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -619,11 +624,13 @@ class RoutePolicy(_Model):
     # The decision path, as in OPA: "iam/authz/decision" or "envoy/authz/allow".
     path: str = "iam/authz/decision"
     dry_run: bool = False
-    # "embedded" or "opa"; unset = policy.engine.
-    engine: Literal["embedded", "opa"] | None = None
+    # "embedded", "opa-wasm" or "opa"; unset = policy.engine.
+    engine: Literal["embedded", "opa-wasm", "opa"] | None = None
     # Cache this route's decisions (see policy.cache). Unset: on for the embedded engine, whose
     # revision the proxy controls; true is refused for engine "opa".
     cache: bool | None = None
+    # A candidate policy evaluated beside this one, after the response (docs/policies.md, shadow policies).
+    shadow: ShadowPolicySettings | None = None
 
     @field_validator("path")
     @classmethod
@@ -751,7 +758,7 @@ class DecisionLogSettings(_Model):
 
 
 class PolicySettings(_Model):
-    engine: Literal["embedded", "opa"] = "embedded"
+    engine: Literal["embedded", "opa-wasm", "opa"] = "embedded"
     dir: Path = Path("policies")
     bundle: BundleSettings | None = None  # replaces dir as the embedded engine's source
     reload_interval_seconds: float = Field(default=1.0, ge=0)  # 0 = no reload
@@ -814,24 +821,66 @@ class ForwardAuthSettings(_Model):
         return self
 
 
+class ExtAuthzSettings(_Model):
+    """Envoy external authorization (docs/envoy.md): the gRPC `Authorization/Check` service and
+    Envoy's HTTP mode, each on a listener of its own; either, both, or neither (the default)."""
+
+    grpc: Listener | None = None
+    http: Listener | None = None
+    # The Envoys that may ask (CIDRs): an allowed answer carries a signed identity, so nobody else
+    # gets one. Required when a listener is set.
+    trusted_peers: list[str] = []
+    # HTTP mode: Envoy's http_service.path_prefix, removed from each check's path.
+    path_prefix: str = ""
+
+    _cidrs = field_validator("trusted_peers")(lambda cls, value: Listeners._cidrs(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExtAuthzSettings":
+        if (self.grpc or self.http) and not self.trusted_peers:
+            raise ValueError("trusted_peers: ext_authz needs the Envoys that may ask (CIDRs)")
+        if self.path_prefix and (not self.path_prefix.startswith("/") or self.path_prefix.endswith("/")):
+            raise ValueError("path_prefix: must start with '/' and not end with '/' (or be empty)")
+        tls = self.grpc.tls if self.grpc is not None else None
+        if tls is not None and (tls.crl_file is not None or tls.client_auth == "optional"):
+            raise ValueError("grpc.tls: the gRPC listener takes client_auth 'none' or 'required', without crl_file")
+        return self
+
+
+class WebSocketSettings(_Model):
+    """Proxied websockets (iam_proxy/forward/websocket.py; docs/configuration.md, "Websockets")."""
+
+    # An open socket is decided again this often, so a revoked session or key, or a policy that no
+    # longer allows it, closes it (code 1008); the identity's own expiry closes it on time.
+    recheck_seconds: float = Field(default=30, gt=0, le=3600)
+
+
 class RedisSessionStoreSettings(_Model):
-    url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "iam-proxy:"
-    timeout_seconds: float = Field(default=1.0, gt=0, le=30)
-    password: SecretStr | None = None
+    """Redis shared by replicas: sessions (store "redis"), ended sessions, one-time login values."""
+
+    url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss:// (TLS), with the database number
+    key_prefix: str = "iam-proxy:"  # every key starts with it; give each proxy deployment its own
+    timeout_seconds: float = Field(default=1.0, gt=0, le=30)  # per Redis call; past it: 503
+    password: SecretStr | None = None  # or in the URL; prefer ${ENV} interpolation
 
 
 class SessionSettings(_Model):
     """Browser sessions (iam_proxy/session/): a sealed cookie, or a ticket into Redis."""
 
+    # "cookie": the session is sealed into the cookie; "redis": the cookie holds a ticket into Redis.
     store: Literal["cookie", "redis"] = "cookie"
     # 32+ characters; older secrets still open cookies they sealed (rotation without logging all out).
     secret: SecretStr | None = None
-    previous_secrets: list[SecretStr] = []
-    cookie_name: str = "__Host-iam_session"
-    secure: bool = True  # only for plain-HTTP development, with a cookie_name without __Host-
+    previous_secrets: list[SecretStr] = []  # older secrets that still open cookies (rotation)
+    cookie_name: str = "__Host-iam_session"  # __Host- cookies need `secure` and are bound to the host
+    # Secure cookies are only sent over HTTPS: false only for plain-HTTP development, with a
+    # cookie_name without __Host- (`iam-proxy check` warns when a plain-HTTP listener keeps it true).
+    secure: bool = True
     lifetime_seconds: int = Field(default=8 * 3600, ge=60)  # absolute; sign in again after this
-    redis: RedisSessionStoreSettings | None = None
+    redis: RedisSessionStoreSettings | None = None  # needed by store "redis"; with "cookie", holds ended sessions
+    # Ended sessions (logout, back-channel logout) when there is no `redis`: shared by the workers of
+    # one host and kept across restarts. Give each proxy on a host its own file (or share Redis).
+    revocation_file: Path = Path("var/state/revoked-sessions.jsonl")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SessionSettings":
@@ -845,18 +894,21 @@ class SessionSettings(_Model):
 
 
 class Settings(_Model):
-    listeners: Listeners = Listeners()
-    identity_providers: list[JWTProvider] = []
-    authenticators: dict[str, AuthenticatorSettings]
-    directories: list[LdapDirectory] = []
-    enrichers: dict[str, EnricherSettings] = {}
-    routes: list[Route] = Field(min_length=1)
-    policy: PolicySettings = PolicySettings()
-    identity_headers: IdentityHeaders = IdentityHeaders()
-    forward_auth: ForwardAuthSettings = ForwardAuthSettings()
-    audit: AuditSettings = AuditSettings()
-    sessions: SessionSettings = SessionSettings()
-    rate_limits: RateLimitSettings = RateLimitSettings()
+    listeners: Listeners = Listeners()  # the proxy and admin listeners, workers, trusted front proxies
+    identity_providers: list[JWTProvider] = []  # OIDC/OAuth issuers: keys, audiences, claim mapping, client
+    authenticators: dict[str, AuthenticatorSettings]  # named; routes list the ones they accept, in order
+    directories: list[LdapDirectory] = []  # LDAP / Active Directory servers for the ldap plugins
+    enrichers: dict[str, EnricherSettings] = {}  # named; add groups or roles after authentication
+    routes: list[Route] = Field(min_length=1)  # exactly one must match each request
+    policy: PolicySettings = PolicySettings()  # the Rego policies and the engine that evaluates them
+    identity_headers: IdentityHeaders = IdentityHeaders()  # what the upstream receives about the caller
+    forward_auth: ForwardAuthSettings = ForwardAuthSettings()  # /.iam/auth for nginx, Traefik, Envoy
+    ext_authz: ExtAuthzSettings = ExtAuthzSettings()  # Envoy external authorization (envoy.md)
+    websockets: WebSocketSettings = WebSocketSettings()  # proxied websockets: how often an open one is re-decided
+    audit: AuditSettings = AuditSettings()  # one event per request: sinks, spool, hash chain
+    sessions: SessionSettings = SessionSettings()  # browser sessions (oidc_session, saml)
+    rate_limits: RateLimitSettings = RateLimitSettings()  # requests per client and route (rate-limiting.md)
+    signals: SignalsSettings | None = None  # OpenID Shared Signals receiver (signals.md)
     # Secrets are wrapped so that printing the settings never shows them.
     secrets: dict[str, SecretStr] = {}
 
@@ -880,6 +932,8 @@ class Settings(_Model):
                         and plugin.directory not in directory_ids:
                     raise ValueError(f"{section}.{name}.directory: unknown directory {plugin.directory!r}")
         _check_interactive_logins(self)
+        if self.signals is not None and self.listeners.workers > 1 and self.signals.state_file is None:
+            raise ValueError("signals.state_file: listeners.workers > 1 needs a file the workers share revocations in")
         _check_saml(self)
         _check_rate_limit_routes(self)
         for i, route in enumerate(self.routes):
@@ -905,7 +959,7 @@ class Settings(_Model):
     def caches_decisions(self, route: Route) -> bool:
         if route.policy.cache is not None:
             return route.policy.cache
-        return self.engine_for(route) == "embedded"
+        return self.engine_for(route) in ("embedded", "opa-wasm")
 
 
 def _check_saml(settings: "Settings") -> None:

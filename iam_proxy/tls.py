@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import ConfigError
 from .settings import TLSSettings
@@ -119,20 +118,6 @@ class ReloadingServerContext:
         return True
 
 
-class ServerTLS:
-    """uvicorn's `ssl_context_factory`: builds the listener's reloading context when the server loads.
-
-    A plain object holding settings, so a uvicorn config that is pickled for worker processes keeps
-    working; each process builds and reloads its own context.
-    """
-
-    def __init__(self, settings: TLSSettings) -> None:
-        self.settings = settings
-
-    def __call__(self, config: Any, default_factory: Any) -> ssl.SSLContext:
-        return ReloadingServerContext(self.settings).listening
-
-
 def _pem(der: bytes) -> str:
     return ssl.DER_cert_to_PEM_cert(der)
 
@@ -181,22 +166,3 @@ def _verified_chain(ssl_object: Any) -> list[bytes]:
     for cert in certs:
         out.append(cert if isinstance(cert, bytes) else cert.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
     return out
-
-
-class ClientCertHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, adding the ASGI TLS extension to every request's scope."""
-
-    _tls: dict[str, Any] | None = None
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        try:
-            self._tls = tls_scope_extension(transport)
-        except Exception:  # noqa: BLE001 - no extension rather than a dropped connection
-            log.exception("could not read the peer certificate")
-            self._tls = None
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]

@@ -31,6 +31,8 @@ done
 $PY -m bench.harness "$@"
 # the edge checks' cost per request, next to the request CPU the harness just measured
 $PY -m bench.edge_checks --out bench/results/edge-checks.json
+# the listener's guards (deadlines, head limits, watched TLS) against uvicorn's own protocol
+$PY -m bench.listener $(case " $* " in *" --quick "*) echo --quick;; esac) --out bench/results/listener.json
 # a rate limit check (memory, Redis) next to a bare Redis round trip
 $PY -m bench.ratelimit --out bench/results/ratelimit.json
 # The full run also compares the hot path's building blocks (server x upstream client): bench/stack.py

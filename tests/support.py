@@ -156,7 +156,7 @@ def base_config(upstream: str, jwks_path: Path, audit_path: Path, policy_dir: Pa
 
 class ProxyProcess:
     def __init__(self, config: dict[str, Any], tmp: Path, name: str = "proxy",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = REPO) -> None:
         self.config = config
         self.config_path = tmp / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -167,7 +167,7 @@ class ProxyProcess:
         sinks = config.get("audit", {}).get("sinks", [])
         self.audit_path = Path(sinks[0]["path"]) if sinks and sinks[0].get("type") == "file" else None
         self.process = Process([PYTHON, "-m", "iam_proxy", "run", "--config", str(self.config_path)],
-                               tmp / f"{name}.log", env=env)
+                               tmp / f"{name}.log", env=env, cwd=cwd)
 
     def wait_ready(self, timeout: float = 20.0) -> "ProxyProcess":
         wait_for_port(self.admin_port, self.process.proc, timeout)
@@ -288,3 +288,13 @@ def upstream_headers(response: httpx.Response) -> dict[str, str]:
 def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PYTHON, "-m", "iam_proxy", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
+
+
+def add_policy_route(config: dict[str, Any], policy_dir: Path, package: str, rego: str,
+                     **policy: Any) -> None:
+    """A module `<package>.rego` in the policy directory and a route `/<package>/**` deciding with its
+    `allow` rule (like the first route otherwise; `policy` adds keys such as cache or engine)."""
+    (policy_dir / f"{package}.rego").write_text(f"package {package}\n\n{rego}\n")
+    routes = config["routes"]
+    routes.append({**routes[0], "id": package, "match": {"path": f"/{package}/**"},
+                   "policy": {"path": f"{package}/allow", **policy}})

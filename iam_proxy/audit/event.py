@@ -15,7 +15,7 @@ from typing import Any
 from .. import __version__
 from ..context import RequestContext
 from ..policy.engine import DecisionOutcome
-from ..redaction import mask_input, mask_query_string
+from ..redaction import changed_pointers, mask_input, mask_query_string
 
 HOSTNAME = socket.gethostname()
 LABELS = {"app": "iam-proxy", "version": __version__, "hostname": HOSTNAME}
@@ -28,7 +28,8 @@ def _timestamp(ts: float) -> str:
 def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: int, outcome: str,
                 reason: str, decision: DecisionOutcome | None, policy_input: dict[str, Any] | None,
                 policy_revision: str | None, client_address: str | None, dry_run: bool = False,
-                include_input: bool = True, response: str = "complete") -> dict[str, Any]:
+                include_input: bool = True, response: str = "complete",
+                facts: dict[str, Any] | None = None) -> dict[str, Any]:
     """`outcome` is allowed, denied or error; `reason` is the stable reason code; `response` is
     "complete" (recorded just before the response's last byte left) or "incomplete" (the response
     never completed: the client went away, or the upstream broke off mid-body)."""
@@ -85,8 +86,12 @@ def build_event(*, ctx: RequestContext | None, scope: dict[str, Any], status: in
         "labels": LABELS,
         "metrics": {},
     }
+    if facts:  # what the refusal showed the client beside its reason (errors.ProxyError.facts)
+        event["facts"] = facts
     if include_input and policy_input is not None:
         event["input"] = mask_input(policy_input)
+        # What the live decision saw and this event does not show: a replay cannot use these values.
+        event["input_redacted"] = changed_pointers(policy_input, event["input"])
     return event
 
 

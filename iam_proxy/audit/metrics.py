@@ -24,6 +24,7 @@ SINK_FIELDS = ("delivered", "retried", "failed", *(f"dropped:{r}" for r in DROP_
                "queued", "spool_bytes", "oldest_time")
 WORKER_FIELDS = ("blocked_requests", "record_failures:refused", "record_failures:answered")
 ROW_BYTES = 64 * 1024  # one worker's row: room for about 800 sinks
+EXTRA_CELLS = 64  # per worker, after the audit rows: the listener's counters (listener/counters.py)
 
 
 class Board:
@@ -31,10 +32,15 @@ class Board:
 
     def __init__(self, workers: int = 1, shared: bool = False) -> None:
         self.workers = workers
-        size = workers * ROW_BYTES
+        size = workers * (ROW_BYTES + EXTRA_CELLS * 8)
         self._memory = mmap.mmap(-1, size, flags=mmap.MAP_SHARED) if shared else bytearray(size)
         self.cells = memoryview(self._memory).cast("d")
         self.row_cells = ROW_BYTES // 8
+
+    def extra(self, worker: int) -> memoryview:
+        """`worker`'s EXTRA_CELLS cells outside the audit rows."""
+        start = self.workers * self.row_cells + worker * EXTRA_CELLS
+        return self.cells[start:start + EXTRA_CELLS]
 
 
 class Cell:

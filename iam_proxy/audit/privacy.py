@@ -21,7 +21,7 @@ import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .config import PrivacySettings
-from ..redaction import MASK
+from ..redaction import MASK, pointer
 
 # Every place the native event carries one identity value.
 FIELD_ALIASES: dict[str, list[str]] = {
@@ -56,26 +56,30 @@ class PrivacyFilter:
         for top in touched:  # copy only the branches a rule changes
             if top in out:
                 out[top] = copy.deepcopy(out[top])
-        for path, action in self.rules:
-            self._apply_one(out, path, action)
+        redacted = [pointer(path.split(".")) for path, action in self.rules if self._apply_one(out, path, action)]
+        inputs = [p for p in redacted if p.startswith("/input/")]
+        if inputs and "input" in out:  # a replay must know these input values are not the real ones
+            out["input_redacted"] = sorted({*out.get("input_redacted", []), *inputs})
         return out
 
-    def _apply_one(self, node: Any, path: str, action: str) -> None:
+    def _apply_one(self, node: Any, path: str, action: str) -> bool:
+        """True when the field was there and was changed."""
         *parents, leaf = path.split(".")
         for part in parents:
             if not isinstance(node, dict) or not isinstance(node.get(part), dict):
-                return
+                return False
             node = node[part]
         if not isinstance(node, dict) or node.get(leaf) is None:
-            return
+            return False
         if action == "drop":
             del node[leaf]
-            return
+            return True
         value = node[leaf]
         if isinstance(value, list):
             node[leaf] = [self._transform(v, action, path) for v in value]
         else:
             node[leaf] = self._transform(value, action, path)
+        return True
 
     def _transform(self, value: Any, action: str, path: str) -> str:
         if action == "mask":

@@ -26,6 +26,7 @@ from joserfc.errors import JoseError
 
 from ..context import RequestContext
 from ..errors import AuthUnavailable, InvalidCredential
+from .audience import check_audience
 from ..settings import JWTAuthenticatorSettings, JWTProvider
 from .base import authorization_credentials
 from .identity import Identity
@@ -215,7 +216,4 @@ class JWTAuthenticator:
             if exp - min(start, now) > provider.max_token_lifetime_seconds:
                 raise InvalidCredential("token_lifetime_too_long",
                                         message="The token's lifetime is longer than this issuer may grant.")
-        aud = claims.get("aud")
-        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(a in provider.audiences for a in audiences if isinstance(a, str)):
-            raise InvalidCredential("audience_mismatch", message="The token is not meant for this service.")
+        check_audience(claims.get("aud"), provider.audiences)

@@ -22,6 +22,7 @@ class Identity:
     acr: str | None = None
     amr: tuple[str, ...] = ()
     expires_at: int | None = None
+    issued_at: int | None = None  # the credential's `iat`, when it has one (signals/revocations.py)
     attributes: dict[str, Any] = field(default_factory=dict)
     cert: dict[str, Any] | None = None
     provider: str | None = None  # the configured identity provider id

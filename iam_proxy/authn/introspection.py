@@ -30,6 +30,7 @@ from ..context import RequestContext
 from ..errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
 from ..settings import IntrospectionAuthenticatorSettings, JWTProvider
+from .audience import check_audience
 from .bearer_jwt import MAX_TOKEN_BYTES, bearer_token
 from .identity import Identity
 from .mapping import identity_from_claims
@@ -85,6 +86,13 @@ class IntrospectionAuthenticator:
                 self._cache.popitem(last=False)
         return identity
 
+    def forget(self, match: Callable[[Identity], bool]) -> int:
+        """Drop cached results whose identity matches (a security event named the subject)."""
+        gone = [digest for digest, (identity, _) in self._cache.items() if match(identity)]
+        for digest in gone:
+            del self._cache[digest]
+        return len(gone)
+
     def _check(self, result: dict[str, Any], now: float) -> tuple[Identity, int | None]:
         if result.get("active") is not True:
             raise InvalidCredential("token_inactive", message="The token is not active.")
@@ -95,10 +103,7 @@ class IntrospectionAuthenticator:
             if now >= exp:
                 raise InvalidCredential("token_expired", message="The token has expired.")
         if self.settings.audiences:
-            aud = result.get("aud")
-            audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-            if not set(self.settings.audiences) & {a for a in audiences if isinstance(a, str)}:
-                raise InvalidCredential("audience_mismatch", message="The token is not meant for this service.")
+            check_audience(result.get("aud"), self.settings.audiences)
         if self.settings.client_ids and result.get("client_id") not in self.settings.client_ids:
             raise InvalidCredential("client_not_allowed", message="The token was issued to a client not allowed here.")
         token_type = result.get("token_type")

@@ -66,6 +66,7 @@ def identity_from_claims(claims: dict[str, Any], mapping: ClaimMapping, *, metho
         acr=_text(claims.get("acr")),
         amr=tuple(_strings(amr)) if isinstance(amr, list) else (),
         expires_at=claims.get("exp") if isinstance(claims.get("exp"), int) else None,
+        issued_at=int(claims["iat"]) if isinstance(claims.get("iat"), (int, float)) else None,
         attributes={name: claim(claims, path) for name, path in mapping.attributes.items()},
         provider=provider,
     )

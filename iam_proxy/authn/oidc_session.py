@@ -32,6 +32,7 @@ from ..errors import AuthUnavailable, InvalidCredential
 from ..outbound import ResponseTooLarge, read_limited
 from ..session import Session, SessionManager
 from ..settings import JWTAuthenticatorSettings, JWTProvider, OIDCSessionAuthenticatorSettings, Settings
+from .audience import audience_mismatch, token_audiences
 from .bearer_jwt import JWTAuthenticator
 from .identity import Identity
 from .jwks import JWKSCache
@@ -156,7 +157,8 @@ class RelyingParty:
             raise InvalidCredential("nonce_mismatch", message="The sign-in response does not match this sign-in.")
         aud = claims.get("aud")
         if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client.client_id:
-            raise InvalidCredential("audience_mismatch", message="The ID token was issued to another client.")
+            raise audience_mismatch(token_audiences(aud), [self.client.client_id],
+                                    message="The ID token was issued to another client.")
         identity = identity_from_claims(claims, self.provider.claims, method="oidc", provider=self.provider.id)
         if not identity.sub:
             raise InvalidCredential("subject_missing", message="The ID token has no subject.")
@@ -283,7 +285,7 @@ class OIDCSessionAuthenticator:
         return f"{LOGIN_PATH}?{urlencode({'rd': ctx.path_with_query, 'auth': self.name})}"
 
     async def authenticate(self, ctx: RequestContext) -> Identity | None:
-        session = await self._login.sessions.load(ctx.headers)
+        session = await self._login.sessions.load_for(ctx)
         if session is None or session.protocol != "oidc" or session.provider not in self.settings.providers:
             return None
         if self._refresh_due(session):

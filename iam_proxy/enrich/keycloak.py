@@ -34,6 +34,13 @@ class KeycloakEnricher:
         self._client_uuids: dict[str, str] = {}
         self._cache: OrderedDict[str, tuple[tuple[str, ...], tuple[str, ...], float]] = OrderedDict()
 
+    def forget(self, subs: set[str]) -> int:
+        """Drop what was looked up for these users (their roles or groups changed at the IdP)."""
+        gone = [sub for sub in self._cache if sub in subs]
+        for sub in gone:
+            del self._cache[sub]
+        return len(gone)
+
     def _connect(self):
         from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 

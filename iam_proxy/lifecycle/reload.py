@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -46,7 +46,8 @@ def _digest(path: Path) -> str:
 
 class LiveProxy:
     def __init__(self, settings: Settings, config_path: str | None, worker: int = 0,
-                 board: Board | None = None) -> None:
+                 board: Board | None = None, collectors: Iterable[Any] = ()) -> None:
+        """`collectors`: the process's own metrics (listener counters), registered on every proxy."""
         self.path = Path(config_path) if config_path else None
         self.worker, self.board = worker, board
         self.grace = settings.listeners.shutdown_grace_seconds
@@ -60,10 +61,12 @@ class LiveProxy:
         self._open = asyncio.Event()
         self._open.set()
         self._lock = asyncio.Lock()
+        self.collectors = [_ReloadMetrics(self), *collectors]
         self.current = self._adopt(Proxy(settings, worker, board))
 
     def _adopt(self, proxy: Proxy) -> Proxy:
-        proxy.metrics.registry.register(_ReloadMetrics(self))
+        for collector in self.collectors:
+            proxy.metrics.registry.register(collector)
         proxy.readiness_detail = {"config": self.last}
         return proxy
 
@@ -123,6 +126,8 @@ class LiveProxy:
                 settings = load_settings(self.path)
                 if settings.listeners != old.settings.listeners:
                     raise ConfigError("listeners: changed; listener changes need a restart")
+                if any(s.ext_authz.grpc or s.ext_authz.http for s in (settings, old.settings)):
+                    raise ConfigError("ext_authz: its listeners are bound at start; a restart applies a new config")
                 new = Proxy(settings, self.worker, self.board, previous=old)
             except Exception as exc:  # noqa: BLE001 - whatever it is, the old config keeps serving
                 return self._refused(why, exc)

@@ -6,8 +6,8 @@ each of them at every scrape or probe:
 
 - `/metrics`: every worker's exposition, merged, and `iam_proxy_worker_up{worker}`. Samples with the same name and labels are added
   up (counters, histogram buckets, sums and counts, gauges); `*_created` keeps the earliest. The
-  audit families (`iam_proxy_audit_*`) already cover every worker (audit/metrics.py: a table in
-  shared memory), so they are taken from worker 0 alone.
+  audit and listener families (`SHARED_FAMILIES`) already cover every worker (audit/metrics.py,
+  listener/counters.py: a table in shared memory), so they are taken from worker 0 alone.
 - `/readyz`: ready only when every worker is; a worker that is not ready, or does not answer
   within `PEER_TIMEOUT` seconds, makes it 503 and is named, with its failing checks.
 """
@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 PEER_TIMEOUT = 2.0
-SHARED_FAMILIES = ("iam_proxy_audit_",)
+SHARED_FAMILIES = ("iam_proxy_audit_", "iam_proxy_listener_", "iam_proxy_tls_handshake_")
 
 
 def socket_path(directory: str, worker: int) -> str:

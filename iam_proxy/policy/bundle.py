@@ -385,7 +385,7 @@ async def poll_once(source: BundleSource, engine: Any, metrics: Any) -> bool:
         if bundle is None:
             metrics.bundle_loads.labels(result="not_modified").inc()
             return False
-        engine.activate(bundle.source)
+        await asyncio.to_thread(engine.activate, bundle.source)  # compiling is bounded, but not instant
     except BundleRefused as exc:
         log.error("bundle %s refused, keeping revision %s: %s", source.origin, engine.revision, exc)
         metrics.bundle_loads.labels(result="refused").inc()

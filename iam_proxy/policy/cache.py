@@ -5,14 +5,14 @@ request time, and tracing headers (`volatile_headers`). Entries are bounded in n
 used evicted first) and in age (TTL), and the whole cache is dropped the moment the engine reports a
 new revision, so a policy or data change is never answered from the old revision.
 
-A policy that reads the clock, randomness or the outside world would be answered wrongly from a
-cache; `volatile_reasons` finds such reads, and the decider refuses to cache while any are present.
+A policy that reads the clock, randomness, the outside world, the whole input or a field the key
+leaves out would be answered wrongly from a cache; `uncacheable_reasons` says so from what OPA's
+parse of the policies shows they read (input_reads.py), and the decider does not cache them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections import OrderedDict
 from typing import Any, Callable
@@ -21,26 +21,22 @@ import orjson
 
 from ..settings import DecisionCacheSettings
 from .engine import EngineResult
-from .source import code_only
+from .input_reads import WHOLE, PolicyReads, covers
 
-# Built-ins whose result depends on the current time, randomness or the network.
-_VOLATILE_CALLS = re.compile(
-    r"(?<![\w.])(time\.now_ns|io\.jwt\.decode_verify|crypto\.x509\.parse_and_verify_certificates\w*|"
-    r"rand\.intn|uuid\.rfc4122|http\.send|net\.lookup_ip_addr|opa\.runtime)\s*\(")
-# Input fields the cache key leaves out, so a policy reading them must not be cached.
-_VOLATILE_INPUT = re.compile(r"\brequest\.time\b|\brequest\.http\.id\b|\[\s*\"time\"\s*\]")
+# Input fields the cache key leaves out (besides the volatile headers): a policy reading them is not cached.
+KEY_LEAVES_OUT = (("attributes", "request", "time"), ("attributes", "request", "http", "id"))
 
 
-def volatile_reasons(modules: dict[str, str]) -> list[str]:
-    """`file:line: what` for every read of time, randomness or the network in the policies."""
-    reasons = []
-    for file, text in modules.items():
-        if file.endswith("_test.rego"):
-            continue
-        code = code_only(text)
-        for match in list(_VOLATILE_CALLS.finditer(code)) + list(_VOLATILE_INPUT.finditer(code)):
-            line = code[:match.start()].count("\n") + 1
-            reasons.append(f"{file}:{line}: {match.group(0).rstrip('(').strip()}")
+def uncacheable_reasons(reads: PolicyReads, volatile_headers: frozenset[str]) -> list[str]:
+    """Why decisions of policies that read `reads` may not be cached (none: they may)."""
+    reasons = list(reads.volatile)
+    if reads.input is WHOLE:
+        reasons.append(reads.unsure or "the policies read the whole input (a bare or dynamic `input`)")
+        return reasons
+    headers = ("attributes", "request", "http", "headers")
+    for path in [*KEY_LEAVES_OUT, *((*headers, name) for name in sorted(volatile_headers))]:
+        if covers(reads.input, list(path)):
+            reasons.append(f"reads input.{'.'.join(path)}, which the cache key leaves out")
     return reasons
 
 
@@ -84,6 +80,12 @@ class DecisionCache:
             return None
         self._entries.move_to_end(key)
         return result
+
+    def clear(self) -> int:
+        """Drop every entry (a security event changed what some identity may do); how many there were."""
+        count = len(self._entries)
+        self._entries.clear()
+        return count
 
     def put(self, revision: str, key: bytes, result: EngineResult) -> None:
         """`revision` is the one the key was made with; if the engine has moved on since, the

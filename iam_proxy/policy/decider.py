@@ -1,6 +1,6 @@
 """The decision step: pick the route's engine, consult the cache, ask the engine, count the result.
 
-    route id -> engine ("embedded" | "opa") -> cache hit? -> engine -> strict parse
+    route id -> engine ("embedded" | "opa-wasm" | "opa") -> cache hit? -> engine -> strict parse
 
 Failures propagate as `PolicyError` with their reason code (see engine.py); each is counted in
 `iam_proxy_policy_decisions_total{engine, result}` before it leaves.
@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 from ..errors import PolicyError
-from .cache import DecisionCache, volatile_reasons
+from .cache import DecisionCache, uncacheable_reasons
 from .engine import DecisionOutcome, PolicyEngine, ask, interpret
-from .input_reads import WHOLE, project
+from .input_reads import project
 
 log = logging.getLogger("iam_proxy.policy")
 
@@ -34,13 +34,13 @@ class Decider:
         return self.engines[self.route_engines[route_id]]
 
     def cacheable(self, engine: PolicyEngine) -> bool:
-        """Only for an engine whose sources the proxy holds, and whose policies read no clock."""
-        modules = getattr(engine, "modules", None)
-        if modules is None:
+        """Only for an engine whose policies the proxy has analysed and found to read nothing volatile."""
+        reads = getattr(engine, "policy_reads", None)
+        if reads is None or self.cache is None:
             return False
         key = (engine.name, f"{engine.revision}#{getattr(engine, 'generation', 0)}")
         if key not in self._cacheable:
-            reasons = volatile_reasons(modules)
+            reasons = uncacheable_reasons(reads, self.cache.volatile_headers)
             if reasons:
                 log.warning("decision cache off for revision %s: the policies read volatile values (%s)",
                             engine.revision, "; ".join(reasons[:5]))
@@ -59,7 +59,7 @@ class Decider:
                 # The generation changes on every swap, even when a bundle keeps its revision string.
                 revision = f"{engine.revision}#{getattr(engine, 'generation', 0)}"
                 # Keyed by what the policies can read: requests differing elsewhere share an entry.
-                read = project(policy_input, getattr(engine, "input_reads", WHOLE))
+                read = project(policy_input, engine.policy_reads.input)  # type: ignore[attr-defined]
                 cache_key = self.cache.key(revision, path, read)
                 hit = self.cache.get(revision, cache_key)
                 self.metrics.decision_cache.labels(result="hit" if hit else "miss").inc()

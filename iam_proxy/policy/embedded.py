@@ -1,6 +1,11 @@
 """The embedded Rego engine: rego-cpp through `regopy`, compiled once per policy revision.
 
-Guards (see ../shared recipes and docs/policies.md; each is a security requirement):
+Guards (see docs/policies.md; each is a security requirement):
+- the policies are first checked by OPA's own compiler (`opa check`, opa_tool.py): what OPA refuses
+  is refused; OPA's syntax tree then gives what they read (input_reads.py) and the call results
+  nobody uses (embedded_ast.py);
+- the compile and one evaluation per entry point run first in a forked child bounded in time and
+  memory (bounded.py): a rule that loops or grows without end is refused, naming it;
 - a policy that calls a built-in the engine does not implement, or implements wrongly, is refused at
   load time with file and line: such calls evaluate to undefined, so a `deny if net.cidr_contains(..)`
   would silently never fire;
@@ -23,7 +28,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from regopy import Input, Interpreter, LogLevel, RegoError
@@ -34,11 +39,15 @@ from regopy.rego_shared import (
     rego_output_string,
 )
 
+from .bounded import BoundExceeded, ChildFailed, run_bounded
+from . import opa_tool
 from .embedded_lint import lint
 from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
-from .input_reads import Reads, input_reads, project
-from .source import PolicyProblem, PolicyLoadError, PolicySource, dotted_calls, load_source, scan
+from .embedded_ast import unused_call_results
+from .input_reads import WHOLE, PolicyReads, project, reads_of
+from .source import (PolicyLoadError, PolicyProblem, PolicySource, dotted_calls, load_source, scan,
+                     with_replacements)
 
 log = logging.getLogger("iam_proxy.policy")
 
@@ -63,6 +72,12 @@ WRONG_BUILTINS = {
     "urlquery.encode_object": "encodes a space as %20 (OPA: +)",
     "urlquery.decode": "leaves + undecoded (OPA: a space)",
     "urlquery.decode_object": "leaves + undecoded (OPA: a space)",
+    # found by OPA's conformance cases (tests/conformance, docs/policy-engines.md)
+    "strings.replace_n": "re-applies replacements to their output, and an empty key loops without end",
+    "semver.is_valid": "accepts leading zeros and empty pre-release or build sections",
+    "semver.compare": "accepts leading zeros and orders by build metadata, which OPA ignores",
+    "crypto.x509.parse_certificates": "returns an empty list for invalid data where OPA fails",
+    "opa.runtime": "hands policies the proxy's whole environment (its secrets), and `with` cannot replace it",
 }
 
 _ERROR_AT = re.compile(r"\(error (\d+):")
@@ -98,7 +113,7 @@ def check_builtins(interpreter: Interpreter, source: PolicySource) -> list[Polic
     errors: list[PolicyProblem] = []
     for file, text in source.modules.items():
         aliases = _module_alias_names(text)
-        for name, line in dotted_calls(text):
+        for name, line in dotted_calls(text) + with_replacements(text):
             head = name.split(".", 1)[0]
             if head in ("data", "input") or head in aliases:
                 continue
@@ -133,10 +148,77 @@ class _Compiled:
     interpreter: Interpreter
     bundle: Any
     source: PolicySource
-    reads: Reads  # the parts of the input the policies can read (input_reads.py)
+    reads: PolicyReads | None = None  # what the policies read (input_reads.py); set once compiled
+
+
+# Bounds of the load-time check (compile + one evaluation per entry point) in its child process.
+LOAD_TIMEOUT_SECONDS = 10.0
+LOAD_MEMORY_BYTES = 1 << 30
 
 
 def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
+    """Checked by OPA's compiler first (what OPA refuses is refused), then in a bounded child
+    (bounded.py): a policy that makes the engine loop or exhaust memory is refused, naming the entry
+    point; then compiled here, without the evaluation."""
+    trees, why = _opa_verdict(source)
+    opa_checked = trees is not None
+    if not opa_checked:
+        log.warning("policies not checked by opa (%s): the embedded engine's stricter token checks apply, and "
+                    "it is handed the whole input", why)
+    try:
+        problems = run_bounded(lambda progress: _problems(source, entrypoints, progress, opa_checked),
+                               LOAD_TIMEOUT_SECONDS, LOAD_MEMORY_BYTES)
+    except BoundExceeded as exc:
+        raise PolicyLoadError([_bound_problem(source, exc)]) from None
+    except ChildFailed as exc:
+        raise PolicyLoadError([PolicyProblem(next(iter(source.modules)), 0,
+                                             f"the embedded engine crashed loading this policy ({exc}); "
+                                             "use engine 'opa'")]) from None
+    if problems:
+        raise PolicyLoadError(problems)
+    compiled = _compile(source, entrypoints, smoke=False, opa_checked=opa_checked)
+    compiled.reads = reads_of(trees) if trees is not None else PolicyReads(WHOLE, (), why)
+    return compiled
+
+
+def _opa_verdict(source: PolicySource) -> tuple[dict[str, Any] | None, str]:
+    """OPA's syntax trees of the modules once its compiler accepted them; (None, why) without opa.
+    Raises PolicyLoadError for what OPA refuses, and for what the trees show rego-cpp gets wrong."""
+    try:
+        problems = opa_tool.check(source.modules)
+        trees = opa_tool.parse(source.modules) if not problems else {}
+    except opa_tool.OpaUnavailable as exc:
+        return None, str(exc)
+    problems = problems or unused_call_results(trees)
+    if problems:
+        raise PolicyLoadError(problems)
+    return trees, ""
+
+
+def _problems(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None],
+              opa_checked: bool) -> list[PolicyProblem]:
+    try:
+        _compile(source, entrypoints, progress=progress, opa_checked=opa_checked)
+    except PolicyLoadError as exc:
+        return exc.errors
+    return []
+
+
+def _bound_problem(source: PolicySource, exc: BoundExceeded) -> PolicyProblem:
+    bound = f"{LOAD_TIMEOUT_SECONDS:g} s" if exc.what == "time" else f"{LOAD_MEMORY_BYTES >> 20} MiB of memory"
+    entrypoint = exc.doing.removeprefix("evaluating entry point ")
+    if entrypoint != exc.doing:
+        return PolicyProblem(_file_of(source, entrypoint), 0,
+                             f"rule {entrypoint.replace('/', '.')}: evaluating it once at load did not finish "
+                             f"within {bound} in the embedded engine (it loops or grows without end); "
+                             "the policy is refused")
+    return PolicyProblem(next(iter(source.modules)), 0, f"compiling the policy did not finish within {bound} "
+                                                         "in the embedded engine; the policy is refused")
+
+
+def _compile(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None] = lambda _: None,
+             smoke: bool = True, opa_checked: bool = False) -> _Compiled:
+    progress("compiling")
     interpreter = Interpreter()
     interpreter.log_level = LogLevel.NONE
     errors: list[PolicyProblem] = []
@@ -147,7 +229,7 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
             errors.extend(rego_error_to_policy_errors(str(exc), source))
     if errors:
         raise PolicyLoadError(errors)
-    errors = check_builtins(interpreter, source) + lint(source, interpreter.is_builtin, WRONG_BUILTINS).errors
+    errors = check_builtins(interpreter, source) + lint(source, interpreter.is_builtin, WRONG_BUILTINS, opa_checked).errors
     if errors:
         raise PolicyLoadError(errors)
     if source.data:
@@ -160,7 +242,8 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
         raise PolicyLoadError([PolicyProblem(next(iter(source.modules)), 0, "the policy bundle did not build")])
     # A smoke evaluation per entry point surfaces unknown functions and unsafe variables now.
     interpreter.set_input(Input({}))
-    for entrypoint in entrypoints:
+    for entrypoint in entrypoints if smoke else []:
+        progress(f"evaluating entry point {entrypoint}")
         try:
             _evaluate(interpreter, bundle, entrypoint)
         except UndefinedDecision:
@@ -168,7 +251,7 @@ def compile_policies(source: PolicySource, entrypoints: list[str]) -> _Compiled:
         except PolicyEvaluationError as exc:
             raise PolicyLoadError([PolicyProblem(_file_of(source, entrypoint), 0,
                                                f"entry point {entrypoint} fails to evaluate: {exc}")]) from None
-    return _Compiled(interpreter, bundle, source, input_reads(source.modules))
+    return _Compiled(interpreter, bundle, source)
 
 
 def _file_of(source: PolicySource, entrypoint: str) -> str:
@@ -181,6 +264,8 @@ def _file_of(source: PolicySource, entrypoint: str) -> str:
 
 class EmbeddedEngine:
     name = "embedded"
+    # how a policy source becomes something `decide` evaluates (opa_wasm.py brings its own)
+    compile = staticmethod(compile_policies)
 
     def __init__(self, policy_dir: Path | None, entrypoints: list[str], metrics: Any = None,
                  source: PolicySource | None = None) -> None:
@@ -193,7 +278,7 @@ class EmbeddedEngine:
             if policy_dir is None:
                 raise ValueError("EmbeddedEngine needs a policy_dir or a source")
             source = load_source(policy_dir)
-        self._compiled = compile_policies(source, self.entrypoints)
+        self._compiled = self.compile(source, self.entrypoints)
         self.generation = 1  # bumps on every swap, even when a bundle keeps its manifest revision
         log.info("policies compiled: revision %s, %d modules", self.revision, len(self._compiled.source.modules))
 
@@ -206,12 +291,13 @@ class EmbeddedEngine:
         return self._compiled.source.modules
 
     @property
-    def input_reads(self) -> Reads:
+    def policy_reads(self) -> PolicyReads:
+        assert self._compiled.reads is not None  # set by compile_policies
         return self._compiled.reads
 
     def activate(self, source: PolicySource) -> None:
         """Compile `source` and swap it in; raises PolicyLoadError and keeps the current one if it fails."""
-        self._compiled = compile_policies(source, self.entrypoints)
+        self._compiled = self.compile(source, self.entrypoints)
         self.generation += 1
         log.info("policies activated: revision %s", self.revision)
 
@@ -224,7 +310,7 @@ class EmbeddedEngine:
         if self.policy_dir is None or scan(self.policy_dir) == self._compiled.source.stamp:
             return False
         try:
-            compiled = compile_policies(load_source(self.policy_dir), self.entrypoints)
+            compiled = self.compile(load_source(self.policy_dir), self.entrypoints)
         except (PolicyLoadError, OSError) as exc:
             log.error("policy reload failed, keeping revision %s: %s", self.revision, exc)
             if self._metrics is not None:
@@ -246,7 +332,7 @@ class EmbeddedEngine:
         # writes strings out unescaped, so a raw input string with a quote compares wrong and can break
         # out of a reason string into the decision (`"allowed": true`); tests/differential/cases/strings.yaml
         # Only the parts the policies read: parsing the input is most of a decision's cost.
-        compiled.interpreter.set_input_term(orjson.dumps(project(policy_input, compiled.reads)).decode())
+        compiled.interpreter.set_input_term(orjson.dumps(project(policy_input, compiled.reads.input if compiled.reads else None)).decode())
         value = _evaluate(compiled.interpreter, compiled.bundle, path)
         return EngineResult(value=value, revision=compiled.source.revision, engine=self.name)
 

@@ -6,10 +6,11 @@ work on tokens, not on a full Rego parser, so they are deliberately conservative
 they can prove is wrong and say nothing about the rest.
 
 Errors (the policy is refused, like OPA refuses it or would answer differently):
-- a name that is neither bound in the rule, nor a rule, import, keyword or built-in (OPA:
+- only when no `opa` binary checked the policies first (opa_tool.check, which is exact): a name that
+  is neither bound in the rule, nor a rule, import, keyword or built-in (OPA:
   `rego_unsafe_var_error`; rego-cpp makes the expression undefined, so `deny if x in blocked_usr`
-  never fires);
-- a rule body without `if` (Rego v0; OPA 1.x refuses it, rego-cpp gives v0 partial sets v1 meaning);
+  never fires), and a rule body without `if` (Rego v0; OPA 1.x refuses it, rego-cpp gives v0
+  partial sets v1 meaning);
 - a call to an undotted function that is neither a built-in nor defined in the package;
 - `in` whose result is used as a value (`blocked := user in data.blocklist`): rego-cpp yields false,
   so `allow if not blocked` lets a blocked user through;
@@ -32,7 +33,7 @@ from .source import PolicyProblem, PolicySource
 KEYWORDS = frozenset({"package", "import", "as", "default", "if", "else", "contains", "some", "every", "in",
                       "not", "with", "true", "false", "null", "input", "data", "_"})
 # Built-ins is_builtin() does not report although rego-cpp has them.
-ALWAYS_KNOWN_FUNCTIONS = frozenset({"print"})
+ALWAYS_KNOWN_FUNCTIONS = frozenset({"print", "set"})
 
 _TOKEN = re.compile(r"""
     (?P<comment>\#[^\n]*)
@@ -162,9 +163,11 @@ class LintResult:
     warnings: list[PolicyProblem]
 
 
-def lint(source: PolicySource, is_builtin: Callable[[str], bool], wrong_builtins: dict[str, str]) -> LintResult:
+def lint(source: PolicySource, is_builtin: Callable[[str], bool], wrong_builtins: dict[str, str],
+         opa_checked: bool = False) -> LintResult:
     """`wrong_builtins`: name -> why the engine's answer differs from OPA's (undotted ones are checked here,
-    dotted ones by embedded.check_builtins)."""
+    dotted ones by embedded.check_builtins). `opa_checked`: `opa check` accepted the policies, so
+    unsafe variables are OPA's verdict, not this token scan's (which refuses some safe ones)."""
     errors: list[PolicyProblem] = []
     warnings: list[PolicyProblem] = []
     parsed = {file: _statements(tokenize(text)) for file, text in source.modules.items()}
@@ -181,13 +184,14 @@ def lint(source: PolicySource, is_builtin: Callable[[str], bool], wrong_builtins
         for statement in statements:
             if not statement or statement[0].text in ("package", "import"):
                 continue
-            errors.extend(_check_statement(file, statement, known, is_builtin, uses_regex, wrong_builtins))
+            errors.extend(_check_statement(file, statement, known, is_builtin, uses_regex, wrong_builtins,
+                                           opa_checked))
             warnings.extend(_warn_statement(file, statement))
     return LintResult(errors, warnings)
 
 
 def _check_statement(file: str, statement: list[Token], known: set[str], is_builtin: Callable[[str], bool],
-                     uses_regex: bool, wrong_builtins: dict[str, str]) -> list[PolicyProblem]:
+                     uses_regex: bool, wrong_builtins: dict[str, str], opa_checked: bool) -> list[PolicyProblem]:
     errors: list[PolicyProblem] = []
     bound = _bound_names(statement)
     reported: set[str] = set()
@@ -201,12 +205,19 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
             errors.append(PolicyProblem(file, token.line, "regular expression syntax the embedded engine lacks "
                                         "((?flags), named groups, \\p, \\A, \\z, \\x): regex built-ins would be "
                                         "undefined or wrong; use engine 'opa'"))
-        if token.text == "{" and token.kind == "op" and token.depth == 0 and prev is not None \
+        if not opa_checked and token.text == "{" and token.kind == "op" and token.depth == 0 and prev is not None \
                 and not any(t.text == "every" for t in statement[:i]) and (
                 prev.kind in ("ident", "number", "string", "raw") or prev.text in ("]", ")")) \
                 and prev.text not in ("if", "else", "contains", "in", "not", "some", "every"):
             errors.append(PolicyProblem(file, token.line, "`if` keyword is required before rule body (Rego v1; "
                                         "OPA 1.x refuses this too)"))
+        if token.kind in ("number", "string", "raw") and _big_float(token.text):
+            errors.append(PolicyProblem(file, token.line, "a number with a fraction or an exponent beyond ±2^53: "
+                                        "the embedded engine computes it as a double where OPA keeps it exact; "
+                                        "use engine 'opa'"))
+        if token.text == "in" and _pair_membership(statement, i):
+            errors.append(PolicyProblem(file, token.line, "`k, v in xs` as a test: the embedded engine answers "
+                                        "undefined for sets; write `xs[k] == v` or use engine 'opa'"))
         if token.text == "in" and _membership_as_value(statement, i):
             errors.append(PolicyProblem(file, token.line, "`in` used as a value (x := a in b, {\"k\": a in b}): the "
                                         "embedded engine always yields false there; use it as a condition "
@@ -230,12 +241,39 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
                                        "semver", "graph", "yaml", "uuid", "rand", "numbers", "bits", "hex",
                                        "opa", "rego", "providers", "graphql", "trace"}:
             continue  # a built-in namespace; embedded.check_builtins judges the call
+        elif opa_checked:
+            continue
         else:
             message = f"var {name} is unsafe: not bound in this rule and not a rule, import or keyword " \
                       "(OPA: rego_unsafe_var_error)"
         reported.add(name)
         errors.append(PolicyProblem(file, token.line, message))
     return errors
+
+
+# written as a float (fraction or exponent): integers of any size are exact in rego-cpp too
+_FLOAT = re.compile(r"(?<![\w.])\d+(?:\.\d+[eE][+-]?\d+|\.\d+|[eE][+-]?\d+)")
+
+
+def _big_float(text: str) -> bool:
+    return any(abs(float(m.group(0))) >= 2 ** 53 for m in _FLOAT.finditer(text))
+
+
+def _pair_membership(statement: list[Token], index: int) -> bool:
+    """`a, b in xs` used as a test: a comma before the operand, and no `some`/`every` declaring it."""
+    depth = statement[index].depth
+    if index < 2 or statement[index - 2].text != "," or statement[index - 2].depth != depth:
+        return False
+    for token in reversed(statement[:index]):
+        if token.depth < depth:
+            return token.text == "{"  # a body; other brackets hold arguments or elements
+        if token.depth > depth:
+            continue
+        if token.text in ("some", "every"):
+            return False
+        if token.line_start or token.text in (";", "if", "not"):
+            return True
+    return True
 
 
 def _membership_as_value(statement: list[Token], index: int) -> bool:

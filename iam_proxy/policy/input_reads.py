@@ -1,111 +1,184 @@
-"""Which parts of the input document the policies can read, and the input cut down to those parts.
+"""What the policies read, from OPA's own parse of them: the parts of the input, and reads of values
+that change without the input changing (the clock, randomness, the network).
 
 The full input (opa-envoy-plugin attributes, every request header, the identity, the route) has
 about 70 keys, and rego-cpp spends most of a decision parsing it. A policy reads a handful of them.
-`input_reads` finds every reference to `input` in the policy sources; `project` keeps only the
-subtrees those references start from. Evaluating the projection gives the same decision as the whole
-document, because every value a reference can reach is still there, unchanged, and every absent
-value is still absent. The same projection keys the decision cache, so two requests that differ
-only in what no rule looks at share one entry.
+`analyse` asks the pinned `opa` binary for each module's syntax tree (`opa parse --format json`,
+bounded in time and memory) and collects every reference to `input`: plain refs, refs through
+`import input.x as y` aliases, refs inside functions, rule heads, comprehensions, `every`, `with`
+values and template strings (`$"{input.user}"`). `project` keeps only the subtrees those references
+start from. Evaluating the projection gives the same decision as the whole document, because every
+value a reference can reach is still there, unchanged, and every absent value is still absent. The
+same projection keys the decision cache, so two requests that differ only in what no rule looks at
+share one entry.
 
-The analysis is deliberately conservative: the static part of a reference (`input.a.b["c"]`) is
-kept whole from where it stops being static (`input.a[x]` keeps all of `a`), and a bare `input`
-(`x := input`, `walk(input, ...)`, `input[k]`) means the whole document. The one exception is
+A reference is kept whole from where it stops being static (`input.a[x]` keeps all of `a`). When
+the analysis cannot be sure, the answer is WHOLE (the whole input) and the decider does not cache:
+a bare `input` (`x := input`, `walk(input, ...)`, `input[k]`, `f(input)`), a module OPA cannot
+parse, no `opa` binary, or a parse that runs out of time or memory. The one exception is
 `object.get(input, <literal key or path>, default)`, a common null-safe read, which reads just that
-path. `with input as ...` (tests) replaces the input rather than reading it.
+path. The target of `with input as ...` (tests) replaces the input rather than reading it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Union
 
-from .embedded_lint import Token, tokenize
+from . import opa_tool
 
 # A tree of the parts read: key -> subtree, or True for "all of it". None: the whole document.
 Reads = Union[dict[str, Any], None]
 WHOLE: Reads = None
 
-
-def _literal(token: Token) -> str | None:
-    if token.kind == "string":
-        return token.text[1:-1] if "\\" not in token.text else None
-    if token.kind == "raw":
-        return token.text[1:-1]
-    return None
-
-
-def _static_path(tokens: list[Token], i: int) -> tuple[list[str], int]:
-    """The static segments after the `input` at tokens[i]: `.name` and `["literal"]`."""
-    path: list[str] = []
-    j = i + 1
-    while j < len(tokens):
-        token = tokens[j]
-        if token.text == "." and j + 1 < len(tokens) and tokens[j + 1].kind == "ident":
-            path.append(tokens[j + 1].text)
-            j += 2
-        elif (token.text == "[" and j + 2 < len(tokens) and _literal(tokens[j + 1]) is not None
-              and tokens[j + 2].text == "]"):
-            path.append(_literal(tokens[j + 1]) or "")
-            j += 3
-        else:
-            break
-    return path, j
+# Built-ins whose result depends on the time, randomness or the world outside the input.
+VOLATILE_BUILTINS = frozenset({
+    "time.now_ns", "rand.intn", "uuid.rfc4122", "http.send", "net.lookup_ip_addr", "opa.runtime",
+    "io.jwt.decode_verify", "crypto.x509.parse_and_verify_certificates",
+    "crypto.x509.parse_and_verify_certificates_with_options",
+})
 
 
-def _object_get_path(tokens: list[Token], i: int) -> list[str] | None:
-    """For `object.get(input, "k", d)` or `object.get(input, ["a", "b"], d)`: the key path read."""
-    if i < 4 or [t.text for t in tokens[i - 4:i]] != ["object", ".", "get", "("] or tokens[i - 4].depth != tokens[i].depth - 1:
-        return None
-    if i + 2 >= len(tokens) or tokens[i + 1].text != ",":
-        return None
-    key = tokens[i + 2]
-    if _literal(key) is not None:
-        return [_literal(key) or ""] if i + 3 < len(tokens) and tokens[i + 3].text == "," else None
-    if key.text != "[":
-        return None
-    path: list[str] = []
-    j = i + 3
-    while j < len(tokens) and _literal(tokens[j]) is not None:
-        path.append(_literal(tokens[j]) or "")
-        j += 1
-        if tokens[j].text == ",":
-            j += 1
-        elif tokens[j].text == "]":
-            break
-        else:
-            return None
-    if not path or j + 1 >= len(tokens) or tokens[j].text != "]" or tokens[j + 1].text != ",":
-        return None
-    return path
+@dataclass(frozen=True)
+class PolicyReads:
+    input: Reads  # the parts of the input read, or WHOLE
+    volatile: tuple[str, ...]  # `file:line: what` for every read of a value the input does not fix
+    unsure: str = ""  # why the analysis fell back to WHOLE, if it did for a reason other than a bare input
 
 
-def _add(tree: dict[str, Any], path: list[str]) -> None:
-    node = tree
-    for key in path[:-1]:
-        child = node.get(key)
-        if child is True:
-            return
-        node = node.setdefault(key, {})
-    node[path[-1]] = True
+def analyse(modules: dict[str, str], opa: str | None = None) -> PolicyReads:
+    """What `modules` read; WHOLE (and a reason in `unsure`) when OPA cannot tell."""
+    try:
+        trees = opa_tool.parse({f: t for f, t in modules.items() if not f.endswith("_test.rego")}, opa)
+    except opa_tool.OpaUnavailable as exc:
+        return PolicyReads(WHOLE, (), str(exc))
+    return reads_of(trees)
+
+
+def reads_of(trees: dict[str, dict[str, Any]]) -> PolicyReads:
+    """What the modules with these syntax trees (opa_tool.parse) read."""
+    walker = _Walker()
+    for file, tree in trees.items():
+        walker.module(file, tree)
+    return PolicyReads(WHOLE if walker.whole else walker.tree, tuple(walker.volatile))
 
 
 def input_reads(modules: dict[str, str]) -> Reads:
-    """The parts of the input the modules can read, or WHOLE."""
-    tree: dict[str, Any] = {}
-    for text in modules.values():
-        tokens = tokenize(text)
-        for i, token in enumerate(tokens):
-            if token.kind != "ident" or token.text != "input":
-                continue
-            if i > 0 and tokens[i - 1].text == "." or i > 0 and tokens[i - 1].text == "with":
-                continue  # `x.input` is some other object's key; `with input as` replaces the input
-            path, _ = _static_path(tokens, i)
-            if not path:
-                path = _object_get_path(tokens, i) or []
-            if not path:
-                return WHOLE
-            _add(tree, path)
-    return tree
+    return analyse(modules).input
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.tree: dict[str, Any] = {}
+        self.whole = False
+        self.volatile: list[str] = []
+        self.file = ""
+        self.aliases: dict[str, list[str]] = {}  # `import input.a.b as c`: c -> ["a", "b"]
+
+    def module(self, file: str, tree: dict[str, Any]) -> None:
+        self.file = file
+        self.aliases = {}
+        for imported in tree.get("imports") or []:
+            ref = imported.get("path", {}).get("value") or []
+            if ref and ref[0].get("value") == "input" and all(t.get("type") == "string" for t in ref[1:]):
+                path = [t["value"] for t in ref[1:]]
+                name = imported.get("alias") or (path[-1] if path else "input")
+                if name != "input":
+                    self.aliases[name] = path
+            elif ref and ref[0].get("value") == "input":
+                self.whole = True
+        for rule in tree.get("rules") or []:
+            self.walk(rule)
+
+    def walk(self, node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                self.walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        if "target" in node and "value" in node and "type" not in node:  # a `with`: the target is replaced
+            self.walk(node["value"])
+            return
+        kind = node.get("type")
+        if kind == "var" and (node.get("value") == "input" or node.get("value") in self.aliases):
+            self._read(self.aliases.get(node["value"], []))
+            return
+        if kind == "ref":
+            self._ref(node["value"])
+            return
+        if kind == "call" or (isinstance(node.get("terms"), list) and node["terms"]):
+            self._call(node["value"] if kind == "call" else node["terms"], node)
+            return
+        for key, value in node.items():
+            if key != "location":
+                self.walk(value)
+
+    def _ref(self, terms: list[dict[str, Any]]) -> None:
+        head = terms[0]
+        name = head.get("value") if head.get("type") == "var" else None
+        if name == "input" or name in self.aliases:
+            path = [*self.aliases.get(name, [])] if name != "input" else []
+            for term in terms[1:]:
+                if term.get("type") != "string":
+                    break
+                path.append(term["value"])
+            self._read(path)
+            self.walk(terms[1:])
+            return
+        self.walk(terms)
+
+    def _call(self, terms: list[Any], node: dict[str, Any]) -> None:
+        operator = terms[0]
+        name = ".".join(str(t.get("value")) for t in operator.get("value", [])) if operator.get("type") == "ref" else ""
+        if name in VOLATILE_BUILTINS:
+            row = (operator.get("location") or node.get("location") or {}).get("row", 0)
+            self.volatile.append(f"{self.file}:{row}: {name}")
+        if name == "object.get" and len(terms) == 4 and _is_input(terms[1]) and _literal_path(terms[2]) is not None:
+            self._read(_literal_path(terms[2]))
+            self.walk(terms[3])
+            return
+        for key, value in node.items():
+            if key not in ("location", "value", "terms"):
+                self.walk(value)
+        self.walk(terms)
+
+    def _read(self, path: list[str]) -> None:
+        if not path:
+            self.whole = True
+            return
+        node = self.tree
+        for key in path[:-1]:
+            child = node.get(key)
+            if child is True:
+                return
+            node = node.setdefault(key, {})
+        node[path[-1]] = True
+
+
+def _is_input(term: dict[str, Any]) -> bool:
+    ref = term.get("value") if term.get("type") == "ref" else [term]
+    return isinstance(ref, list) and len(ref) == 1 and ref[0].get("type") == "var" and ref[0].get("value") == "input"
+
+
+def _literal_path(term: dict[str, Any]) -> list[str] | None:
+    if term.get("type") == "string":
+        return [term["value"]]
+    if term.get("type") == "array" and term["value"] and all(t.get("type") == "string" for t in term["value"]):
+        return [t["value"] for t in term["value"]]
+    return None
+
+
+def covers(reads: Reads, path: list[str]) -> bool:
+    """Whether a read in `reads` can see the value at `path` (the path itself, a prefix or a part)."""
+    node: Any = reads
+    for key in path:
+        if node is None or node is True:
+            return True
+        if key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def project(document: dict[str, Any], reads: Reads) -> dict[str, Any]:

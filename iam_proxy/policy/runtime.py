@@ -1,6 +1,7 @@
 """Everything the policy stage needs at run time, built once from validated settings:
 
-- one engine per kind the routes use: `embedded` (policy dir, or a bundle file/URL) and/or `opa`;
+- one engine per kind the routes use: `embedded` or `opa-wasm` (policy dir, or a bundle file/URL)
+  and/or `opa`;
 - the Decider (route -> engine, decision cache, metrics);
 - the OPA-compatible decision-log writer, when configured;
 - the background work: policy-dir reloads, bundle polling, OPA health checks.
@@ -20,6 +21,7 @@ from .decision_log import DecisionLogWriter
 from .embedded import EmbeddedEngine
 from .engine import PolicyEngine
 from .opa_http import OpaHttpEngine
+from .opa_wasm import OpaWasmEngine
 
 log = logging.getLogger("iam_proxy.policy")
 
@@ -31,14 +33,16 @@ class PolicyRuntime:
         policy = settings.policy
         route_engines = {route.id: settings.engine_for(route) for route in settings.routes}
         self.engines: dict[str, PolicyEngine] = {}
-        self.bundle: BundleSource | None = None
-        if "embedded" in route_engines.values():
-            entrypoints = [r.policy.path for r in settings.routes if route_engines[r.id] == "embedded"]
+        self.bundles: dict[str, BundleSource] = {}  # engine kind -> its own bundle source (own ETag)
+        for kind, engine_class in (("embedded", EmbeddedEngine), ("opa-wasm", OpaWasmEngine)):
+            if kind not in route_engines.values():
+                continue
+            entrypoints = [r.policy.path for r in settings.routes if route_engines[r.id] == kind]
             if policy.bundle is not None:
-                self.bundle = BundleSource(policy.bundle)
-                self.engines["embedded"] = EmbeddedEngine(None, entrypoints, metrics, source=self.bundle.load_initial())
+                self.bundles[kind] = BundleSource(policy.bundle)
+                self.engines[kind] = engine_class(None, entrypoints, metrics, source=self.bundles[kind].load_initial())
             else:
-                self.engines["embedded"] = EmbeddedEngine(policy.dir, entrypoints, metrics)
+                self.engines[kind] = engine_class(policy.dir, entrypoints, metrics)
         if "opa" in route_engines.values() and policy.opa is not None:
             self.engines["opa"] = OpaHttpEngine(policy.opa)
         self.default_engine = self.engines.get(policy.engine) or next(iter(self.engines.values()))
@@ -49,13 +53,15 @@ class PolicyRuntime:
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
         jobs: list[Coroutine[Any, Any, None]] = []
-        embedded = self.engines.get("embedded")
         interval = self.settings.policy.reload_interval_seconds
-        if isinstance(embedded, EmbeddedEngine):
-            if self.bundle is not None:
-                bundle_interval = interval if self.bundle.settings.file is not None else self.bundle.poll_interval
+        for kind, embedded in self.engines.items():
+            if not isinstance(embedded, EmbeddedEngine):  # OpaWasmEngine is one too
+                continue
+            bundle = self.bundles.get(kind)
+            if bundle is not None:
+                bundle_interval = interval if bundle.settings.file is not None else bundle.poll_interval
                 if bundle_interval > 0:
-                    jobs.append(self._poll_bundle(self.bundle, embedded, bundle_interval))
+                    jobs.append(self._poll_bundle(bundle, embedded, bundle_interval))
             elif interval > 0:
                 jobs.append(self._watch_dir(embedded, interval))
         opa = self.engines.get("opa")
@@ -67,7 +73,8 @@ class PolicyRuntime:
         while True:
             await asyncio.sleep(interval)
             try:
-                engine.reload_if_changed()
+                # off the event loop: the load-time check forks a child and waits for it (bounded.py)
+                await asyncio.to_thread(engine.reload_if_changed)
             except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
                 log.exception("policy watcher error")
 

@@ -117,3 +117,12 @@ def dotted_calls(text: str) -> list[tuple[str, int]]:
     """Every `ns.name(` call in code, with its line, e.g. [("net.cidr_contains", 12)]."""
     code = code_only(text)
     return [(m.group(1), code[:m.start()].count("\n") + 1) for m in _CALL.finditer(code)]
+
+
+_WITH_VALUE = re.compile(r"(?<![\w.])as\s+([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)(?![\w.(])")
+
+
+def with_replacements(text: str) -> list[tuple[str, int]]:
+    """Every dotted name a `with` puts in place of another (`with time.now_ns as opa.runtime`), with its line."""
+    code = code_only(text)
+    return [(m.group(1), code[:m.start()].count("\n") + 1) for m in _WITH_VALUE.finditer(code)]

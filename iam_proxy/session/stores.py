@@ -1,6 +1,6 @@
 """Where sessions live: in the sealed cookie itself, or in Redis behind a ticket.
 
-Both stores answer the same five calls for the manager; neither sees a cookie or a secret key.
+Both stores answer the same calls for the manager; neither sees a cookie or a secret key.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ class SessionStore(Protocol):
         ...
 
     async def resolve(self, payload: bytes) -> Session | None:
-        """The live session a cookie's payload names, or None (unknown, ended)."""
+        """The session a cookie's payload names, or None (unknown to the store)."""
+        ...
+
+    def session_id(self, payload: bytes) -> str | None:
+        """The session id a cookie's payload names (to ask the revocation list about it)."""
         ...
 
     async def end(self, session: Session) -> None: ...
@@ -56,42 +60,27 @@ class _ExpiringSet:
 
 
 class CookieStore:
-    """The whole session is sealed into the cookie. Ended sessions are remembered in this process
-    until they would have expired, so logout and back-channel logout hold for one replica; several
-    replicas need the Redis store."""
+    """The whole session is sealed into the cookie; which sessions ended is the manager's
+    revocation list (revocations.py), shared by replicas and kept across restarts."""
 
-    def __init__(self, lifetime_seconds: float, clock=time.time) -> None:
+    def __init__(self, clock=time.time) -> None:
         self._clock = clock
-        self._lifetime = lifetime_seconds
-        self._ended = _ExpiringSet(clock)  # session id
-        self._ended_idp = _ExpiringSet(clock)  # (provider, idp session id)
-        self._ended_subjects: dict[tuple[str, str], float] = {}  # (provider, sub) -> ended at
         self._once = _ExpiringSet(clock)
 
     async def save(self, session: Session) -> bytes:
         return orjson.dumps(session.to_json())
 
     async def resolve(self, payload: bytes) -> Session | None:
-        session = Session.from_json(orjson.loads(payload))
-        if self._ended.get(session.id) is not None:
-            return None
-        if session.idp_session_id and self._ended_idp.get((session.provider, session.idp_session_id)):
-            return None
-        ended_at = self._ended_subjects.get((session.provider, session.identity.sub))
-        if ended_at is not None and session.created_at <= ended_at:
-            return None
-        return session
+        return Session.from_json(orjson.loads(payload))
+
+    def session_id(self, payload: bytes) -> str | None:
+        return Session.from_json(orjson.loads(payload)).id
 
     async def end(self, session: Session) -> None:
-        self._ended.add(session.id, session.expires_at)
+        return None  # the cookie cannot be taken back; the revocation list refuses it
 
     async def end_idp_session(self, provider: str, idp_session_id: str | None, sub: str | None) -> int:
-        now = self._clock()
-        if idp_session_id:
-            self._ended_idp.add((provider, idp_session_id), now + self._lifetime)
-        elif sub:
-            self._ended_subjects[(provider, sub)] = now
-        return 0  # a cookie store cannot count sessions it does not hold
+        return 0  # nothing stored here: the revocation list ends them (and counts them)
 
     async def consume_once(self, key: str, ttl: float) -> bool:
         if self._once.get(key) is not None:
@@ -103,20 +92,25 @@ class CookieStore:
         return None
 
 
+def redis_client(settings: RedisSessionStoreSettings):
+    """A client with the configured timeouts, and the errors that mean "Redis is unavailable"."""
+    import redis.asyncio as redis
+
+    extra = {"password": settings.password.get_secret_value()} if settings.password else {}  # else the URL's
+    client = redis.Redis.from_url(
+        settings.url, socket_timeout=settings.timeout_seconds, socket_connect_timeout=settings.timeout_seconds,
+        **extra)
+    return client, (redis.RedisError, OSError)
+
+
 class RedisStore:
     """Sessions in Redis (`<prefix>s:<id>`, expiring with the session); the cookie carries the id.
     Indexes by IdP session and by subject let back-channel logout find them."""
 
     def __init__(self, settings: RedisSessionStoreSettings, clock=time.time) -> None:
-        import redis.asyncio as redis
-
-        self._errors = (redis.RedisError, OSError)
+        self._redis, self._errors = redis_client(settings)
         self._prefix = settings.key_prefix
         self._clock = clock
-        self._redis = redis.Redis.from_url(
-            settings.url, socket_timeout=settings.timeout_seconds,
-            socket_connect_timeout=settings.timeout_seconds,
-            password=settings.password.get_secret_value() if settings.password else None)
 
     def _unavailable(self, exc: Exception) -> AuthUnavailable:
         return AuthUnavailable("session_store_unavailable", detail=f"redis: {type(exc).__name__}")
@@ -150,6 +144,10 @@ class RedisStore:
         except self._errors as exc:
             raise self._unavailable(exc) from None
         return Session.from_json(orjson.loads(raw)) if raw else None
+
+    def session_id(self, payload: bytes) -> str | None:
+        ticket = orjson.loads(payload)
+        return ticket.get("sid") if isinstance(ticket, dict) and isinstance(ticket.get("sid"), str) else None
 
     async def end(self, session: Session) -> None:
         try:

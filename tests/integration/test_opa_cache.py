@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from support import add_policy_route
+
 
 def test_cached_decisions_are_marked_counted_and_invalidated_by_a_policy_edit(proxy_factory, proxy_config,
                                                                                 issuer, policy_dir):
@@ -33,11 +35,7 @@ def test_cached_decisions_are_marked_counted_and_invalidated_by_a_policy_edit(pr
 
 
 def test_a_policy_that_reads_the_clock_is_never_cached(proxy_factory, proxy_config, issuer, policy_dir):
-    (policy_dir / "clock.rego").write_text(
-        "package clock\n\nimport rego.v1\n\nallow if time.now_ns() > 0\n")
-    routes = proxy_config["routes"]
-    routes.append({**routes[0], "id": "clock", "match": {"path": "/clock/**"},
-                   "policy": {"path": "clock/allow", "cache": True}})
+    add_policy_route(proxy_config, policy_dir, "clock", "import rego.v1\n\nallow if time.now_ns() > 0", cache=True)
     proxy = proxy_factory(proxy_config)
     token = {"Authorization": f"Bearer {issuer.token('alice')}"}
     with proxy.client() as c:

@@ -266,7 +266,8 @@ def kc_config(keycloak: Keycloak, dev_tls: DevTLS, upstream: str, policy_dir: Pa
             "opaque": {"type": "introspection", "provider": "kc-introspection", "audiences": ["iam-proxy"],
                        "cache_ttl_seconds": 2},
         },
-        "sessions": {"secret": SESSION_SECRET, **sessions},
+        "sessions": {"secret": SESSION_SECRET, "revocation_file": str(audit_path.parent / "revoked-sessions.jsonl"),
+                     **sessions},
         "routes": [
             {"id": "finance", "match": {"path": "/finance/**"}, "upstream": upstream,
              "authenticators": ["staff_bearer", "staff_browser"], "policy": policy, "labels": {"group": "finance"}},
@@ -278,6 +279,18 @@ def kc_config(keycloak: Keycloak, dev_tls: DevTLS, upstream: str, policy_dir: Pa
         "policy": {"dir": str(policy_dir), "reload_interval_seconds": 0},
         "audit": {"sinks": [{"type": "file", "path": str(audit_path)}]},
     }
+
+
+@pytest.fixture
+def kc_base_config(keycloak, dev_tls, upstream, kc_policy_dir, tmp_path) -> dict[str, Any]:
+    """A proxy config wired to the session Keycloak, for tests that run the CLI on it (not a process)."""
+    return kc_config(keycloak, dev_tls, upstream, kc_policy_dir, tmp_path / "audit.jsonl")
+
+
+@pytest.fixture(scope="session")
+def keycloak_bin() -> Path:
+    """kc.sh and kcadm.sh of the Keycloak the tests run."""
+    return KEYCLOAK_HOME / "bin"
 
 
 class KeycloakProxy:

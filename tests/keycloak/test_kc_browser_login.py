@@ -66,7 +66,7 @@ def test_browser_signs_in_reaches_upstream_and_signs_out(page, kc_proxy_factory,
         r = client.get("/finance/report", headers={"accept": "application/json",
                                                    "cookie": f"__Host-iam_session={session_cookie['value']}"})
     assert r.status_code == 401
-    assert r.json()["reason"] == "credential_missing"
+    assert r.json()["reason"] == "session_revoked"  # not "no credential": this one was signed out
 
     # and Keycloak's own session ended too: the next visit asks for the password again
     page.goto(f"{proxy.url}/finance/report")

@@ -101,7 +101,8 @@ def saml_kc_proxy(saml_client, keycloak, upstream, tmp_path, proxy_factory):
         ],
         "policy": {"dir": str(policies), "reload_interval_seconds": 0},
         "audit": {"sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]},
-        "sessions": {"secret": "k" * 40, "cookie_name": "iam_session", "secure": False},
+        "sessions": {"secret": "k" * 40, "cookie_name": "iam_session", "secure": False,
+                     "revocation_file": str(tmp_path / "revoked-sessions.jsonl")},
     }
     return wait_saml_ready(proxy_factory(config))
 

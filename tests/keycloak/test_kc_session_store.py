@@ -47,7 +47,7 @@ def manager(request):
         url = request.getfixturevalue("redis_url")
         settings = SessionSettings(secret=SECRET, store="redis", redis={"url": url, "key_prefix": f"t{id(request)}:"})
     else:
-        settings = SessionSettings(secret=SECRET)
+        settings = SessionSettings(secret=SECRET, revocation_file=request.getfixturevalue("tmp_path") / "revoked")
     return build_session_manager(settings)
 
 
@@ -95,12 +95,12 @@ async def test_destroy_and_backchannel_end(manager):
     s2, c2 = await manager.create(identity=ALICE, provider="kc", protocol="oidc", idp_session_id="kc-sid-2")
     clear = await manager.destroy(s1)
     assert "Max-Age=0" in clear
-    assert await manager.load(_headers(c1)) is None
-    await manager.end_idp_session("kc", idp_session_id="kc-sid-2")
-    assert await manager.load(_headers(c2)) is None
+    assert await manager.lookup(_headers(c1)) == (None, "session_revoked")
+    assert await manager.end_idp_session("kc", idp_session_id="kc-sid-2") == 1  # the true count
+    assert await manager.lookup(_headers(c2)) == (None, "session_revoked")
     s3, c3 = await manager.create(identity=ALICE, provider="kc", protocol="oidc")
-    await manager.end_idp_session("kc", sub="alice-id")
-    assert await manager.load(_headers(c3)) is None
+    assert await manager.end_idp_session("kc", sub="alice-id") == 1  # s1 and s2 had ended already
+    assert await manager.lookup(_headers(c3)) == (None, "session_revoked")
     await manager.close()
 
 

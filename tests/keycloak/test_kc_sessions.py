@@ -82,6 +82,7 @@ def test_backchannel_logout_from_keycloak_ends_the_session(page, kc_proxy_factor
         time.sleep(0.3)
         status = _api_get(proxy, dev_tls, "/finance/q2", cookie).status_code
     assert status == 401
+    assert "ended 1 session(s)" in proxy.process.process.logs()  # the true count, with the cookie store
     events = proxy.process.wait_audit(3)
     assert any(e["http"]["path"] == "/.iam/backchannel-logout" and e["status"] == 200 for e in events)
 

@@ -64,7 +64,8 @@ def saml_proxy_config(*, port: int, upstream: str, tmp: Path, sp_keys: tuple[Pat
         ],
         "policy": {"dir": str(HERE / "policies"), "reload_interval_seconds": 0},
         "audit": {"sinks": [{"type": "file", "path": str(tmp / "audit.jsonl")}]},
-        "sessions": {"secret": "s" * 40, "cookie_name": "iam_session", "secure": False},
+        "sessions": {"secret": "s" * 40, "cookie_name": "iam_session", "secure": False,
+                     "revocation_file": str(tmp / "revoked-sessions.jsonl")},
     }
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from iam_proxy.policy.cache import DecisionCache, volatile_reasons
+from iam_proxy.policy.cache import DecisionCache, uncacheable_reasons
+from iam_proxy.policy.input_reads import analyse
 from iam_proxy.policy.engine import EngineResult
 from iam_proxy.settings import DecisionCacheSettings
 
@@ -67,15 +68,26 @@ def test_a_new_revision_drops_everything():
     assert len(cache) == 0
 
 
-def test_policies_reading_time_randomness_or_request_id_are_found():
+def test_policies_reading_time_randomness_or_fields_the_key_leaves_out_are_not_cached():
     modules = {
-        "a.rego": 'package a\n\nimport rego.v1\n\n# time.now_ns() in a comment is fine\nx := "time.now_ns()"\n'
+        "a.rego": 'package a\n\n# time.now_ns() in a comment is fine\nx := "time.now_ns()"\n'
                   "late if time.now_ns() > 5\n",
-        "b.rego": "package b\n\nimport rego.v1\n\nday := input.attributes.request.time\n",
-        "c.rego": "package c\n\nimport rego.v1\n\nok if io.jwt.decode_verify(input.t, {})[0]\n",
+        "b.rego": "package b\n\nday := input.attributes.request.time\n",
+        "c.rego": "package c\n\nok if io.jwt.decode_verify(input.t, {})[0]\n",
         "c_test.rego": "package c_test\n\nt := time.now_ns()\n",
-        "d.rego": "package d\n\nimport rego.v1\n\nallow if input.identity.sub == \"alice\"\n",
+        "d.rego": "package d\n\nallow if input.identity.sub == \"alice\"\n",
+        "e.rego": 'package e\n\nimport input.attributes.request.http as req\n\nt := $"{req.headers}"\n',
+        "f.rego": 'package f\n\nmsg := $"{uuid.rfc4122("x")}"\n',
     }
-    assert volatile_reasons(modules) == ["a.rego:7: time.now_ns", "b.rego:5: request.time",
-                                         "c.rego:5: io.jwt.decode_verify"]
-    assert volatile_reasons({"d.rego": modules["d.rego"]}) == []
+    reasons = lambda *names: uncacheable_reasons(analyse({n: modules[n] for n in names}),  # noqa: E731
+                                                 frozenset({"traceparent"}))
+    assert reasons("a.rego", "c_test.rego") == ["a.rego:5: time.now_ns"]
+    assert reasons("b.rego") == ["reads input.attributes.request.time, which the cache key leaves out"]
+    assert reasons("c.rego") == ["c.rego:3: io.jwt.decode_verify"]
+    assert reasons("d.rego") == []
+    # through an import alias and a template string: all headers are read, the tracing one too
+    assert reasons("e.rego") == ["reads input.attributes.request.http.headers.traceparent, which the cache key "
+                                 "leaves out"]
+    assert reasons("f.rego") == ["f.rego:3: uuid.rfc4122"]
+    whole = uncacheable_reasons(analyse({"g.rego": "package g\n\nallow if walk(input, [p, v])\n"}), frozenset())
+    assert whole == ["the policies read the whole input (a bare or dynamic `input`)"]

@@ -72,11 +72,13 @@ def render(event: dict[str, Any]) -> dict[str, Any]:
                      "type": "proxy", "version": labels.get("version", __version__)},
         "service": {"name": (event.get("route") or {}).get("id")},
         "iam_proxy": {
+            "kind": event.get("kind", "request"),  # request, shadow (replay/shadow.py), signal (signals/)
             "route": event.get("route"),
             "decision": decision,
             "identity": {"method": identity.get("method"), "issuer": identity.get("iss"),
                          "provider": identity.get("provider"), "groups": identity.get("groups") or None},
             "upstream": upstream,
+            "facts": event.get("facts"),  # what a refusal showed the client (a token's aud, ...)
         },
     }
     doc = _drop_empty(doc)

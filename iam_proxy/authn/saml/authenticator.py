@@ -32,7 +32,7 @@ class SAMLSessionAuthenticator:
         return f"/.iam/saml/login?{urlencode({'rd': ctx.path_with_query})}"
 
     async def authenticate(self, ctx: RequestContext) -> Identity | None:
-        session = await self._sessions.load(ctx.headers)
+        session = await self._sessions.load_for(ctx)
         if session is None or session.protocol != "saml" or session.provider != self.name:
             return None
         # The IdP's SessionNotOnOrAfter (Identity.expires_at) ends the session before its own lifetime.
