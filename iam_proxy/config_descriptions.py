@@ -246,4 +246,19 @@ DESCRIPTIONS: dict[str, str] = {
     "AdaptiveSettings.interval_seconds": "how often the limit is adjusted",
     "AdaptiveSettings.min_samples": "requests a window needs before the limit is adjusted",
     "AdaptiveSettings.key": "whose fair share is kept: identity, client or network",
+    # Envoy external authorization (docs/envoy.md)
+    "ExtAuthzSettings.grpc": "the listener of the gRPC Authorization/Check service (unset: not served)",
+    "ExtAuthzSettings.http": "the listener of Envoy's HTTP ext_authz mode (unset: not served)",
+    # OpenID Shared Signals (docs/signals.md)
+    "SignalsSettings.transmitters": "the Shared Signals transmitters this proxy receives Security Event Tokens from",
+    "SignalsSettings.max_set_bytes": "a pushed or polled SET larger than this is refused unread",
+    "TransmitterSettings.id": "the name this transmitter goes by in logs, metrics and audit events",
+    "TransmitterSettings.algorithms": "signature algorithms accepted on its SETs (pinned per transmitter)",
+    "TransmitterSettings.delivery": "push: the transmitter POSTs to /.iam/ssf/events (RFC 8935); poll: the "
+                                    "proxy asks poll_url (RFC 8936)",
+    "TransmitterSettings.poll_interval_seconds": "poll: how long to wait between two polls that returned nothing",
+    "TransmitterSettings.poll_max_events": "poll: maxEvents asked for in one poll",
+    "TransmitterSettings.events_requested": "event types asked for when the proxy manages the stream",
+    "TransmitterSettings.leeway_seconds": "clock skew allowed on a SET's `iat`",
+    "TransmitterSettings.http_timeout_seconds": "per call to the transmitter (configuration, JWKS, poll, stream)",
 }

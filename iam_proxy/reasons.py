@@ -48,6 +48,9 @@ REASONS: tuple[Reason, ...] = (
            "the route's `authenticators`; the client sends a token, cookie or certificate of that kind"),
     Reason("session_revoked", 401, "The session cookie belongs to a session that ended (logout, back-channel "
            "logout): refused on every replica and after restarts.", "sign in again; the cookie is cleared"),
+    Reason("subject_revoked", 401, "A Shared Signals event (session revoked, account disabled, credential "
+           "compromised) revoked this subject after the credential was issued.",
+           "the audit event of kind `signal` for the subject; a credential issued after the event is accepted"),
     Reason("session_expired", 401, "The session cookie's session is past `sessions.lifetime_seconds`.",
            "sign in again"),
     Reason("invalid_credential", 401, "The credential is of a known kind but not valid.", "the log line"),
@@ -211,6 +214,13 @@ REASONS: tuple[Reason, ...] = (
            "the policy's rule value"),
     Reason("policy_unavailable", 503, "The OPA server could not be reached.", "`policy.opa.url`"),
     Reason("policy_timeout", 503, "The OPA server did not answer in time.", "`policy.opa.timeout_seconds`"),
+    # -- Envoy external authorization (docs/envoy.md)
+    Reason("ext_authz_not_served", 404, "An ext_authz check came from a peer outside `ext_authz.trusted_peers`.",
+           "`ext_authz.trusted_peers`; the Envoy's address"),
+    Reason("content_length_invalid", 400, "An ext_authz check's Content-Length is not a number.",
+           "what the Envoy sends in the check"),
+    Reason("body_not_json", 400, "An ext_authz check's body is not the JSON its content type says.",
+           "the request body Envoy forwards (`with_request_body`)"),
     # -- rate limits (docs/rate-limiting.md)
     Reason("rate_limited", 429, "A rate limit is used up; `Retry-After` and `RateLimit` say when to retry.",
            "`rate_limits.limits` (or the policy's tier); the client's request rate"),
