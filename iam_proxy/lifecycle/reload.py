@@ -76,6 +76,9 @@ class LiveProxy:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] != "http":  # websockets stay on the proxy they opened on, uncounted
+            await self.current.proxy_app(scope, receive, send)
+            return
         if not self._open.is_set():
             await self._open.wait()
         proxy = self.current
