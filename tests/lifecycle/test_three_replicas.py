@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import threading
 import time
@@ -17,23 +16,21 @@ from pathlib import Path
 import httpx
 import pytest
 from peers.nginx import start_nginx
+from peers.redis import RedisServer
 
 from iam_proxy.authn.identity import Identity
 from iam_proxy.session import build_session_manager
 from iam_proxy.settings import SessionSettings
-from support import Process, ProxyProcess, free_port, wait_for_port
+from support import ProxyProcess, free_port
 
 SECRET = "three-replicas-session-secret-0123456789"
 
 
 @pytest.fixture
 def redis_url(tmp_path: Path):
-    port = free_port()
-    proc = Process([shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind",
-                    "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], tmp_path / "redis.log")
-    wait_for_port(port, proc.proc)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.stop()
+    server = RedisServer(tmp_path)
+    yield server.url
+    server.stop()
 
 
 def _replica_config(base: dict, tmp: Path, name: str, redis_url: str) -> dict:
