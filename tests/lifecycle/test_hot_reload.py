@@ -107,3 +107,18 @@ def test_a_broken_file_keeps_the_old_config_and_says_why(proxy_factory, proxy_co
     _wait(lambda: _reloads(proxy, "ok") == 1)
     assert httpx.get(f"{proxy.url}/public/x").status_code == 404
     assert proxy.metric("iam_proxy_config_reload_failing") == 0
+
+
+def test_every_worker_reloads_on_sighup_to_the_supervisor(proxy_factory, proxy_config):
+    proxy_config["listeners"]["workers"] = 2
+    proxy = proxy_factory(proxy_config)
+    routes = [*proxy_config["routes"], {
+        "id": "new", "match": {"path": "/new/**"}, "upstream": proxy_config["routes"][0]["upstream"],
+        "authenticators": ["public"], "policy": {"path": "iam/authz/decision"}, "labels": {"access": "public"}}]
+    config = {**proxy_config, "routes": routes}
+    proxy.config_path.write_text(yaml.safe_dump(config))  # each worker also sees the change within a second
+    os.kill(proxy.process.pid, signal.SIGHUP)
+    _wait(lambda: _reloads(proxy, "ok") >= 2)  # /metrics adds up both workers
+    statuses = {httpx.get(f"{proxy.url}/new/x").status_code for _ in range(20)}  # new connections: both workers
+    assert statuses == {200}
+    assert proxy.process.proc.poll() is None
