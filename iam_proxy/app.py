@@ -35,6 +35,7 @@ from .forward.upstream import UpstreamClient
 from .forward_auth import AUTH_PATH, PROBLEM_PATH, ForwardAuth, NotServed, send_rendered_refusal
 from .frontdoor import FrontDoors
 from .ops.metrics import Metrics
+from .ops.workerset import WorkerSet
 from .pipeline import Pipeline
 from .policy.runtime import PolicyRuntime
 from .portal import Portal
@@ -59,25 +60,34 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class Proxy:
     def __init__(self, settings: Settings, worker: int = 0, audit_board: Board | None = None,
-                 audit: AuditSettings | None = None) -> None:
+                 audit: AuditSettings | None = None, previous: "Proxy | None" = None) -> None:
         """`worker`: this process's number among `listeners.workers`; `audit_board`: the audit
         metrics table the workers share (see audit/metrics.py); `audit`: the audit settings to build
-        with, when not `settings.audit` (`iam-proxy check` relocates the journal)."""
+        with, when not `settings.audit` (`iam-proxy check` relocates the journal); `previous`: the
+        proxy a reload replaces, whose running auditor and session store are taken over when their
+        settings did not change (lifecycle/reload.py)."""
         self.settings = settings
         self.worker = worker
         # audit events, decision logs and explain mask every header the config reads a credential from
         redaction.configure(getattr(a, "header") for a in settings.authenticators.values() if hasattr(a, "header"))
         self.metrics = Metrics()
         # first: every front door records through it (audit/writeahead.py)
-        self.auditor = Auditor(audit or settings.audit, self.metrics.registry, worker=worker,
-                               workers=settings.listeners.workers, board=audit_board)
+        self.inherited = {part for part in ("audit", "sessions")
+                          if previous is not None and getattr(previous.settings, part) == getattr(settings, part)}
+        if "audit" in self.inherited and audit is None:
+            self.auditor = previous.auditor
+            self.auditor.metrics.register(self.metrics.registry)
+        else:
+            self.auditor = Auditor(audit or settings.audit, self.metrics.registry, worker=worker,
+                                   workers=settings.listeners.workers, board=audit_board)
         self.policy = PolicyRuntime(settings, self.metrics)
         self.engine = self.policy.default_engine
         self._http: aiohttp.ClientSession | None = None
         providers = {p.id: p for p in settings.identity_providers}
         self.jwks = {pid: JWKSCache(p, self._outbound_session) for pid, p in providers.items()}
         self.directories = {d.id: LdapDirectoryClient(d) for d in settings.directories}
-        self.sessions = build_session_manager(settings.sessions) if settings.sessions.secret else None
+        self.sessions = previous.sessions if "sessions" in self.inherited else \
+            build_session_manager(settings.sessions) if settings.sessions.secret else None
         self.saml = self._build_saml(settings)
         self.browser_login = build_browser_login(settings, self.sessions, self.jwks, self._outbound_session)
         self.authenticators: dict[str, Authenticator] = build_authenticators(
@@ -117,6 +127,9 @@ class Proxy:
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
         self._endpoints = self._own_endpoints()
+        self.draining = False  # set on SIGTERM (server.py): /readyz turns 503 while requests finish
+        self.peers: WorkerSet | None = None  # worker 0 of several: the other workers (server.py)
+        self.readiness_detail: dict[str, Any] = {}  # shown by /readyz: the last config reload
 
     def _build_signals(self, settings: Settings) -> SignalsRuntime | None:
         """The OpenID Shared Signals receiver, given what it ends and forgets (signals/receiver.py)."""
@@ -148,7 +161,8 @@ class Proxy:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self.auditor.start()  # delivery tasks first: they ship what a previous run left spooled
+        if "audit" not in self.inherited:
+            await self.auditor.start()  # delivery tasks first: they ship what a previous run left spooled
         await asyncio.gather(*(cache.refresh() for cache in self.jwks.values()))
         for cache in self.jwks.values():
             self._tasks.append(asyncio.create_task(cache.run_periodic()))
@@ -163,7 +177,8 @@ class Proxy:
         if self.extauthz is not None:
             await self.extauthz.start()  # checks are answered once authentication is ready
 
-    async def stop(self) -> None:
+    async def stop(self, handed_over: frozenset[str] = frozenset()) -> None:
+        """`handed_over`: the parts ("audit", "sessions") a reload's new proxy took over, left running."""
         if self.extauthz is not None:
             await self.extauthz.stop()
         for task in self._tasks:
@@ -179,15 +194,17 @@ class Proxy:
             await directory.close()
         if self.saml is not None:
             await self.saml.close()
-        if self.sessions is not None:
+        if self.sessions is not None and "sessions" not in handed_over:
             await self.sessions.close()
         if self._http is not None:
             await self._http.close()
-        await self.auditor.stop()
+        if "audit" not in handed_over:
+            await self.auditor.stop()
 
     @property
     def ready(self) -> tuple[bool, dict[str, bool]]:
-        checks = {"policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
+        checks = {"accepting": not self.draining,
+                  "policies": all(self.policy.ready_checks().values()), **self.policy.ready_checks()}
         checks.update({f"jwks:{pid}": cache.ready for pid, cache in self.jwks.items()})
         checks.update(self.traffic.ready_checks())
         if self.saml is not None:
@@ -248,11 +265,15 @@ class Proxy:
             await send_json(send, 200, {"status": "ok"})
         elif path == "/readyz":
             ok, checks = self.ready
-            await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "not ready",
-                                                       "checks": checks, "policy_revision": self.engine.revision,
-                                                       **self.traffic.readiness()})
+            body = {"status": "ready" if ok else "not ready", "checks": checks,
+                    "policy_revision": self.engine.revision, **self.traffic.readiness(), **self.readiness_detail}
+            if self.peers is not None:
+                ok, body = await self.peers.readiness(body)
+            await send_json(send, 200 if ok else 503, body)
         elif path == "/metrics":
             body = generate_latest(self.metrics.registry)
+            if self.peers is not None:
+                body = await self.peers.metrics(body)
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
             await send({"type": "http.response.body", "body": body})

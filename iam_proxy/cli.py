@@ -42,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     for warning in cookie_warnings(settings, public_urls(settings, [])):  # `check` asks the IdP too
         logging.getLogger("iam_proxy").warning("%s", warning)
-    run(settings)
+    run(settings, args.config)
     return 0
 
 

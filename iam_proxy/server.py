@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
 
 import uvicorn
 
-from .app import Proxy
 from .audit.metrics import Board
 from .core.redaction import install_log_redaction
 from .listener.counters import ListenerCounters
+from .lifecycle.reload import LiveProxy
 from .listener.guard import Guard
+from .ops.workerset import WorkerSet, socket_path
 from .settings import Settings
 from .settings.limits import ListenerLimits
 from .settings.listeners import Listener
@@ -30,68 +32,87 @@ class _Server(uvicorn.Server):
 
 
 def _config(app, name: str, listener: Listener, limits: ListenerLimits, lifespan: str,
-            counters: ListenerCounters) -> uvicorn.Config:
+            counters: ListenerCounters, grace: float, uds: str | None = None) -> uvicorn.Config:
     """Listener `name` ("proxy", "admin", "ext_authz_http"). uvicorn is given no SSL context: the
     guard's protocol runs TLS itself, on our own context (client certificates, CRLs, reload: tls.py)."""
-    tls = ReloadingServerContext(listener.tls).listening if listener.tls is not None else None
+    tls = ReloadingServerContext(listener.tls).listening if listener.tls is not None and uds is None else None
     guard = Guard(name, limits, counters, tls)  # uvicorn's protocol factory: listener/guard.py
     return uvicorn.Config(
         app, host=listener.host, port=listener.port, loop="none", lifespan=lifespan,
-        interface="asgi3", http=guard,  # type: ignore[arg-type]
+        interface="asgi3", http=guard, uds=uds,  # type: ignore[arg-type]
         access_log=False, server_header=False, date_header=True, log_level="warning",
-        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
+        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024, timeout_graceful_shutdown=grace,
         proxy_headers=False,  # X-Forwarded-* are judged by our own trusted_proxies, never by uvicorn
     )
 
 
 async def serve(settings: Settings, proxy_socket: socket.socket | None = None, worker: int = 0,
-                audit_board: Board | None = None) -> None:
-    """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number and the
-    shared audit metrics table (see workers.py). Worker 0 also serves the admin listener."""
+                audit_board: Board | None = None, control_dir: str | None = None,
+                config_path: str | None = None) -> None:
+    """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number, the
+    shared audit metrics table and the directory of the workers' admin sockets (see workers.py).
+    Worker 0 serves the admin listener, for every worker (ops/workerset.py)."""
     board = audit_board or Board()  # the listener's counters share it (listener/counters.py)
-    proxy = Proxy(settings, worker, board)
     counters = ListenerCounters(board, worker)
-    counters.register(proxy.metrics.registry)
+    live = LiveProxy(settings, config_path, worker, board, [counters])  # reloads on SIGHUP and file change
+    proxy = live.current
     listeners = settings.listeners
-    servers = [_Server(_config(proxy.proxy_app, "proxy", listeners.proxy, listeners.limits, "on", counters))]
+    config = functools.partial(_config, limits=listeners.limits, counters=counters,
+                               grace=listeners.shutdown_grace_seconds)
+    servers = [_Server(config(live.proxy_app, "proxy", listeners.proxy, lifespan="on"))]
     if worker == 0:
-        servers.append(_Server(_config(proxy.admin_app, "admin", listeners.admin, listeners.limits, "off",
-                                       counters)))
+        servers.append(_Server(config(live.admin_app, "admin", listeners.admin, lifespan="off")))
+        if control_dir is not None:
+            proxy.peers = WorkerSet(control_dir, listeners.workers)
+    elif control_dir is not None:
+        servers.append(_Server(config(live.admin_app, "admin", listeners.admin, lifespan="off",
+                                      uds=socket_path(control_dir, worker))))
     if proxy.extauthz is not None and proxy.extauthz.http_app is not None:  # Envoy's HTTP mode (extauthz/)
-        servers.append(_Server(_config(proxy.extauthz.http_app, "ext_authz_http", settings.ext_authz.http,
-                                       listeners.limits, "off", counters)))
+        servers.append(_Server(config(proxy.extauthz.http_app, "ext_authz_http", settings.ext_authz.http,
+                                      lifespan="off")))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
-        for server in servers:
-            server.should_exit = True
+        # The proxy listener stops accepting and lets in-flight requests finish (up to the grace), then
+        # its lifespan flushes the audit spool; the admin listener stays up meanwhile, /readyz saying 503.
+        live.draining = live.current.draining = True
+        servers[0].should_exit = True
+
+    async def serve_proxy() -> None:
+        try:
+            await servers[0].serve(sockets=[proxy_socket] if proxy_socket else None)
+        finally:
+            for server in servers[1:]:
+                server.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(live.reload("SIGHUP")))
     log = logging.getLogger("iam_proxy")
     log.warning("iam-proxy listening on %s:%d (admin %s:%d), policy revision %s",
                 settings.listeners.proxy.host, settings.listeners.proxy.port,
                 settings.listeners.admin.host, settings.listeners.admin.port, proxy.engine.revision)
-    await asyncio.gather(servers[0].serve(sockets=[proxy_socket] if proxy_socket else None),
-                         *(s.serve() for s in servers[1:]))
+    await asyncio.gather(serve_proxy(), *(s.serve() for s in servers[1:]))
 
 
-def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board) -> None:
+def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board,
+                  control_dir: str, config_path: str | None = None) -> None:
     import uvloop
 
-    uvloop.run(serve(settings, proxy_socket, worker, audit_board))
+    uvloop.run(serve(settings, proxy_socket, worker, audit_board, control_dir, config_path))
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, config_path: str | None = None) -> None:
+    """`config_path`: the file to reload on SIGHUP and on change (lifecycle/reload.py)."""
     import uvloop
 
     if settings.listeners.workers > 1:
         from .workers import run_workers
 
-        code = run_workers(settings, _serve_worker)
+        code = run_workers(settings, functools.partial(_serve_worker, config_path=config_path))
         if code:
             raise SystemExit(code)
         return
-    uvloop.run(serve(settings))
+    uvloop.run(serve(settings, config_path=config_path))

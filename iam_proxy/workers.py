@@ -7,9 +7,10 @@ those sockets. Each worker builds its own Proxy after the fork: its own policy e
 upstream pool, and its own audit journal (spool and files, see audit/journal.py), so no two
 processes ever write one file.
 
-Only worker 0 serves the admin listener, so `/readyz` and most of `/metrics` describe worker 0; the
-audit metrics cover every worker, through a table in memory shared before the fork
-(audit/metrics.py).
+Only worker 0 serves the admin listener; the others serve the admin app on Unix sockets in a private
+directory made before the fork, which worker 0 asks so that `/readyz` and `/metrics` cover every
+worker (ops/workerset.py). The audit metrics cover every worker through a table in memory shared
+before the fork (audit/metrics.py).
 
 The parent only supervises: SIGTERM and SIGINT are passed to every worker; when a worker dies on its
 own, the others are stopped and the parent exits non-zero so that the service manager restarts the
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from typing import Callable
 
 from .audit.metrics import Board
@@ -31,7 +34,16 @@ from .settings.listeners import Listener
 
 log = logging.getLogger("iam_proxy.workers")
 
-ServeOne = Callable[[Settings, socket.socket, int, Board], None]  # settings, socket, worker number, board
+# settings, socket, worker number, board, directory of the workers' admin sockets
+ServeOne = Callable[[Settings, socket.socket, int, Board, str], None]
+
+
+def _forward(children: dict[int, int], signum: int) -> None:
+    for child in children:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
 
 
 def reuseport_socket(listener: Listener) -> socket.socket:
@@ -50,6 +62,15 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
     count = settings.listeners.workers
     sockets = [reuseport_socket(settings.listeners.proxy) for _ in range(count)]
     board = Board(count, shared=True)
+    control_dir = tempfile.mkdtemp(prefix="iam-proxy-workers-")
+    try:
+        return _supervise(settings, serve_one, sockets, board, control_dir)
+    finally:
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def _supervise(settings: Settings, serve_one: ServeOne, sockets: list[socket.socket], board: Board,
+               control_dir: str) -> int:
     children: dict[int, int] = {}
     for index, sock in enumerate(sockets):
         pid = os.fork()
@@ -59,7 +80,7 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
                     other.close()
             code = 0
             try:
-                serve_one(settings, sock, index, board)
+                serve_one(settings, sock, index, board, control_dir)
             except BaseException:  # noqa: BLE001 - the worker's failure is reported by its exit code
                 log.exception("worker %d failed", index)
                 code = 1
@@ -76,14 +97,11 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
     def stop(signum: int, _frame) -> None:
         nonlocal stopping
         stopping = True
-        for child in children:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
+        _forward(children, signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda signum, _frame: _forward(children, signum))  # reload: each worker
     exit_code = 0
     while children:
         try:

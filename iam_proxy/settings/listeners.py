@@ -48,6 +48,9 @@ class Listeners(Model):
     trusted_proxies: list[str] = []
     # Proxy processes sharing the proxy port (SO_REUSEPORT); one per core. See workers.py.
     workers: int = Field(default=1, ge=1, le=64)
+    # On SIGTERM: how long in-flight requests get to finish once the proxy listener stops accepting
+    # (then they are cut); the audit spool drains after (audit.spool.shutdown_drain_seconds).
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=3600)
     # deadlines and sizes a client must keep to, on both listeners (settings/limits.py)
     limits: ListenerLimits = ListenerLimits()
 
