@@ -452,27 +452,7 @@ def start_oauth2_proxy_mix(ctx: BenchContext) -> Running:
     return _mixed(start_oauth2_proxy(ctx), "token mix")
 
 
-TARGETS = {
-    "upstream-direct": start_upstream_direct,
-    "nginx-proxy": start_nginx_proxy,
-    "iam-proxy": start_iam_proxy,
-    "iam-proxy-nocache": start_iam_proxy_nocache,
-    "iam-proxy-opa": start_iam_proxy_opa,
-    "iam-proxy-forward-auth": start_forward_auth,
-    "iam-proxy-forward-auth-nocache": start_forward_auth_nocache,
-    "oauth2-proxy": start_oauth2_proxy,
-    "envoy-ext-authz-grpc": start_envoy_ext_authz_grpc,
-    "envoy-ext-authz-http": start_envoy_ext_authz_http,
-    "iam-proxy-mix": start_iam_proxy_mix,
-    "iam-proxy-mix-nocache": start_iam_proxy_mix_nocache,
-    "iam-proxy-mix-nocache-1worker": start_iam_proxy_mix_nocache_1worker,
-    "oauth2-proxy-mix": start_oauth2_proxy_mix,
-}
-MIX_TARGETS = {start_iam_proxy_mix, start_iam_proxy_mix_nocache, start_iam_proxy_mix_nocache_1worker,
-               start_oauth2_proxy_mix}
-# Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
-# path, and each pass costs one signature verification per token).
-DISTINCT_TOKEN_# The token-mix targets: every request carries the next of N distinct valid tokens (10,000 by
+# The token-mix targets: every request carries the next of N distinct valid tokens (10,000 by
 # default, `--token-mix`), as real traffic from many callers does; the decision cache sees the hit
 # rate that mix gives it, and a token is verified once per worker the first time it is seen.
 
@@ -499,4 +479,24 @@ def start_oauth2_proxy_mix(ctx: BenchContext) -> Running:
     return _mixed(start_oauth2_proxy(ctx), "token mix")
 
 
-TARGETS = {"iam-proxy", "oauth2-proxy"}
+TARGETS = {
+    "upstream-direct": start_upstream_direct,
+    "nginx-proxy": start_nginx_proxy,
+    "iam-proxy": start_iam_proxy,
+    "iam-proxy-nocache": start_iam_proxy_nocache,
+    "iam-proxy-opa": start_iam_proxy_opa,
+    "iam-proxy-forward-auth": start_forward_auth,
+    "iam-proxy-forward-auth-nocache": start_forward_auth_nocache,
+    "oauth2-proxy": start_oauth2_proxy,
+    "envoy-ext-authz-grpc": start_envoy_ext_authz_grpc,
+    "envoy-ext-authz-http": start_envoy_ext_authz_http,
+    "iam-proxy-mix": start_iam_proxy_mix,
+    "iam-proxy-mix-nocache": start_iam_proxy_mix_nocache,
+    "iam-proxy-mix-nocache-1worker": start_iam_proxy_mix_nocache_1worker,
+    "oauth2-proxy-mix": start_oauth2_proxy_mix,
+}
+MIX_TARGETS = {start_iam_proxy_mix, start_iam_proxy_mix_nocache, start_iam_proxy_mix_nocache_1worker,
+               start_oauth2_proxy_mix}
+# Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
+# path, and each pass costs one signature verification per token).
+DISTINCT_TOKEN_TARGETS = {"iam-proxy", "oauth2-proxy"}
