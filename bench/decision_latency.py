@@ -76,7 +76,7 @@ async def measure(decider: Decider, route: str, n: int) -> list[float]:
         outcome = await decider.decide(route, PATH, doc)
         samples.append((time.perf_counter_ns() - started) / 1000)
         if not outcome.decision.allowed:
-            raise SystemExit("benchmark input was denied: the policies changed?")
+            raise RuntimeError("benchmark input was denied: the policies changed?")
     return samples
 
 
@@ -87,35 +87,56 @@ def summary(samples: list[float]) -> dict:
 
 
 async def run(n: int) -> dict:
+    """Each engine's figures; an engine that cannot be set up or fails is reported with its error."""
     metrics = Metrics()
-    embedded = EmbeddedEngine(REPO / "policies", [PATH])
+    engines: dict = {}
+    errors: dict[str, str] = {}
+    try:
+        engines["embedded"] = EmbeddedEngine(REPO / "policies", [PATH])
+    except Exception as exc:  # noqa: BLE001 - reported as this engine's result
+        errors["embedded"] = errors["embedded + cache"] = f"{type(exc).__name__}: {exc}"
+    try:
+        engines["opa-wasm"] = OpaWasmEngine(REPO / "policies", [PATH])
+    except Exception as exc:  # noqa: BLE001
+        errors["opa-wasm"] = f"{type(exc).__name__}: {exc}"
     opa_binary = os.environ.get("IAM_PROXY_OPA") or str(Path.home() / ".cache" / "iam-proxy" / "bin" / "opa")
     port = free_port()
-    opa = subprocess.Popen([opa_binary, "run", "--server", "--skip-version-check", "--log-level", "error",
-                            "--addr", f"127.0.0.1:{port}", str(REPO / "policies")],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    remote = OpaHttpEngine(OpaServerSettings(url=f"http://127.0.0.1:{port}", timeout_seconds=2))
+    opa = remote = None
     try:
+        opa = subprocess.Popen([opa_binary, "run", "--server", "--skip-version-check", "--log-level", "error",
+                                "--addr", f"127.0.0.1:{port}", str(REPO / "policies")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        remote = OpaHttpEngine(OpaServerSettings(url=f"http://127.0.0.1:{port}", timeout_seconds=2))
         deadline = time.monotonic() + 20
         while not await remote.check_health():
             if time.monotonic() > deadline or opa.poll() is not None:
-                raise SystemExit("OPA did not start (run scripts/install-peers.sh)")
+                raise RuntimeError("OPA did not start (run scripts/install-peers.sh)")
             await asyncio.sleep(0.1)
-        wasm = OpaWasmEngine(REPO / "policies", [PATH])
-        decider = Decider({"embedded": embedded, "opa": remote, "opa-wasm": wasm},
-                          {"embedded": "embedded", "cached": "embedded", "opa": "opa", "opa-wasm": "opa-wasm"},
-                          frozenset({"cached"}), DecisionCache(DecisionCacheSettings()), metrics)
-        results = {
-            "embedded": summary(await measure(decider, "embedded", n)),
-            "embedded + cache": summary(await measure(decider, "cached", n)),
-            "opa-wasm": summary(await measure(decider, "opa-wasm", n)),
-            "opa rest": summary(await measure(decider, "opa", n)),
-        }
+        engines["opa"] = remote
+    except Exception as exc:  # noqa: BLE001
+        errors["opa rest"] = f"{type(exc).__name__}: {exc}"
+    routes = {"embedded": "embedded", "cached": "embedded", "opa": "opa", "opa-wasm": "opa-wasm"}
+    decider = Decider(engines, {r: e for r, e in routes.items() if e in engines}, frozenset({"cached"}),
+                      DecisionCache(DecisionCacheSettings()), metrics)
+    results: dict[str, dict] = {}
+    try:
+        for name, route, engine in (("embedded", "embedded", "embedded"), ("embedded + cache", "cached", "embedded"),
+                                    ("opa-wasm", "opa-wasm", "opa-wasm"), ("opa rest", "opa", "opa")):
+            if name in errors or engine not in engines:
+                results[name] = {"error": errors.get(name, "not set up")}
+                continue
+            try:
+                results[name] = summary(await measure(decider, route, n))
+            except Exception as exc:  # noqa: BLE001
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
-        await remote.close()
-        opa.terminate()
-        opa.wait(10)
-    return {"policy": "policies/ (iam/authz/decision)", "cores": os.cpu_count(), "results": results}
+        if remote is not None:
+            await remote.close()
+        if opa is not None:
+            opa.terminate()
+            opa.wait(10)
+    return {"policy": "policies/ (iam/authz/decision)", "cores": os.cpu_count(), "default_engine": "embedded",
+            "results": results}
 
 
 def main() -> None:
@@ -129,7 +150,10 @@ def main() -> None:
         return
     print(f"{'engine':<18}{'mean µs':>10}{'p50 µs':>10}{'p99 µs':>10}   (n={args.n}, {report['cores']} cores)")
     for name, row in report["results"].items():
-        print(f"{name:<18}{row['mean_us']:>10}{row['p50_us']:>10}{row['p99_us']:>10}")
+        if "error" in row:
+            print(f"{name:<18}failed: {row['error']}")
+        else:
+            print(f"{name:<18}{row['mean_us']:>10}{row['p50_us']:>10}{row['p99_us']:>10}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ processes), a paced run at a light fixed rate, the same for every target (p50 ov
 paced runs at fractions of the target's own peak (the latency-versus-load curve, including p99 at
 half the peak), and for iam-proxy and oauth2-proxy a pass over N distinct valid tokens; peak RSS
 (the kernel's high-water mark per process) is read last.
-Results go to `latest.json`, `latest.md`, `latest-meta.json` and `latency-vs-load.png` in --out.
+The token-mix targets (`*-mix*`) send each of N distinct valid tokens in turn in every phase
+(10,000 by default, `--token-mix`). Last, bench/decision_latency.py times one decision per engine.
+Results go to `latest.json`, `latest.md`, `latest-meta.json`, `latency-vs-load.png` and
+`targets.json` (issue 20's targets: a list of objects with `name`, `value`, `target`, `met`) in --out.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from typing import Any
 
 from . import procstat
 from .loadgen import LoadResult, run_wrk, walk_tokens, write_script
-from .report import evaluate_targets, write_markdown, write_plot
+from .report import evaluate_targets, issue_targets, issue_targets_markdown, write_markdown, write_plot
 from .targets import (
     REPO,
     REQUEST_PATH,
+    MIX_TARGETS,
     TARGETS,
     TOOLS,
     DISTINCT_TOKEN_TARGETS,
@@ -48,7 +52,8 @@ from .tokens import TokenMinter, distinct_tokens
 
 LIGHT_CONNECTIONS = 4
 DEFAULT_TARGETS = ["upstream-direct", "nginx-proxy", "iam-proxy", "iam-proxy-nocache", "iam-proxy-opa", "iam-proxy-forward-auth",
-                   "iam-proxy-forward-auth-nocache", "oauth2-proxy", "envoy-ext-authz-grpc", "envoy-ext-authz-http"]
+                   "iam-proxy-forward-auth-nocache", "oauth2-proxy", "envoy-ext-authz-grpc", "envoy-ext-authz-http",
+                   "iam-proxy-mix", "iam-proxy-mix-nocache", "iam-proxy-mix-nocache-1worker", "oauth2-proxy-mix"]
 
 
 @dataclass
@@ -62,12 +67,14 @@ class Plan:
     light_rate: float
     fractions: list[float]
     distinct_tokens: int
+    token_mix: int = 10_000
+    decision_n: int = 5000
 
 
 FULL = Plan(duration=10, warmup=3, repeats=3, threads=2, connections=64, paced_connections=32,
             light_rate=200, fractions=[0.1, 0.25, 0.5, 0.75, 0.9], distinct_tokens=100_000)
 QUICK = Plan(duration=3, warmup=1, repeats=3, threads=2, connections=64, paced_connections=32,
-             light_rate=200, fractions=[0.5], distinct_tokens=2_000)
+             light_rate=200, fractions=[0.5], distinct_tokens=2_000, decision_n=2000)
 
 
 def log(message: str) -> None:
@@ -91,9 +98,13 @@ def _delay_ms(connections: int, rate: float, latency_ms: float) -> float:
 
 
 def measure_target(name: str, running: Running, token: str, token_file: Path | None, plan: Plan,
-                   workdir: Path) -> dict[str, Any]:
+                   workdir: Path, mix_file: Path | None = None) -> dict[str, Any]:
     url = running.url + REQUEST_PATH
-    fixed = write_script(workdir, path=REQUEST_PATH, token=token)
+    load_at_start = list(os.getloadavg())
+    mix = mix_file if running.token_mix else None
+    if running.token_mix and mix is None:
+        raise RuntimeError("a token-mix target needs --token-mix > 0")
+    fixed = write_script(workdir, path=REQUEST_PATH, token=token, token_file=mix)
     smoke(running.url, token)
     run_wrk(url, fixed, threads=plan.threads, connections=plan.connections, seconds=plan.warmup)
 
@@ -114,7 +125,7 @@ def measure_target(name: str, running: Running, token: str, token_file: Path | N
             f"p99 {result.p99_ms:.2f} ms errors {result.errors}")
     peak_rps = statistics.median(r.rps for r in peaks)
 
-    light_script = write_script(workdir, path=REQUEST_PATH, token=token,
+    light_script = write_script(workdir, path=REQUEST_PATH, token=token, token_file=mix,
                                 delay_ms=_delay_ms(LIGHT_CONNECTIONS, plan.light_rate, 0.5))
     light = run_wrk(url, light_script, threads=1, connections=LIGHT_CONNECTIONS, seconds=plan.duration)
     log(f"{name}: light load {light.rps:,.0f} req/s p50 {light.p50_ms:.3f} ms p99 {light.p99_ms:.3f} ms")
@@ -122,7 +133,7 @@ def measure_target(name: str, running: Running, token: str, token_file: Path | N
     curve = []
     for fraction in plan.fractions:
         offered = peak_rps * fraction
-        script = write_script(workdir, path=REQUEST_PATH, token=token,
+        script = write_script(workdir, path=REQUEST_PATH, token=token, token_file=mix,
                               delay_ms=_delay_ms(plan.paced_connections, offered, light.p50_ms))
         paced = run_wrk(url, script, threads=plan.threads, connections=plan.paced_connections,
                         seconds=plan.duration)
@@ -164,7 +175,23 @@ def measure_target(name: str, running: Running, token: str, token_file: Path | N
         "cpu_s_per_1k_by_process": [round(statistics.median(c), 4) for c in by_process.values()],
         "curve": curve,
         "notes": running.notes,
+        "token_mix": plan.token_mix if mix else 0,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": list(os.getloadavg()),
     }
+
+
+def decision_latency(n: int) -> dict[str, Any]:
+    """bench/decision_latency.py's figures per engine, in its own process; a failure is reported."""
+    argv = [sys.executable, "-m", "bench.decision_latency", "--n", str(n), "--json"]
+    try:
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out", "results": {}}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"error": tail, "results": {}}
+    return json.loads(proc.stdout)
 
 
 def _version(argv: list[str]) -> str:
@@ -219,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int)
     parser.add_argument("--fractions", help="comma-separated fractions of each target's peak")
     parser.add_argument("--distinct-tokens", type=int, help="0 skips the distinct-token memory pass")
+    parser.add_argument("--token-mix", type=int, help="distinct tokens the *-mix targets send in turn (10,000)")
+    parser.add_argument("--decision-n", type=int,
+                        help="decisions per engine for bench/decision_latency.py (0 skips it)")
     parser.add_argument("--iam-workers", type=int, default=int(os.environ.get("IAM_PROXY_BENCH_WORKERS", "2")),
                         help="iam-proxy worker processes (listeners.workers)")
     parser.add_argument("--no-plot", action="store_true")
@@ -228,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     overrides = {"duration": args.duration, "warmup": args.warmup, "repeats": args.repeats,
                  "connections": args.connections, "distinct_tokens": args.distinct_tokens,
+                 "token_mix": args.token_mix, "decision_n": args.decision_n,
                  "fractions": [float(f) for f in args.fractions.split(",") if f] if args.fractions else None}
     plan = Plan(**{**asdict(plan), **{k: v for k, v in overrides.items() if v is not None}})
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
@@ -247,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     if plan.distinct_tokens > 0:
         log(f"preparing {plan.distinct_tokens:,} distinct tokens")
         token_file = distinct_tokens(key_file, plan.distinct_tokens, TOOLS / "bench")
+    mix_file = None
+    if plan.token_mix > 0 and any(TARGETS[n] in MIX_TARGETS for n in names):
+        log(f"preparing the mix of {plan.token_mix:,} distinct tokens")
+        mix_file = distinct_tokens(key_file, plan.token_mix, TOOLS / "bench")
 
     started = time.time()
     load_at_start = list(os.getloadavg())
@@ -260,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             running = None
             try:
                 running = TARGETS[name](ctx)
-                results.append(measure_target(name, running, token, token_file, plan, workdir))
+                results.append(measure_target(name, running, token, token_file, plan, workdir, mix_file))
             except Exception as exc:  # noqa: BLE001 - one broken target is reported, the others still run
                 log(f"{name}: FAILED: {exc}")
                 results.append({"name": name, "rps": None, "p50_ms": None, "p99_ms": None, "cpu_s_per_1k": None,
@@ -272,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         upstream.service.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    decision = None
+    if plan.decision_n > 0:
+        log(f"--- decision latency ({plan.decision_n:,} decisions per engine)")
+        decision = decision_latency(plan.decision_n)
+        for engine, row in decision.get("results", {}).items():
+            log(f"{engine}: " + (f"p50 {row['p50_us']} us" if "p50_us" in row else f"failed: {row['error']}"))
 
     meta = {
         "machine": machine_info(),
@@ -285,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": load_at_start,
     }
     meta["targets"] = evaluate_targets(results)
+    meta["load_average_at_end"] = list(os.getloadavg())
+    meta["decision_latency"] = decision
+    targets = issue_targets(results, decision, plan.token_mix)
+    (out / "targets.json").write_text(json.dumps(targets, indent=2) + "\n")
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "latest-meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     plot = None
@@ -292,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         plot = out / "latency-vs-load.png"
         write_plot(results, plot, meta)
     write_markdown(results, meta, out / "latest.md", plot)
+    with (out / "latest.md").open("a") as md:
+        md.write("\n".join(["", *issue_targets_markdown(targets), ""]))
+    for row in targets:
+        log(f"{'met' if row['met'] else 'NOT MET'}: {row['name']}: {row['value']} {row['unit']} "
+            f"(wanted {row['target']})")
     log(f"wrote {out / 'latest.json'} and {out / 'latest.md'} in {meta['seconds']} s")
     return 0 if all(not r.get("failed") for r in results) else 1
 

@@ -23,6 +23,9 @@ LUA = r"""
 local path = "@PATH@"
 local token = "@TOKEN@"
 local delay_ms = @DELAY_MS@
+-- a file of distinct tokens, one a line ("" for the one fixed token): each thread walks the list
+-- from its own offset, so every request carries the next token and the mix repeats in order
+local token_file = "@TOKEN_FILE@"
 
 local threads = {}
 local next_id = 0
@@ -36,10 +39,19 @@ end
 function init(args)
   non2xx = 0
   fixed = wrk.format("GET", path, {["Authorization"] = "Bearer " .. token})
+  if token_file ~= "" then
+    mix = {}
+    for line in io.lines(token_file) do
+      if line ~= "" then mix[#mix + 1] = line end
+    end
+    position = (id * 7919) % #mix
+  end
 end
 
 function request()
-  return fixed
+  if mix == nil then return fixed end
+  position = position % #mix + 1
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. mix[position]})
 end
 
 function response(status, headers, body)
@@ -89,9 +101,12 @@ def wrk_binary() -> str:
     return found
 
 
-def write_script(directory: Path, *, path: str, token: str, delay_ms: float = 0) -> Path:
-    text = LUA.replace("@PATH@", path).replace("@TOKEN@", token).replace("@DELAY_MS@", f"{delay_ms:.3f}")
-    name = f"wrk-{delay_ms:.3f}.lua"
+def write_script(directory: Path, *, path: str, token: str, delay_ms: float = 0,
+                 token_file: Path | None = None) -> Path:
+    """A wrk script sending `token` on every request, or with `token_file` each token of the file in turn."""
+    text = (LUA.replace("@PATH@", path).replace("@TOKEN@", token).replace("@DELAY_MS@", f"{delay_ms:.3f}")
+            .replace("@TOKEN_FILE@", str(token_file.resolve()) if token_file else ""))
+    name = f"wrk-{delay_ms:.3f}{'-mix' if token_file else ''}.lua"
     script = directory / name
     script.write_text(text)
     return script

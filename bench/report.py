@@ -139,3 +139,139 @@ def write_plot(results: list[dict[str, Any]], path: Path, meta: dict[str, Any]) 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- issue 20's targets (targets.json)
+
+# Row names are stable (tests and docs refer to them); the numbers behind each go in its note.
+THROUGHPUT_NOCACHE = "throughput, distinct tokens, decision cache off, vs oauth2-proxy"
+THROUGHPUT_CACHE = "throughput, distinct tokens, decision cache on, vs oauth2-proxy"
+P99_HALF_PEAK = "p99 at half of each one's own peak, uncached, vs oauth2-proxy"
+LIGHT_ADDED = "median added over a direct call at light load"
+DECISION = "embedded decision, Python call included ({engine})"
+WORKERS = "2 workers vs 1 worker on 2 cores"
+PER_CORE = "{mode} decisions per second per core, no front cache"
+DECISION_ENGINES = ("embedded", "opa-wasm", "opa rest")
+DEFAULT_ENGINE = "embedded"
+PER_CORE_TARGETS = (("forward-auth", "iam-proxy-forward-auth-nocache"),
+                    ("ext_authz gRPC", "envoy-ext-authz-grpc"), ("ext_authz HTTP", "envoy-ext-authz-http"))
+
+
+def issue_target_names() -> list[str]:
+    """Every row `issue_targets` writes, in order."""
+    return ([THROUGHPUT_NOCACHE, THROUGHPUT_CACHE, P99_HALF_PEAK, LIGHT_ADDED]
+            + [DECISION.format(engine=e) for e in DECISION_ENGINES] + [WORKERS]
+            + [PER_CORE.format(mode=m) for m, _ in PER_CORE_TARGETS])
+
+
+def _row(name: str, value: float | None, target: str, met: bool, unit: str, note: str) -> dict[str, Any]:
+    return {"name": name, "value": None if value is None else round(value, 3), "target": target,
+            "met": bool(met) and value is not None, "unit": unit, "note": note}
+
+
+def _missing(names: tuple[str, ...] | list[str], r: dict[str, dict[str, Any]], failed: dict[str, str]) -> str:
+    why = []
+    for n in names:
+        if n in failed:
+            why.append(f"{n} failed: {failed[n]}")
+        elif n not in r:
+            why.append(f"{n} not run")
+    return "not measured in this run: " + "; ".join(why)
+
+
+def _errors(*rows: dict[str, Any]) -> str:
+    bad = [f"{x['name']} had {x['errors']} errors" for x in rows if x.get("errors")]
+    return "; " + ", ".join(bad) + " (an error fails the target)" if bad else ""
+
+
+def issue_targets(results: list[dict[str, Any]], decision: dict[str, Any] | None,
+                  token_mix: int) -> list[dict[str, Any]]:
+    """Issue 20's table: one row per target with `name`, `value`, `target`, `met` (false when not
+    measured, then `value` is null), the `unit` and a `note` saying what was compared."""
+    r = _by_name(results)
+    failed = {x["name"]: x["failed"] for x in results if x.get("failed")}
+    rows: list[dict[str, Any]] = []
+
+    o2p = r.get("oauth2-proxy-mix")
+    for name, iam_name, limit in ((THROUGHPUT_NOCACHE, "iam-proxy-mix-nocache", 1.0),
+                                  (THROUGHPUT_CACHE, "iam-proxy-mix", 1.3)):
+        iam = r.get(iam_name)
+        if iam and o2p:
+            ratio = iam["rps"] / o2p["rps"]
+            rows.append(_row(name, ratio, f">= {limit:.1f}x", ratio >= limit and not (iam["errors"] or o2p["errors"]),
+                             "x", f"{iam_name} {iam['rps']:,.0f} vs oauth2-proxy-mix {o2p['rps']:,.0f} req/s, "
+                                  f"{token_mix:,} distinct tokens in turn" + _errors(iam, o2p)))
+        else:
+            rows.append(_row(name, None, f">= {limit:.1f}x", False, "x",
+                             _missing((iam_name, "oauth2-proxy-mix"), r, failed)))
+
+    iam = r.get("iam-proxy-mix-nocache")
+    if iam and o2p and iam.get("p99_at_half_peak_ms") is not None and o2p.get("p99_at_half_peak_ms") is not None:
+        mine, theirs = iam["p99_at_half_peak_ms"], o2p["p99_at_half_peak_ms"]
+        rows.append(_row(P99_HALF_PEAK, mine, f"<= {theirs:.2f} ms (oauth2-proxy-mix)", mine <= theirs and not iam["errors"],
+                         "ms", f"iam-proxy-mix-nocache {mine:.2f} ms at {iam['half_peak_rps']:,.0f} req/s; "
+                               f"oauth2-proxy-mix {theirs:.2f} ms at {o2p['half_peak_rps']:,.0f} req/s" + _errors(iam)))
+    else:
+        rows.append(_row(P99_HALF_PEAK, None, "<= oauth2-proxy-mix's", False, "ms",
+                         _missing(("iam-proxy-mix-nocache", "oauth2-proxy-mix"), r, failed)
+                         + ("" if not (iam and o2p) else "; no curve point at half of the peak")))
+
+    iam, direct, plain_o2p = r.get("iam-proxy"), r.get("upstream-direct"), r.get("oauth2-proxy-mix")
+    if iam and direct:
+        added = iam["light_p50_ms"] - direct["light_p50_ms"]
+        o2p_note = (f"; oauth2-proxy-mix +{plain_o2p['light_p50_ms'] - direct['light_p50_ms']:.3f} ms"
+                    if plain_o2p else "")
+        rows.append(_row(LIGHT_ADDED, added, "<= +1.0 ms", added <= 1.0, "ms",
+                         f"iam-proxy (defaults, one token) p50 {iam['light_p50_ms']:.3f} ms vs upstream-direct "
+                         f"{direct['light_p50_ms']:.3f} ms at {iam['light_rps']:,.0f} req/s{o2p_note}"))
+    else:
+        rows.append(_row(LIGHT_ADDED, None, "<= +1.0 ms", False, "ms", _missing(("iam-proxy", "upstream-direct"), r, failed)))
+
+    for engine in DECISION_ENGINES:
+        name = DECISION.format(engine=engine)
+        scope = "the target" if engine == DEFAULT_ENGINE else f"informative: the target applies to {DEFAULT_ENGINE}, the default"
+        got = (decision or {}).get("results", {}).get(engine)
+        if got and "p50_us" in got:
+            rows.append(_row(name, got["p50_us"], "<= 100 us", got["p50_us"] <= 100, "us",
+                             f"bench/decision_latency.py, Decider.decide p50 of {got['n']:,} "
+                             f"(mean {got['mean_us']} us, p99 {got['p99_us']} us), "
+                             f"{decision.get('policy', '')}; {scope}"))
+        else:
+            why = got.get("error") if got else ("not run (--decision-n 0)" if decision is None
+                                                else decision.get("error", "no result"))
+            rows.append(_row(name, None, "<= 100 us", False, "us", f"not measured in this run: {why}; {scope}"))
+
+    one, two = r.get("iam-proxy-mix-nocache-1worker"), r.get("iam-proxy-mix-nocache")
+    if one and two:
+        ratio = two["rps"] / one["rps"]
+        rows.append(_row(WORKERS, ratio, ">= 1.6x", ratio >= 1.6, "x",
+                         f"iam-proxy-mix-nocache {two['rps']:,.0f} req/s (2 workers) vs "
+                         f"{one['rps']:,.0f} (1 worker); wrk shares the 2 cores (not pinned apart)"))
+    else:
+        rows.append(_row(WORKERS, None, ">= 1.6x", False, "x",
+                         _missing(("iam-proxy-mix-nocache-1worker", "iam-proxy-mix-nocache"), r, failed)))
+
+    for mode, target in PER_CORE_TARGETS:
+        name = PER_CORE.format(mode=mode)
+        got = r.get(target)
+        by_process = (got or {}).get("cpu_s_per_1k_by_process") or []
+        if got and by_process and by_process[-1] > 0:
+            per_core = 1000 / by_process[-1]  # iam-proxy is the last process tree of these targets
+            rows.append(_row(name, per_core, ">= 5,000", per_core >= 5000 and not got["errors"], "decisions/s/core",
+                             f"{target}: {got['rps']:,.0f} req/s, iam-proxy's processes "
+                             f"{by_process[-1]:.3f} CPU-s per 1,000 decisions (decision cache: the default)"
+                             + _errors(got)))
+        else:
+            rows.append(_row(name, None, ">= 5,000", False, "decisions/s/core", _missing((target,), r, failed)))
+    return rows
+
+
+def issue_targets_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Issue 20 targets (`targets.json`)", "", "| target | value | wanted | verdict | note |",
+             "|---|---:|---|---|---|"]
+    for row in rows:
+        value = "-" if row["value"] is None else f"{row['value']:,.3g} {row['unit']}" if row["value"] < 100 \
+            else f"{row['value']:,.0f} {row['unit']}"
+        verdict = "met" if row["met"] else ("not measured" if row["value"] is None else "**not met**")
+        lines.append(f"| {row['name']} | {value} | {row['target']} | {verdict} | {row['note']} |")
+    return lines

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,8 @@ class Running:
     proxy_pids: list[int]
     services: list[Service] = field(default_factory=list)
     notes: str = ""
+    # the load carries this many distinct tokens in turn (the harness's token mix) instead of one
+    token_mix: bool = False
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -423,6 +425,60 @@ def start_envoy_ext_authz_http(ctx: BenchContext) -> Running:
     return start_envoy_ext_authz(ctx, "http")
 
 
+# The token-mix targets: every request carries the next of N distinct valid tokens (10,000 by
+# default, `--token-mix`), as real traffic from many callers does; the decision cache sees the hit
+# rate that mix gives it, and a token is verified once per worker the first time it is seen.
+
+
+def _mixed(running: Running, note: str) -> Running:
+    running.token_mix = True
+    running.notes = f"{running.notes}; {note}"
+    return running
+
+
+def start_iam_proxy_mix(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy(ctx), "token mix")
+
+
+def start_iam_proxy_mix_nocache(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_nocache(ctx), "token mix")
+
+
+def start_iam_proxy_mix_nocache_1worker(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
+
+
+def start_oauth2_proxy_mix(ctx: BenchContext) -> Running:
+    return _mixed(start_oauth2_proxy(ctx), "token mix")
+
+
+# The token-mix targets: every request carries the next of N distinct valid tokens (10,000 by
+# default, `--token-mix`), as real traffic from many callers does; the decision cache sees the hit
+# rate that mix gives it, and a token is verified once per worker the first time it is seen.
+
+
+def _mixed(running: Running, note: str) -> Running:
+    running.token_mix = True
+    running.notes = f"{running.notes}; {note}"
+    return running
+
+
+def start_iam_proxy_mix(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy(ctx), "token mix")
+
+
+def start_iam_proxy_mix_nocache(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_nocache(ctx), "token mix")
+
+
+def start_iam_proxy_mix_nocache_1worker(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
+
+
+def start_oauth2_proxy_mix(ctx: BenchContext) -> Running:
+    return _mixed(start_oauth2_proxy(ctx), "token mix")
+
+
 TARGETS = {
     "upstream-direct": start_upstream_direct,
     "nginx-proxy": start_nginx_proxy,
@@ -434,7 +490,13 @@ TARGETS = {
     "oauth2-proxy": start_oauth2_proxy,
     "envoy-ext-authz-grpc": start_envoy_ext_authz_grpc,
     "envoy-ext-authz-http": start_envoy_ext_authz_http,
+    "iam-proxy-mix": start_iam_proxy_mix,
+    "iam-proxy-mix-nocache": start_iam_proxy_mix_nocache,
+    "iam-proxy-mix-nocache-1worker": start_iam_proxy_mix_nocache_1worker,
+    "oauth2-proxy-mix": start_oauth2_proxy_mix,
 }
+MIX_TARGETS = {start_iam_proxy_mix, start_iam_proxy_mix_nocache, start_iam_proxy_mix_nocache_1worker,
+               start_oauth2_proxy_mix}
 # Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
 # path, and each pass costs one signature verification per token).
 DISTINCT_TOKEN_TARGETS = {"iam-proxy", "oauth2-proxy"}

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # `make bench` / `make bench QUICK=1`: install what the benchmark needs (idempotently), then run the
-# side-by-side harness. Results: bench/results/latest.{json,md}, latency-vs-load.png.
+# side-by-side harness. Results: bench/results/latest.{json,md}, latency-vs-load.png, targets.json.
 #   scripts/bench.sh [--quick] [extra harness options, e.g. --targets iam-proxy,oauth2-proxy]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  echo "usage: scripts/bench.sh [--quick] [harness options]   (the harness's options follow)"
+  exec .venv/bin/python -m bench.harness --help
+fi
 # shellcheck source=scripts/versions.env
 source scripts/versions.env
 

@@ -1,0 +1,58 @@
+"""docs/performance.md's blocks: the `make bench` commands (every option they pass exists, every
+target they name is one the harness knows) and the worker-processes fragment (through the real
+settings loader)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from snippets import snippet
+from support import PYTHON, REPO
+from test_config_snippets import load
+
+from bench.targets import TARGETS
+
+
+def _commands() -> list[str]:
+    lines = [line.split("#", 1)[0].strip() for line in snippet("bench-commands").text.splitlines()]
+    return [line for line in lines if line]
+
+
+def _help(argv: list[str]) -> str:
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_the_commands_are_the_ones_the_page_describes():
+    programs = [c.split()[0] if c.startswith(("make", "scripts/")) else " ".join(c.split()[:3]) for c in _commands()]
+    assert programs == ["make", "make", "scripts/bench.sh", ".venv/bin/python -m bench.profile",
+                        ".venv/bin/python -m bench.stack"]
+
+
+def test_make_bench_and_its_quick_mode_exist():
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^bench:", makefile, re.M)
+    assert "$(if $(QUICK),--quick,)" in makefile
+    assert "--quick" in _help([str(REPO / "scripts" / "bench.sh"), "--help"])
+
+
+@pytest.mark.parametrize("command", [c for c in _commands() if not c.startswith("make")])
+def test_every_option_of_a_command_exists(command):
+    words = command.split()
+    argv = [str(REPO / words[0])] if words[0].startswith("scripts/") else [PYTHON, "-m", words[2]]
+    text = _help([*argv, "--help"])
+    for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", command):
+        assert option in text, f"{option} of {command!r} is not an option"
+    for names in re.findall(r"--targets?\s+([\w,-]+)", command):
+        for name in names.split(","):
+            assert name in TARGETS, name
+
+
+def test_workers_fragment_is_valid_configuration(tmp_path, monkeypatch):
+    settings = load("workers-yaml", tmp_path, monkeypatch)
+    assert settings.listeners.workers == 2
+    assert settings.listeners.proxy.port == 8080 and settings.listeners.admin.port == 9090
