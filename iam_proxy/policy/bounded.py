@@ -4,8 +4,10 @@ Compiling a policy or evaluating it once at load is code we do not control (rego
 make it loop or allocate without end (`strings.replace_n({"": "x"}, s)` did both). The step runs in
 a child forked from this process, so it costs no interpreter start; the parent watches the clock
 and the child's resident memory (rego-cpp's allocator reserves hundreds of GB of address space up
-front, so RLIMIT_AS cannot bound it) and kills the child when either runs out. The child reports
-what it is doing (`progress`), so a refusal can name the rule it was evaluating.
+front, so RLIMIT_AS cannot bound it) and kills the child when either runs out. The memory bound is
+on what the step adds: a forked child starts with its parent's resident pages counted as its own,
+and a proxy (or a test process) that already holds more than the bound must not fail every load.
+The child reports what it is doing (`progress`), so a refusal can name the rule it was evaluating.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def _rss(pid: int) -> int:
 def run_bounded(step: Callable[[Callable[[str], None]], Any], timeout: float, max_bytes: int) -> Any:
     """`step(progress)` in a forked child; its return value (pickled), or its exception re-raised here."""
     read_fd, write_fd = os.pipe()
+    inherited = _rss(os.getpid())
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_fd)
@@ -64,17 +67,17 @@ def run_bounded(step: Callable[[Callable[[str], None]], Any], timeout: float, ma
             os._exit(status)
     os.close(write_fd)
     try:
-        return _watch(pid, read_fd, timeout, max_bytes)
+        return _watch(pid, read_fd, timeout, inherited + max_bytes)
     finally:
         os.close(read_fd)
 
 
-def _watch(pid: int, fd: int, timeout: float, max_bytes: int) -> Any:
+def _watch(pid: int, fd: int, timeout: float, max_rss: int) -> Any:
     deadline = time.monotonic() + timeout
     buffer = b""
     doing = "starting"
     while True:
-        exceeded = "time" if time.monotonic() >= deadline else "memory" if _rss(pid) > max_bytes else ""
+        exceeded = "time" if time.monotonic() >= deadline else "memory" if _rss(pid) > max_rss else ""
         if exceeded:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

@@ -40,6 +40,15 @@ def test_a_step_that_grows_is_killed_at_its_memory_bound():
     assert caught.value.what == "memory"
 
 
+def test_the_memory_bound_counts_what_the_step_adds_not_what_the_parent_already_holds():
+    # a forked child counts its parent's resident pages as its own; a parent past the bound (a long
+    # test session did it in CI) must not make every load fail
+    held = bytearray(320 << 20)
+    held[::4096] = b"x" * len(held[::4096])
+    assert run_bounded(lambda progress: "loaded", timeout=10, max_bytes=256 << 20) == "loaded"
+    del held
+
+
 def test_a_step_returns_its_value_or_raises_its_exception():
     assert run_bounded(lambda progress: {"ok": [1, 2]}, timeout=5, max_bytes=1 << 30) == {"ok": [1, 2]}
     with pytest.raises(ValueError, match="bad"):
