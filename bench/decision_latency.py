@@ -1,6 +1,7 @@
 """Per-decision latency of the policy engines, measured in one run on the same input and policies:
 
-    embedded          rego-cpp in process (the default engine)
+    embedded          rego-cpp in process
+    opa-lib           OPA's own evaluator in process (Go, as a shared library; iam_proxy/policy/opalib/)
     embedded + cache  the same, through the decision cache (request id and time change every call)
     opa-wasm          OPA's own compiler to WebAssembly (`opa build -t wasm`), run in process by wasmtime
     opa rest          the real `opa run --server` over its REST data API, pooled keep-alive connection
@@ -33,6 +34,7 @@ from iam_proxy.policy.cache import DecisionCache  # noqa: E402
 from iam_proxy.policy.decider import Decider  # noqa: E402
 from iam_proxy.policy.embedded import EmbeddedEngine  # noqa: E402
 from iam_proxy.policy.opa_http import OpaHttpEngine  # noqa: E402
+from iam_proxy.policy.opa_lib import OpaLibEngine  # noqa: E402
 from iam_proxy.policy.opa_wasm import OpaWasmEngine  # noqa: E402
 from iam_proxy.settings.policy import DecisionCacheSettings, OpaServerSettings  # noqa: E402
 
@@ -96,6 +98,10 @@ async def run(n: int) -> dict:
     except Exception as exc:  # noqa: BLE001 - reported as this engine's result
         errors["embedded"] = errors["embedded + cache"] = f"{type(exc).__name__}: {exc}"
     try:
+        engines["opa-lib"] = OpaLibEngine(REPO / "policies", [PATH])
+    except Exception as exc:  # noqa: BLE001
+        errors["opa-lib"] = f"{type(exc).__name__}: {exc}"
+    try:
         engines["opa-wasm"] = OpaWasmEngine(REPO / "policies", [PATH])
     except Exception as exc:  # noqa: BLE001
         errors["opa-wasm"] = f"{type(exc).__name__}: {exc}"
@@ -115,13 +121,14 @@ async def run(n: int) -> dict:
         engines["opa"] = remote
     except Exception as exc:  # noqa: BLE001
         errors["opa rest"] = f"{type(exc).__name__}: {exc}"
-    routes = {"embedded": "embedded", "cached": "embedded", "opa": "opa", "opa-wasm": "opa-wasm"}
+    routes = {"embedded": "embedded", "cached": "embedded", "opa": "opa", "opa-wasm": "opa-wasm",
+              "opa-lib": "opa-lib"}
     decider = Decider(engines, {r: e for r, e in routes.items() if e in engines}, frozenset({"cached"}),
                       DecisionCache(DecisionCacheSettings()), metrics)
     results: dict[str, dict] = {}
     try:
         for name, route, engine in (("embedded", "embedded", "embedded"), ("embedded + cache", "cached", "embedded"),
-                                    ("opa-wasm", "opa-wasm", "opa-wasm"), ("opa rest", "opa", "opa")):
+                                    ("opa-lib", "opa-lib", "opa-lib"), ("opa-wasm", "opa-wasm", "opa-wasm"), ("opa rest", "opa", "opa")):
             if name in errors or engine not in engines:
                 results[name] = {"error": errors.get(name, "not set up")}
                 continue

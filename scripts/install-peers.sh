@@ -2,9 +2,10 @@
 # Installs what a step of the project needs, idempotently, from the project's own files:
 #   install-peers.sh run   Debian packages `make run` needs (scripts/debian-packages.txt, step run)
 #   install-peers.sh opa   the pinned OPA binary only (`make policy-test`)
+#   install-peers.sh opa-lib  OPA's evaluator as a shared library (engine `opa-lib`), built with Go
 #   install-peers.sh ci    the clean-root check's tools (step ci)
 #   install-peers.sh       everything `make test` needs: Debian packages of steps run, build and test,
-#                          then OPA, helm and kubeconform (go install), Keycloak (mvn), saml-idp and the ECS schema (npm ci)
+#                          then OPA, its library, helm and kubeconform (go), Keycloak (mvn), saml-idp and the ECS schema (npm ci)
 # Go, Maven and npm downloads are cached under ~/.cache/iam-proxy (IAM_PROXY_TOOLS), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,21 @@ go_install() {  # name module version
   ln -sf "$dest/$name" "$TOOLS/bin/$name"
 }
 
+# OPA's evaluator as a C shared library (iam_proxy/policy/opalib/, engine `opa-lib`), built once
+# per version of its sources; iam_proxy/core/extras.py finds it at $TOOLS/lib/libiamopa.so
+opa_lib() {
+  local src=iam_proxy/policy/opalib digest dest
+  digest=$(cat "$src/go.mod" "$src/go.sum" "$src"/*.go | sha256sum | cut -c1-16)
+  dest="$TOOLS/opalib-$digest"
+  if [ ! -f "$dest/libiamopa.so" ]; then
+    echo "building OPA's library ($src) with go build (first time only)"
+    (cd "$src" && GOFLAGS=-mod=mod go build -buildmode=c-shared -trimpath -o "$dest.tmp/libiamopa.so" .)
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+  fi
+  mkdir -p "$TOOLS/lib"
+  ln -sf "$dest/libiamopa.so" "$TOOLS/lib/libiamopa.so"
+}
+
 case "${1:-}" in
   run)
     # without root the quick start still runs: on glibc's malloc, with a warning at startup
@@ -58,11 +74,15 @@ case "${1:-}" in
   opa)
     go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
     exit 0 ;;
+  opa-lib)
+    go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
+    opa_lib
+    exit 0 ;;
   ci)
     install_debs ci
     exit 0 ;;
   '') ;;
-  *) echo "usage: $0 [run|opa|ci]" >&2; exit 2 ;;
+  *) echo "usage: $0 [run|opa|opa-lib|ci]" >&2; exit 2 ;;
 esac
 
 install_debs run build test
@@ -72,6 +92,7 @@ for svc in slapd nginx rsyslog redis-server krb5-kdc; do
 done
 
 go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
+opa_lib
 # the chart of deploy/helm: rendered by helm, checked against the Kubernetes schemas by kubeconform
 go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
 go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"

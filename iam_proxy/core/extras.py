@@ -8,6 +8,7 @@ config error names the key and the command that installs the missing part.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -26,3 +27,19 @@ def require_program(program: str, debian_package: str) -> None:
     if program_path(program) is None:
         raise ValueError(f"needs the {program} program, which is not installed: "
                          f"apt-get install {debian_package} (see docs/deployment.md)")
+
+
+def opa_library() -> str | None:
+    """OPA's evaluator as a shared library (engine `opa-lib`): IAM_PROXY_OPA_LIB, then the one
+    `scripts/install-peers.sh opa-lib` builds from iam_proxy/policy/opalib/."""
+    for candidate in (os.environ.get("IAM_PROXY_OPA_LIB"),
+                      str(Path.home() / ".cache" / "iam-proxy" / "lib" / "libiamopa.so")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def require_opa_library() -> None:
+    if opa_library() is None:
+        raise ValueError("engine 'opa-lib' needs OPA's library, which is not built: "
+                         "scripts/install-peers.sh opa-lib (needs Go; see docs/policy-engines.md)")

@@ -1,6 +1,6 @@
 """The decision step: pick the route's engine, consult the cache, ask the engine, count the result.
 
-    route id -> engine ("embedded" | "opa-wasm" | "opa") -> cache hit? -> engine -> strict parse
+    route id -> engine ("embedded" | "opa-lib" | "opa-wasm" | "opa") -> cache hit? -> engine -> strict parse
 
 Failures propagate as `PolicyError` with their reason code (see engine.py); each is counted in
 `iam_proxy_policy_decisions_total{engine, result}` before it leaves.

@@ -1,6 +1,6 @@
 """Everything the policy stage needs at run time, built once from validated settings:
 
-- one engine per kind the routes use: `embedded` or `opa-wasm` (policy dir, or a bundle file/URL)
+- one engine per kind the routes use: `embedded`, `opa-lib` or `opa-wasm` (policy dir, or a bundle file/URL)
   and/or `opa`;
 - the Decider (route -> engine, decision cache, metrics);
 - the OPA-compatible decision-log writer, when configured;
@@ -21,6 +21,7 @@ from .decision_log import DecisionLogWriter
 from .embedded import EmbeddedEngine
 from .engine import PolicyEngine
 from .opa_http import OpaHttpEngine
+from .opa_lib import OpaLibEngine
 from .opa_wasm import OpaWasmEngine
 
 log = logging.getLogger("iam_proxy.policy")
@@ -34,7 +35,8 @@ class PolicyRuntime:
         route_engines = {route.id: settings.engine_for(route) for route in settings.routes}
         self.engines: dict[str, PolicyEngine] = {}
         self.bundles: dict[str, BundleSource] = {}  # engine kind -> its own bundle source (own ETag)
-        for kind, engine_class in (("embedded", EmbeddedEngine), ("opa-wasm", OpaWasmEngine)):
+        for kind, engine_class in (("embedded", EmbeddedEngine), ("opa-lib", OpaLibEngine),
+                                   ("opa-wasm", OpaWasmEngine)):
             if kind not in route_engines.values():
                 continue
             entrypoints = [r.policy.path for r in settings.routes if route_engines[r.id] == kind]
@@ -56,7 +58,7 @@ class PolicyRuntime:
         jobs: list[Coroutine[Any, Any, None]] = []
         interval = self.settings.policy.reload_interval_seconds
         for kind, embedded in self.engines.items():
-            if not isinstance(embedded, EmbeddedEngine):  # OpaWasmEngine is one too
+            if not isinstance(embedded, EmbeddedEngine):  # OpaLibEngine and OpaWasmEngine are too
                 continue
             bundle = self.bundles.get(kind)
             if bundle is not None:

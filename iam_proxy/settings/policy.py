@@ -87,7 +87,7 @@ class DecisionLogSettings(Model):
 
 
 class PolicySettings(Model):
-    engine: Literal["embedded", "opa-wasm", "opa"] = "embedded"
+    engine: Literal["embedded", "opa-lib", "opa-wasm", "opa"] = "embedded"
     dir: Path = Path("policies")
     bundle: BundleSettings | None = None  # replaces dir as the embedded engine's source
     reload_interval_seconds: float = Field(default=1.0, ge=0)  # 0 = no reload

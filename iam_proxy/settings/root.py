@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
+from ..core.extras import require_opa_library
 from .audit import AuditSettings
 from .authn import (AuthenticatorSettings, IntrospectionAuthenticatorSettings, JWTAuthenticatorSettings,
                     OIDCSessionAuthenticatorSettings)
@@ -74,6 +75,12 @@ class Settings(Model):
                 if enricher_name not in self.enrichers:
                     raise ValueError(f"routes[{i}].enrichers[{j}]: unknown enricher {enricher_name!r}")
             engine = route.policy.engine or self.policy.engine
+            if engine == "opa-lib":
+                try:
+                    require_opa_library()
+                except ValueError as exc:
+                    key = f"routes[{i}].policy.engine" if route.policy.engine else "policy.engine"
+                    raise ValueError(f"{key}: {exc}") from None
             if engine == "opa" and self.policy.opa is None:
                 raise ValueError(f"routes[{i}].policy.engine: engine 'opa' needs policy.opa.url")
             if engine == "opa" and route.policy.cache is True:
@@ -87,7 +94,7 @@ class Settings(Model):
     def caches_decisions(self, route: Route) -> bool:
         if route.policy.cache is not None:
             return route.policy.cache
-        return self.engine_for(route) in ("embedded", "opa-wasm")
+        return self.engine_for(route) in ("embedded", "opa-wasm", "opa-lib")
 
 
 def _check_saml(settings: "Settings") -> None:

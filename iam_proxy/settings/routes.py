@@ -35,8 +35,8 @@ class RoutePolicy(Model):
     # The decision path, as in OPA: "iam/authz/decision" or "envoy/authz/allow".
     path: str = "iam/authz/decision"
     dry_run: bool = False
-    # "embedded", "opa-wasm" or "opa"; unset = policy.engine.
-    engine: Literal["embedded", "opa-wasm", "opa"] | None = None
+    # "embedded", "opa-lib", "opa-wasm" or "opa"; unset = policy.engine.
+    engine: Literal["embedded", "opa-lib", "opa-wasm", "opa"] | None = None
     # Cache this route's decisions (see policy.cache). Unset: on for the embedded engine, whose
     # revision the proxy controls; true is refused for engine "opa".
     cache: bool | None = None

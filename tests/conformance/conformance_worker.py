@@ -1,6 +1,6 @@
 """The embedded engine in a child of the conformance runner (runner.py): one case per request line.
 
-Request `{"modules": [...], "data": {...}, "path": "a/b", "input": {...}, "engine": "embedded" | "opa-wasm"}`; answer, one JSON line:
+Request `{"modules": [...], "data": {...}, "path": "a/b", "input": {...}, "engine": "embedded" | "opa-lib" | "opa-wasm"}`; answer, one JSON line:
 `{"refused": msg}` (load), `{"value": v}`, `{"undefined": true}`, `{"error": msg}` (evaluation), or
 `{"exception": "Type: msg"}` when something other than the engine's own errors escaped (a crash of ours).
 """
@@ -16,10 +16,11 @@ import orjson
 
 from iam_proxy.policy.embedded import EmbeddedEngine
 from iam_proxy.policy.engine import PolicyEvaluationError, UndefinedDecision
+from iam_proxy.policy.opa_lib import OpaLibEngine
 from iam_proxy.policy.opa_wasm import OpaWasmEngine
 from iam_proxy.policy.source import PolicyLoadError, PolicySource
 
-ENGINES = {"embedded": EmbeddedEngine, "opa-wasm": OpaWasmEngine}
+ENGINES = {"embedded": EmbeddedEngine, "opa-lib": OpaLibEngine, "opa-wasm": OpaWasmEngine}
 
 
 def evaluate(request: dict[str, Any]) -> dict[str, Any]:

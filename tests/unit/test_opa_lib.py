@@ -1,0 +1,125 @@
+"""The opa-lib engine: OPA's own evaluator in process (the shared library scripts/install-peers.sh
+builds from iam_proxy/policy/opalib/, which `make test` builds first)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import time
+
+import pytest
+
+from iam_proxy.core.extras import opa_library
+from iam_proxy.policy import opa_lib
+from iam_proxy.policy.engine import PolicyEvaluationError, UndefinedDecision
+from iam_proxy.policy.opa_lib import OpaLibEngine
+from iam_proxy.policy.source import PolicyLoadError, PolicySource
+from iam_proxy.core.errors import ConfigError
+from iam_proxy.settings import parse_settings
+from snippets import snippet
+from support import REPO
+
+
+def engine(text: str, *paths: str, data: dict | None = None) -> OpaLibEngine:
+    return OpaLibEngine(None, list(paths), source=PolicySource({"t.rego": text}, data or {}, "r", ()))
+
+
+def decide(e: OpaLibEngine, path: str, policy_input: dict):
+    return asyncio.run(e.decide(path, policy_input)).value
+
+
+def test_the_documented_build_command_builds_the_library_from_the_pinned_opa():
+    build = subprocess.run(["bash", "-euc", snippet("opa-lib-build").text], cwd=REPO, capture_output=True, text=True,
+                           timeout=900)  # two minutes the first time; seconds once built
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert opa_library() is not None
+    versions = (REPO / "scripts" / "versions.env").read_text()
+    pinned = re.search(r"^OPA_VERSION=(\S+)", versions, re.M).group(1)
+    go_mod = (REPO / "iam_proxy" / "policy" / "opalib" / "go.mod").read_text()
+    assert f"github.com/open-policy-agent/opa {pinned}\n" in go_mod
+
+
+def test_decisions_data_false_and_undefined_are_opas():
+    e = engine('package t\n\ndefault allow := false\n\nallow if input.user in data.admins\n\n'
+               'deny if $"{input.user}" == "mallory"\n', "t/allow", "t/deny", data={"admins": ["alice"]})
+    assert (decide(e, "t/allow", {"user": "alice"}), decide(e, "t/allow", {"user": "bob"})) == (True, False)
+    assert decide(e, "t/deny", {"user": "mallory"}) is True
+    with pytest.raises(UndefinedDecision):
+        decide(e, "t/deny", {"user": "alice"})
+    with pytest.raises(UndefinedDecision):
+        decide(e, "t/nothing_here", {})
+
+
+def test_what_the_other_in_process_engines_get_wrong_it_gets_right():
+    e = engine('package t\n\nr := strings.replace_n({"a": "b", "b": "a"}, input.s)\n\n'
+               'u := object.union({"b": {"c": 1}}, {"b": {"d": 2}})\n\n'
+               'g := graphql.is_valid("{ a }", "type Query { a: Int }")\n\n'
+               's := {"b", "a", "c"}\n\nbig := 123456789012345678901234567890 + 1\n\n'
+               'm := sprintf("%.2f %v", [1.5, [1]])\n', "t/r", "t/u", "t/g", "t/s", "t/big", "t/m")
+    assert decide(e, "t/r", {"s": "abba"}) == "baab"
+    assert decide(e, "t/u", {}) == {"b": {"c": 1, "d": 2}}
+    assert decide(e, "t/g", {}) is True
+    assert decide(e, "t/s", {}) == ["a", "b", "c"]  # a set, in OPA's order
+    assert decide(e, "t/big", {}) == 123456789012345678901234567891
+    assert decide(e, "t/m", {}) == "1.50 [1]"
+
+
+def test_what_opa_refuses_is_refused_at_load_with_its_file_and_line():
+    with pytest.raises(PolicyLoadError) as refused:
+        engine("package t\n\nallow if {\n  x == 1\n}\n", "t/allow")
+    assert "t.rego:4: var x is unsafe (OPA)" in str(refused.value)
+
+
+def test_a_conflict_fails_the_evaluation():
+    e = engine("package t\n\nc := 1\n\nc := 2 if input.x\n", "t/c")
+    assert decide(e, "t/c", {}) == 1
+    with pytest.raises(PolicyEvaluationError, match="eval_conflict_error: rule data.t.c produced conflicting values"):
+        decide(e, "t/c", {"x": True})
+
+
+def test_a_policy_that_runs_too_long_is_stopped_at_its_deadline(monkeypatch):
+    monkeypatch.setattr(opa_lib, "EVAL_TIMEOUT_MS", 300)
+    e = engine("package t\n\nslow if {\n  some i in numbers.range(1, 5000)\n  some j in numbers.range(1, 5000)\n"
+               "  some k in numbers.range(1, 5000)\n  i + j + k < 0\n}\n", "t/slow")
+    started = time.monotonic()
+    with pytest.raises(PolicyEvaluationError, match="did not finish within 300 ms"):
+        decide(e, "t/slow", {})
+    assert time.monotonic() - started < 5
+
+
+def test_the_shipped_policies_decide_as_in_the_embedded_engine():
+    e = OpaLibEngine(REPO / "policies", ["iam/authz/decision"])
+    finance = {"identity": {"sub": "alice", "groups": ["finance"], "roles": []}, "parsed_path": ["api", "invoices", "1"],
+               "attributes": {"request": {"http": {"method": "GET", "path": "/api/invoices/1", "headers": {}}}},
+               "route": {"labels": {}}}
+    sales = {**finance, "identity": {"sub": "bob", "groups": ["sales"], "roles": []}}
+    assert decide(e, "iam/authz/decision", finance)["allowed"] is True
+    denied = decide(e, "iam/authz/decision", sales)
+    assert denied["allowed"] is False and denied["reasons"] == ["user bob may not GET /api/invoices/1"]
+
+
+def test_a_new_revision_replaces_the_compiled_policy_and_frees_the_old_one():
+    e = engine("package t\n\nv := 1\n", "t/v")
+    old = e._compiled
+    e.activate(PolicySource({"t.rego": "package t\n\nv := 2\n"}, {}, "r2", ()))
+    assert (decide(e, "t/v", {}), e.revision) == (2, "r2")
+    handle = old.handle
+    del old
+    with pytest.raises(PolicyEvaluationError, match="no such policy"):
+        opa_lib._Policy.evaluate(type("Released", (), {"lib": e._compiled.lib, "handle": handle})(), "t/v", b"{}")
+
+
+def test_choosing_it_without_the_library_is_a_config_error_naming_the_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("IAM_PROXY_OPA_LIB", "")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = {"identity_providers": [{"id": "dev", "issuer": "https://idp", "jwks_file": "jwks.json",
+                                      "audiences": ["api"]}],
+              "authenticators": {"bearer": {"type": "jwt", "providers": ["dev"]}},
+              "policy": {"engine": "opa-lib"},
+              "routes": [{"id": "api", "upstream": "http://127.0.0.1:1", "authenticators": ["bearer"]}]}
+    with pytest.raises(ConfigError, match=r"policy\.engine: engine 'opa-lib' needs OPA's library, which is not "
+                                          r"built: scripts/install-peers.sh opa-lib"):
+        parse_settings(config)
+    monkeypatch.setenv("IAM_PROXY_OPA_LIB", str(REPO / "pyproject.toml"))  # found: a file there
+    assert parse_settings(config).policy.engine == "opa-lib"
