@@ -287,8 +287,8 @@ def _start_iam(ctx: BenchContext, name: str, policy: dict[str, Any],
     return service, port
 
 
-def _embedded_policy() -> dict[str, Any]:
-    return {"engine": "embedded", "dir": str(REPO / "policies")}
+def _embedded_policy(engine: str = "embedded") -> dict[str, Any]:
+    return {"engine": engine, "dir": str(REPO / "policies")}
 
 
 def start_upstream_direct(ctx: BenchContext) -> Running:
@@ -315,6 +315,19 @@ def start_iam_proxy_nocache(ctx: BenchContext) -> Running:
     return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
                    notes=f"as iam-proxy, decision cache off: the engine evaluates every request, "
                          f"{ctx.iam_workers} worker(s)")
+
+
+def start_iam_proxy_opa_lib_nocache(ctx: BenchContext) -> Running:
+    service, port = _start_iam(ctx, "iam-proxy-opa-lib-nocache", _embedded_policy("opa-lib"), cache_decisions=False)
+    return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
+                   notes=f"engine opa-lib (OPA's evaluator in process), decision cache off, "
+                         f"{ctx.iam_workers} worker(s)")
+
+
+def start_iam_proxy_opa_lib(ctx: BenchContext) -> Running:
+    service, port = _start_iam(ctx, "iam-proxy-opa-lib", _embedded_policy("opa-lib"))
+    return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
+                   notes=f"engine opa-lib, decision cache on, {ctx.iam_workers} worker(s)")
 
 
 def opa_binary() -> Path:
@@ -452,31 +465,16 @@ def start_oauth2_proxy_mix(ctx: BenchContext) -> Running:
     return _mixed(start_oauth2_proxy(ctx), "token mix")
 
 
-# The token-mix targets: every request carries the next of N distinct valid tokens (10,000 by
-# default, `--token-mix`), as real traffic from many callers does; the decision cache sees the hit
-# rate that mix gives it, and a token is verified once per worker the first time it is seen.
+def start_iam_proxy_opa_lib_mix(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_opa_lib(ctx), "token mix")
 
 
-def _mixed(running: Running, note: str) -> Running:
-    running.token_mix = True
-    running.notes = f"{running.notes}; {note}"
-    return running
+def start_iam_proxy_opa_lib_mix_nocache(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_opa_lib_nocache(ctx), "token mix")
 
 
-def start_iam_proxy_mix(ctx: BenchContext) -> Running:
-    return _mixed(start_iam_proxy(ctx), "token mix")
-
-
-def start_iam_proxy_mix_nocache(ctx: BenchContext) -> Running:
-    return _mixed(start_iam_proxy_nocache(ctx), "token mix")
-
-
-def start_iam_proxy_mix_nocache_1worker(ctx: BenchContext) -> Running:
-    return _mixed(start_iam_proxy_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
-
-
-def start_oauth2_proxy_mix(ctx: BenchContext) -> Running:
-    return _mixed(start_oauth2_proxy(ctx), "token mix")
+def start_iam_proxy_opa_lib_mix_nocache_1worker(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_opa_lib_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
 
 
 TARGETS = {
@@ -494,9 +492,13 @@ TARGETS = {
     "iam-proxy-mix-nocache": start_iam_proxy_mix_nocache,
     "iam-proxy-mix-nocache-1worker": start_iam_proxy_mix_nocache_1worker,
     "oauth2-proxy-mix": start_oauth2_proxy_mix,
+    "iam-proxy-opa-lib-mix": start_iam_proxy_opa_lib_mix,
+    "iam-proxy-opa-lib-mix-nocache": start_iam_proxy_opa_lib_mix_nocache,
+    "iam-proxy-opa-lib-mix-nocache-1worker": start_iam_proxy_opa_lib_mix_nocache_1worker,
 }
 MIX_TARGETS = {start_iam_proxy_mix, start_iam_proxy_mix_nocache, start_iam_proxy_mix_nocache_1worker,
-               start_oauth2_proxy_mix}
+               start_oauth2_proxy_mix, start_iam_proxy_opa_lib_mix, start_iam_proxy_opa_lib_mix_nocache,
+               start_iam_proxy_opa_lib_mix_nocache_1worker}
 # Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
 # path, and each pass costs one signature verification per token).
 DISTINCT_TOKEN_TARGETS = {"iam-proxy", "oauth2-proxy"}

@@ -84,3 +84,10 @@ def test_verdicts_follow_the_measured_figures():
     assert by_name["forward-auth decisions per second per core, no front cache"]["value"] == 4000  # 1000 / 0.25
     grpc = by_name["ext_authz gRPC decisions per second per core, no front cache"]
     assert grpc["value"] is None and "Envoy not found" in grpc["note"]
+    # the same throughput rows with engine opa-lib, judged by the same targets
+    results += [_result("iam-proxy-opa-lib-mix-nocache", 2100), _result("iam-proxy-opa-lib-mix-nocache-1worker", 1500)]
+    by_name = {row["name"]: row for row in issue_targets(results, decision, 10_000)}
+    lib = by_name["throughput, distinct tokens, decision cache off, vs oauth2-proxy (engine opa-lib)"]
+    assert (lib["value"], lib["met"]) == (1.05, True)
+    assert by_name["throughput, distinct tokens, decision cache on, vs oauth2-proxy (engine opa-lib)"]["value"] is None
+    assert by_name["2 workers vs 1 worker on 2 cores (engine opa-lib)"]["value"] == 1.4
