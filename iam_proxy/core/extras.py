@@ -31,9 +31,9 @@ def require_program(program: str, debian_package: str) -> None:
 
 def opa_library() -> str | None:
     """OPA's evaluator as a shared library (engine `opa-lib`): IAM_PROXY_OPA_LIB, then the one
-    `scripts/install-peers.sh opa-lib` builds from iam_proxy/policy/opalib/."""
-    for candidate in (os.environ.get("IAM_PROXY_OPA_LIB"),
-                      str(Path.home() / ".cache" / "iam-proxy" / "lib" / "libiamopa.so")):
+    `scripts/install-peers.sh opa-lib` builds from iam_proxy/policy/opalib/ (into IAM_PROXY_TOOLS)."""
+    tools = os.environ.get("IAM_PROXY_TOOLS") or str(Path.home() / ".cache" / "iam-proxy")
+    for candidate in (os.environ.get("IAM_PROXY_OPA_LIB"), str(Path(tools) / "lib" / "libiamopa.so")):
         if candidate and Path(candidate).is_file():
             return candidate
     return None

@@ -112,7 +112,7 @@ def test_a_new_revision_replaces_the_compiled_policy_and_frees_the_old_one():
 
 def test_choosing_it_without_the_library_is_a_config_error_naming_the_key(monkeypatch, tmp_path):
     monkeypatch.setenv("IAM_PROXY_OPA_LIB", "")
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("IAM_PROXY_TOOLS", str(tmp_path))
     config = {"identity_providers": [{"id": "dev", "issuer": "https://idp", "jwks_file": "jwks.json",
                                       "audiences": ["api"]}],
               "authenticators": {"bearer": {"type": "jwt", "providers": ["dev"]}},
