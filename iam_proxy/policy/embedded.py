@@ -338,3 +338,15 @@ class EmbeddedEngine:
 
     async def close(self) -> None:
         return None
+
+
+class CompiledByOpaEngine(EmbeddedEngine):
+    """An in-process engine whose policies OPA compiled (opa_lib.py, opa_wasm.py): loading as above,
+    and a compiled form with `evaluate(entrypoint, input JSON)` that raises UndefinedDecision or
+    PolicyEvaluationError itself."""
+
+    async def decide(self, path: str, policy_input: dict[str, Any]) -> EngineResult:
+        compiled: Any = self._compiled
+        document = orjson.dumps(project(policy_input, compiled.reads.input if compiled.reads else WHOLE))
+        return EngineResult(value=compiled.evaluate(path, document), revision=compiled.source.revision,
+                            engine=self.name)

@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 
 from ..core.extras import opa_library
-from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
-from .embedded import EmbeddedEngine
-from .input_reads import WHOLE, PolicyReads, analyse, project
+from .engine import PolicyEvaluationError, UndefinedDecision
+from .embedded import CompiledByOpaEngine
+from .input_reads import PolicyReads, analyse
 from .source import PolicyLoadError, PolicyProblem, PolicySource
 
 EVAL_TIMEOUT_MS = 1000  # per decision; OPA cancels the evaluation and the request is denied
@@ -114,11 +114,6 @@ def compile_with_opa(source: PolicySource, entrypoints: list[str]) -> _Policy:
     return policy
 
 
-class OpaLibEngine(EmbeddedEngine):
+class OpaLibEngine(CompiledByOpaEngine):
     name = "opa-lib"
     compile = staticmethod(compile_with_opa)  # type: ignore[assignment]
-
-    async def decide(self, path: str, policy_input: dict[str, Any]) -> EngineResult:
-        policy: _Policy = self._compiled  # type: ignore[assignment]
-        document = orjson.dumps(project(policy_input, policy.reads.input if policy.reads else WHOLE))
-        return EngineResult(value=policy.evaluate(path, document), revision=policy.source.revision, engine=self.name)

@@ -30,9 +30,9 @@ import wasmtime
 
 from . import opa_tool
 from .bounded import BoundExceeded, ChildFailed
-from .embedded import EmbeddedEngine, _opa_verdict
-from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
-from .input_reads import WHOLE, PolicyReads, project, reads_of
+from .embedded import CompiledByOpaEngine, _opa_verdict
+from .engine import PolicyEvaluationError, UndefinedDecision
+from .input_reads import PolicyReads, reads_of
 from .source import PolicyLoadError, PolicyProblem, PolicySource
 
 _ENGINE = wasmtime.Engine()
@@ -103,6 +103,8 @@ class _Module:
         ctypes.memmove(ctypes.addressof(self.memory.data_ptr(self.store).contents) + address, data, len(data))
 
     def evaluate(self, entrypoint: str, document: bytes) -> Any:
+        if entrypoint not in self.entrypoints:
+            raise UndefinedDecision(entrypoint)
         self._write(self.base, document)
         self.now_ns = time.time_ns()
         try:
@@ -202,14 +204,6 @@ def compile_wasm(source: PolicySource, entrypoints: list[str]) -> _Module:
     return module
 
 
-class OpaWasmEngine(EmbeddedEngine):
+class OpaWasmEngine(CompiledByOpaEngine):
     name = "opa-wasm"
     compile = staticmethod(compile_wasm)  # type: ignore[assignment]
-
-    async def decide(self, path: str, policy_input: dict[str, Any]) -> EngineResult:
-        module: _Module = self._compiled  # type: ignore[assignment]
-        document = orjson.dumps(project(policy_input, module.reads.input if module.reads else WHOLE))
-        if path not in module.entrypoints:
-            raise UndefinedDecision(path)
-        return EngineResult(value=module.evaluate(path, document), revision=module.source.revision,
-                            engine=self.name)

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.core.extras import opa_library
 from iam_proxy.policy import opa_lib
-from iam_proxy.policy.engine import PolicyEvaluationError, UndefinedDecision
+from iam_proxy.policy.engine import PolicyEvaluationError
 from iam_proxy.policy.opa_lib import OpaLibEngine
 from iam_proxy.policy.source import PolicyLoadError, PolicySource
-from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import parse_settings
 from snippets import snippet
 from support import REPO
@@ -38,17 +38,6 @@ def test_the_documented_build_command_builds_the_library_from_the_pinned_opa():
     pinned = re.search(r"^OPA_VERSION=(\S+)", versions, re.M).group(1)
     go_mod = (REPO / "iam_proxy" / "policy" / "opalib" / "go.mod").read_text()
     assert f"github.com/open-policy-agent/opa {pinned}\n" in go_mod
-
-
-def test_decisions_data_false_and_undefined_are_opas():
-    e = engine('package t\n\ndefault allow := false\n\nallow if input.user in data.admins\n\n'
-               'deny if $"{input.user}" == "mallory"\n', "t/allow", "t/deny", data={"admins": ["alice"]})
-    assert (decide(e, "t/allow", {"user": "alice"}), decide(e, "t/allow", {"user": "bob"})) == (True, False)
-    assert decide(e, "t/deny", {"user": "mallory"}) is True
-    with pytest.raises(UndefinedDecision):
-        decide(e, "t/deny", {"user": "alice"})
-    with pytest.raises(UndefinedDecision):
-        decide(e, "t/nothing_here", {})
 
 
 def test_what_the_other_in_process_engines_get_wrong_it_gets_right():
@@ -86,17 +75,6 @@ def test_a_policy_that_runs_too_long_is_stopped_at_its_deadline(monkeypatch):
     with pytest.raises(PolicyEvaluationError, match="did not finish within 300 ms"):
         decide(e, "t/slow", {})
     assert time.monotonic() - started < 5
-
-
-def test_the_shipped_policies_decide_as_in_the_embedded_engine():
-    e = OpaLibEngine(REPO / "policies", ["iam/authz/decision"])
-    finance = {"identity": {"sub": "alice", "groups": ["finance"], "roles": []}, "parsed_path": ["api", "invoices", "1"],
-               "attributes": {"request": {"http": {"method": "GET", "path": "/api/invoices/1", "headers": {}}}},
-               "route": {"labels": {}}}
-    sales = {**finance, "identity": {"sub": "bob", "groups": ["sales"], "roles": []}}
-    assert decide(e, "iam/authz/decision", finance)["allowed"] is True
-    denied = decide(e, "iam/authz/decision", sales)
-    assert denied["allowed"] is False and denied["reasons"] == ["user bob may not GET /api/invoices/1"]
 
 
 def test_a_new_revision_replaces_the_compiled_policy_and_frees_the_old_one():

@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from iam_proxy.policy.engine import PolicyEvaluationError, UndefinedDecision
+from iam_proxy.policy.engine import PolicyEvaluationError
 from iam_proxy.policy.opa_wasm import OpaWasmEngine, _Aborted, _sprintf
 from iam_proxy.policy.source import PolicyLoadError, PolicySource
-from support import REPO
 
 
 def engine(text: str, *paths: str, data: dict | None = None) -> OpaWasmEngine:
@@ -19,15 +18,6 @@ def engine(text: str, *paths: str, data: dict | None = None) -> OpaWasmEngine:
 
 def decide(e: OpaWasmEngine, path: str, policy_input: dict):
     return asyncio.run(e.decide(path, policy_input)).value
-
-
-def test_decisions_data_false_and_undefined_are_opas():
-    e = engine('package t\n\ndefault allow := false\n\nallow if input.user in data.admins\n\n'
-               'deny if $"{input.user}" == "mallory"\n', "t/allow", "t/deny", data={"admins": ["alice"]})
-    assert (decide(e, "t/allow", {"user": "alice"}), decide(e, "t/allow", {"user": "bob"})) == (True, False)
-    assert decide(e, "t/deny", {"user": "mallory"}) is True
-    with pytest.raises(UndefinedDecision):
-        decide(e, "t/deny", {"user": "alice"})
 
 
 def test_what_rego_cpp_gets_wrong_opa_wasm_gets_right():
@@ -60,14 +50,3 @@ def test_sprintf_formats_only_what_it_is_sure_of():
                             ("50%", [])]:
         with pytest.raises(_Aborted):
             _sprintf(format_, values)
-
-
-def test_the_shipped_policies_decide_as_in_the_embedded_engine():
-    e = OpaWasmEngine(REPO / "policies", ["iam/authz/decision"])
-    finance = {"identity": {"sub": "alice", "groups": ["finance"], "roles": []}, "parsed_path": ["api", "invoices", "1"],
-               "attributes": {"request": {"http": {"method": "GET", "path": "/api/invoices/1", "headers": {}}}},
-               "route": {"labels": {}}}
-    sales = {**finance, "identity": {"sub": "bob", "groups": ["sales"], "roles": []}}
-    assert decide(e, "iam/authz/decision", finance)["allowed"] is True
-    denied = decide(e, "iam/authz/decision", sales)
-    assert denied["allowed"] is False and denied["reasons"] == ["user bob may not GET /api/invoices/1"]
