@@ -1,6 +1,7 @@
 """The candidate policy a replay or a shadow decides with, as a PolicyEngine:
 
     embedded   a policy directory, or a bundle file (.tar.gz), compiled by the embedded engine
+    opa-lib    the same, compiled by OPA's evaluator in process (policy/opa_lib.py)
     opa        a local `opa run --server` started on the same directory or bundle for the run,
                or an OPA server already serving the candidate (`--opa-url`)
 
@@ -26,6 +27,7 @@ from ..policy.embedded import EmbeddedEngine
 from ..policy.engine import PolicyEngine
 from ..policy.input_reads import Reads
 from ..policy.opa_http import OpaHttpEngine
+from ..policy.opa_lib import OpaLibEngine
 from ..policy.source import PolicyProblem, PolicyLoadError, PolicySource, load_source
 from ..policy.testing import find_opa
 from ..settings.policy import OpaServerSettings
@@ -99,12 +101,15 @@ def _start_opa(path: Path) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
+IN_PROCESS: dict[str, type[EmbeddedEngine]] = {"embedded": EmbeddedEngine, "opa-lib": OpaLibEngine}
+
+
 @asynccontextmanager
 async def open_candidate(policies: Path, engine: str, entrypoints: list[str],
                          opa_url: str | None = None) -> AsyncIterator[Candidate]:
     source = load_candidate(policies)
-    if engine == "embedded":
-        yield Candidate(EmbeddedEngine(None, entrypoints, source=source), source.modules, source.revision)
+    if engine in IN_PROCESS:
+        yield Candidate(IN_PROCESS[engine](None, entrypoints, source=source), source.modules, source.revision)
         return
     proc = None
     if opa_url is None:

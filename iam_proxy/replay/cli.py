@@ -1,6 +1,6 @@
 """`iam-proxy policy replay` and `iam-proxy policy diff`.
 
-    policy replay --events FILE|DIR... --policies DIR|BUNDLE [--engine embedded|opa] [--opa-url URL]
+    policy replay --events FILE|DIR... --policies DIR|BUNDLE [--engine embedded|opa-lib|opa] [--opa-url URL]
                   [--since T] [--until T] [--format text|json] [--max-flips N]
     policy diff   --events FILE|DIR... [--since T] [--until T] [--format text|json]
 
@@ -70,8 +70,9 @@ def add_policy_commands(policy: argparse._SubParsersAction) -> None:
     p = policy.add_parser("replay", help="re-decide recorded requests under a candidate policy, report flips")
     _common(p)
     p.add_argument("--policies", required=True, help="the candidate: a policy directory or a bundle (.tar.gz)")
-    p.add_argument("--engine", choices=["embedded", "opa"], default="embedded",
-                   help="embedded (default), or opa: a local `opa run` on the candidate, or --opa-url")
+    p.add_argument("--engine", choices=["embedded", "opa-lib", "opa"], default="embedded",
+                   help="embedded (default), opa-lib (OPA's evaluator in process), or opa: a local `opa run` "
+                        "on the candidate, or --opa-url")
     p.add_argument("--opa-url", help="an OPA server already serving the candidate (with --engine opa)")
     p.add_argument("--max-flips", type=int, help="exit 1 when more decisions than this flip (for CI)")
     p.set_defaults(func=_cmd_replay)

@@ -1,4 +1,4 @@
-"""`iam-proxy policy replay` on the audit file of a real proxy run, with both engines."""
+"""`iam-proxy policy replay` on the audit file of a real proxy run, with each engine."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _replay(*args: str) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("engine", ["embedded", "opa"])
+@pytest.mark.parametrize("engine", ["embedded", "opa-lib", "opa"])
 def test_replay_reports_each_flip_grouped_with_examples(recorded, tmp_path, engine):
     code, report = _replay("--events", str(recorded), "--policies", str(_candidate(tmp_path)), "--engine", engine)
     assert code == 0
