@@ -151,7 +151,7 @@ REASONS: tuple[Reason, ...] = (
     Reason("logout_token_missing", 400, "A back-channel logout without `logout_token`.", "the IdP's logout call"),
     Reason("logout_token_invalid", 401, "The logout token is not a valid logout token.", _ID),
     Reason("logout_token_replayed", 400, "The logout token was already used.", "-"),
-    Reason("forward_auth_not_served", 503, "The forward-auth endpoint is not enabled for this peer.",
+    Reason("forward_auth_not_served", 404, "The forward-auth endpoint is not enabled for this peer.",
            "`forward_auth.trusted_peers`"),
     Reason("forward_auth_uri_missing", 400, "The front proxy did not say which URL it asks about.",
            "the front proxy's X-Forwarded-Uri / X-Original-URL"),

@@ -63,6 +63,12 @@ def test_statuses_match_the_error_classes():
                          ("policy_denied", 403), ("policy_unavailable", 503), ("no_route", 404),
                          ("upstream_timeout", 504), ("login_state_missing", 400)):
         assert BY_CODE[code].status == status, code
+    # an error class that names its own reason answers with its own status: the registry says the same
+    # (a registry status under 100 is a command's exit code: config_error)
+    wrong = {cls.reason: (BY_CODE[cls.reason].status, cls.status) for cls in ERRORS
+             if "reason" in vars(cls) and cls.reason in BY_CODE and BY_CODE[cls.reason].status >= 100
+             and BY_CODE[cls.reason].status != cls.status}
+    assert not wrong, f"registry status vs the class's (code: (registry, class)): {wrong}"
 
 
 def test_the_page_is_generated_from_the_registry():
