@@ -40,11 +40,17 @@ install_debs() {  # steps...
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The Go toolchain is the machine's (Go 1.26 or later on PATH), not a Debian package: bookworm's is too old
+need_go() {  # what needs it
+  command -v go >/dev/null || { echo "error: building $1 needs Go 1.26 or later on PATH" >&2; exit 1; }
+}
+
 # Go binaries, pinned; each built once per machine
 go_install() {  # name module version
   local name=$1 module=$2 version=$3
   local dest="$TOOLS/$name-$version"
   if [ ! -x "$dest/$name" ]; then
+    need_go "$name"
     echo "building $name $version with go install (first time only)"
     GOBIN="$dest" GOFLAGS=-mod=mod go install "$module@$version"
   fi
@@ -58,6 +64,7 @@ opa_lib() {
   digest=$(cat "$src/go.mod" "$src/go.sum" "$src"/*.go | sha256sum | cut -c1-16)
   dest="$TOOLS/opalib-$digest"
   if [ ! -f "$dest/libiamopa.so" ]; then
+    need_go "OPA's library (engine opa-lib)"
     echo "building OPA's library ($src) with go build (first time only)"
     (cd "$src" && GOFLAGS=-mod=mod go build -buildmode=c-shared -trimpath -o "$dest.tmp/libiamopa.so" .)
     rm -rf "$dest" && mv "$dest.tmp" "$dest"
