@@ -9,8 +9,10 @@ Errors (the policy is refused, like OPA refuses it or would answer differently):
 - only when no `opa` binary checked the policies first (opa_tool.check, which is exact): a name that
   is neither bound in the rule, nor a rule, import, keyword or built-in (OPA:
   `rego_unsafe_var_error`; rego-cpp makes the expression undefined, so `deny if x in blocked_usr`
-  never fires), and a rule body without `if` (Rego v0; OPA 1.x refuses it, rego-cpp gives v0
-  partial sets v1 meaning);
+  never fires), a rule body without `if` (Rego v0; OPA 1.x refuses it, rego-cpp gives v0
+  partial sets v1 meaning), and a call result bound to a variable the rule never uses again
+  (`x := to_number(s)`, `_ = f(y)`: rego-cpp lets the rule succeed when the call fails; with opa,
+  embedded_ast.py finds these exactly from OPA's syntax tree);
 - a call to an undotted function that is neither a built-in nor defined in the package;
 - `in` whose result is used as a value (`blocked := user in data.blocklist`): rego-cpp yields false,
   so `allow if not blocked` lets a blocked user through;
@@ -186,6 +188,8 @@ def lint(source: PolicySource, is_builtin: Callable[[str], bool], wrong_builtins
                 continue
             errors.extend(_check_statement(file, statement, known, is_builtin, uses_regex, wrong_builtins,
                                            opa_checked))
+            if not opa_checked:
+                errors.extend(_unused_call_results(file, statement, known))
             warnings.extend(_warn_statement(file, statement))
     return LintResult(errors, warnings)
 
@@ -249,6 +253,58 @@ def _check_statement(file: str, statement: list[Token], known: set[str], is_buil
         reported.add(name)
         errors.append(PolicyProblem(file, token.line, message))
     return errors
+
+
+def _unused_call_results(file: str, statement: list[Token], known: set[str]) -> list[PolicyProblem]:
+    """`x := f(..)`, `x = f(..)` and `f(..) = x` where the rule names x nowhere else (or x is `_`).
+    Counted over the whole statement, so a name reused in an else branch or another body passes."""
+    uses: dict[str, int] = {}
+    for i, token in enumerate(statement):
+        if token.kind == "ident" and not (i > 0 and statement[i - 1].text == "."):
+            uses[token.text] = uses.get(token.text, 0) + 1
+    problems = []
+    rule = _head_name(statement) or "?"
+    for i, token in enumerate(statement):
+        if token.kind != "ident" or (i > 0 and statement[i - 1].text in (".", "[")) or token.text in known - {"_"}:
+            continue
+        after = statement[i + 1].text if i + 1 < len(statement) else ""
+        if after in (":=", "="):
+            call = _call_at(statement, i + 2)
+        elif i > 1 and statement[i - 1].text == "=" and statement[i - 2].text == ")" and after not in (".", "[", "("):
+            call = _call_ending_at(statement, i - 2)
+        else:
+            continue
+        if call and (token.text == "_" or uses[token.text] == 1):
+            problems.append(PolicyProblem(file, token.line, (
+                f"rule {rule}: {token.text} takes the result of {call}(...) and is never used: when the call "
+                "fails the embedded engine lets the rule succeed (OPA: undefined); use the value or drop it")))
+    return problems
+
+
+def _call_at(statement: list[Token], start: int) -> str | None:
+    """The function name of a call `a.b.c(` starting at `start`, if the expression there is one."""
+    i, name = start, []
+    while i + 1 < len(statement) and statement[i].kind == "ident":
+        name.append(statement[i].text)
+        if statement[i + 1].text == "(":
+            return ".".join(name)
+        if statement[i + 1].text != ".":
+            return None
+        i += 2
+    return None
+
+
+def _call_ending_at(statement: list[Token], close: int) -> str | None:
+    """The function name of the call whose `)` is at `close`, if that parenthesis closes a call."""
+    depth = 0
+    for i in range(close, -1, -1):
+        depth += {")": 1, "(": -1}.get(statement[i].text, 0) if statement[i].kind == "op" else 0
+        if depth == 0:
+            start = i - 1
+            while start >= 2 and statement[start - 1].text == "." and statement[start - 2].kind == "ident":
+                start -= 2
+            return _call_at(statement, start) if start >= 0 and statement[start].kind == "ident" else None
+    return None
 
 
 # written as a float (fraction or exponent): integers of any size are exact in rego-cpp too
