@@ -283,7 +283,7 @@ def main() -> int:
     parser.add_argument("--show", action="append", default=[], choices=OUTCOMES, help="list the cases of an outcome")
     parser.add_argument("--only", help="run only cases whose id contains this")
     parser.add_argument("--workers", type=int)
-    parser.add_argument("--engine", default="embedded", choices=("embedded", "opa-lib", "opa-wasm"))
+    parser.add_argument("--engine", default="embedded", choices=("embedded", "opa-lib", "opa-wasm", "embedded-without-opa"))
     args = parser.parse_args()
     cases = [c for c in load_cases(cases_dir()) if not args.only or args.only in c.id]
     report = run(cases, args.workers, engine=args.engine)
