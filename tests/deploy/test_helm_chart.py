@@ -133,6 +133,17 @@ def test_opa_sidecar_and_redis_render_valid_and_the_config_loads(key, tmp_path):
     assert settings.rate_limits.store == "redis"
     assert settings.rate_limits.redis.url == "redis://iam-iam-proxy-redis:6379/0"
     assert (settings.listeners.proxy.port, settings.listeners.admin.port) == (8080, 9090)
+    assert settings.sessions is None or settings.sessions.redis is None  # no sessions section: none added
+
+
+def test_the_charts_redis_holds_the_sessions_state_of_every_replica(key, tmp_path):
+    manifests = render(key, "redis.enabled=true", "config.sessions.secret=" + "s" * 40,
+                       "config.sessions.store=redis")
+    assert_valid(manifests, tmp_path)
+    config = yaml.safe_load(documents(manifests)[("ConfigMap", "iam-iam-proxy")]["data"]["config.yaml"])
+    settings = parse_settings(config)
+    assert settings.sessions.store == "redis"
+    assert settings.sessions.redis.url == "redis://iam-iam-proxy-redis:6379/1"  # beside the limits' database 0
 
 
 def test_a_broken_manifest_is_caught(key, tmp_path):

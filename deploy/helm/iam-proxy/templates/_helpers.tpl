@@ -18,7 +18,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{/* The iam-proxy config: the user's, with the listeners, the OPA sidecar and the chart's Redis. */}}
+{{/* The iam-proxy config: the user's, with the listeners, the OPA sidecar and the chart's Redis (rate
+    limits, and the ended sessions of a `sessions` section that names no Redis of its own). */}}
 {{- define "iam-proxy.config" -}}
 {{- $config := deepCopy .Values.config -}}
 {{- $_ := set $config "listeners" (dict "workers" (int .Values.workers)
@@ -36,6 +37,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $_ := set $limits "store" "redis" -}}
 {{- $_ := set $limits "redis" (dict "url" (printf "redis://%s-redis:6379/0" (include "iam-proxy.fullname" .))) -}}
 {{- $_ := set $config "rate_limits" $limits -}}
+{{- if and (hasKey $config "sessions") (not (hasKey (get $config "sessions") "redis")) -}}
+{{- $sessions := get $config "sessions" -}}
+{{- $_ := set $sessions "redis" (dict "url" (printf "redis://%s-redis:6379/1" (include "iam-proxy.fullname" .))) -}}
+{{- end -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
