@@ -83,13 +83,25 @@ def test_on_failure_allow_answers_and_counts(proxy_factory, proxy_config, issuer
 def test_every_outcome_is_recorded_once_with_its_status(proxy_factory, proxy_config, issuer, tmp_path):
     proxy_config["audit"] = {"spool": {"dir": str(tmp_path / "spool")},
                              "sinks": [{"type": "file", "path": str(tmp_path / "audit.jsonl")}]}
+    # a route whose upstream is down (502) and one limited to one request a minute (the second is 429)
+    public = next(r for r in proxy_config["routes"] if r["id"] == "public")
+    proxy_config["routes"] += [{**public, "id": "down", "match": {"path": "/down/**"}, "upstream": "http://127.0.0.1:9"},
+                               {**public, "id": "limited", "match": {"path": "/limited/**"}}]
+    proxy_config["rate_limits"] = {"limits": [{"id": "one", "key": "route", "requests": 1, "per_seconds": 60,
+                                               "burst": 1, "routes": ["limited"]}]}
     proxy = proxy_factory(proxy_config)
+    extra = {"upstream down": ("/down/x", 502), "quota used": ("/limited/x", 200), "rate limited": ("/limited/x", 429)}
+    answers = {**ANSWERS, **{kind: status for kind, (_, status) in extra.items()}}
     statuses = {kind: _status(raw_exchange(proxy.port, _request(kind, issuer))) for kind in ANSWERS}
-    assert statuses == ANSWERS
+    for kind, (target, _) in extra.items():
+        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        statuses[kind] = _status(raw_exchange(proxy.port, request))
+    assert statuses == answers
     events = proxy.audit_events()  # the file, fed from the spool in the same call as the append
-    assert sorted(e["status"] for e in events) == sorted(ANSWERS.values())
+    assert sorted(e["status"] for e in events) == sorted(answers.values())
     assert {e["response"] for e in events} == {"complete"}
-    assert len({e["decision_id"] for e in events}) == len(ANSWERS)
+    assert len({e["decision_id"] for e in events}) == len(answers)
+    assert {e["reason"] for e in events if e["status"] in (429, 502)} == {"rate_limited", "upstream_unavailable"}
 
 
 def test_a_client_that_leaves_early_is_recorded_as_incomplete(proxy):
