@@ -4,8 +4,10 @@ A revoking event (session-revoked, account-disabled, credential-compromise, ...)
 under each key of its subject. The guard wraps every authenticator: an identity whose keys meet a
 recorded revocation, from a credential issued at or before it (`issued_at`, the token's `iat`), is
 refused with 401 `subject_revoked`; a token issued after the event (the user signed in again) passes.
-A credential with no issue time (an LDAP password, a client certificate, an API key, a Kerberos
-ticket) is checked afresh at its source on every request and is not refused here.
+A token without `iat` cannot show it was issued after the event, so it is refused while the
+revocation is remembered. A credential that has no issue time by nature (an LDAP password, a client
+certificate, an API key, a Kerberos ticket) is checked afresh at its source on every request and is
+not refused here.
 
 Revocations are remembered for `revocation_ttl_seconds`, bounded in number: in this process's
 memory, and with `signals.state_file` in a journal the workers of a host share and a restart reads.
@@ -28,6 +30,8 @@ from ..core.identity import Identity
 from .subjects import Key, identity_keys
 
 log = logging.getLogger("iam_proxy.signals")
+
+TOKEN_METHODS = frozenset({"jwt", "introspection", "oidc"})  # credentials that carry (or should carry) an `iat`
 
 MAX_ENTRIES = 1_000_000
 JOURNAL_CHECK_SECONDS = 0.05
@@ -99,10 +103,10 @@ class Revocations:
         return max(times) if times else None
 
     def refuses(self, identity: Identity) -> bool:
-        if identity.anonymous or identity.issued_at is None:
+        if identity.anonymous or (identity.issued_at is None and identity.method not in TOKEN_METHODS):
             return False
         at = self.revoked_at(identity)
-        return at is not None and identity.issued_at <= at
+        return at is not None and (identity.issued_at is None or identity.issued_at <= at)
 
 
 class RevocationGuard:

@@ -47,7 +47,9 @@ def test_credentials_issued_at_or_before_the_event_are_refused_until_reissued():
     revocations.revoke(read_subject({"format": "email", "email": "alice@example.org"}).keys, at=1000.0)
     assert revocations.refuses(ALICE)  # iat == event time: issued before the user could react
     assert not revocations.refuses(Identity(**{**_fields(ALICE), "issued_at": 1001}))
-    assert not revocations.refuses(Identity(**{**_fields(ALICE), "issued_at": None}))  # no issue time
+    # a token without `iat` cannot show it was issued after the event; a client certificate has no issue time
+    assert revocations.refuses(Identity(**{**_fields(ALICE), "issued_at": None}))
+    assert not revocations.refuses(Identity(**{**_fields(ALICE), "issued_at": None, "method": "x509"}))
     assert not revocations.refuses(Identity(sub="bob", method="jwt", issued_at=10))
     now[0] = 1000.0 + 601
     assert not revocations.refuses(ALICE)  # remembered for revocation_ttl_seconds
