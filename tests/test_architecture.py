@@ -1,5 +1,6 @@
 """The rules of docs/architecture.md, enforced: the import layers (import-linter), no import cycle
-anywhere in the package, and strict types on the core and the pipeline (mypy)."""
+anywhere in the package, strict types on the core and the pipeline (mypy), no module over 400 lines
+and no block of six lines written twice."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import grimp
 
@@ -83,3 +85,42 @@ def test_cycle_finder_sees_a_cycle():
     for importer, imported in [("a.x", "a.y"), ("a.y", "a.z"), ("a.z", "a.x")]:
         graph.add_import(importer=importer, imported=imported)
     assert _cycles(graph) == [["a.x", "a.y", "a.z"]]
+
+
+MAX_MODULE_LINES = 400
+REPEAT_WINDOW = 6  # significant lines (not blank, comments, imports, docstring quotes or lone brackets)
+
+
+def _significant(line: str) -> bool:
+    text = line.strip()
+    return bool(text) and not text.startswith(("#", "import ", "from ", '"""', "@")) and \
+        text not in (")", "]", "}", "),", "],", "},", "else:", "try:", "finally:", "return", "pass")
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(REPO)): n for p in (REPO / "iam_proxy").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these modules: {long}"
+
+
+def repeated_blocks(root: Path) -> dict[tuple[str, ...], list[str]]:
+    seen: dict[tuple[str, ...], list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        lines = [(n, text.strip()) for n, text in enumerate(path.read_text().splitlines(), 1) if _significant(text)]
+        for k in range(len(lines) - REPEAT_WINDOW + 1):
+            block = tuple(text for _, text in lines[k:k + REPEAT_WINDOW])
+            seen.setdefault(block, []).append(f"{path.relative_to(root.parent)}:{lines[k][0]}")
+    return {block: where for block, where in seen.items() if len(where) > 1}
+
+
+def test_no_block_of_six_lines_is_written_twice():
+    repeated = repeated_blocks(REPO / "iam_proxy")
+    assert not repeated, "\n".join(" and ".join(where) for where in repeated.values())
+
+
+def test_the_repeat_finder_sees_a_repeat(tmp_path):
+    body = "".join(f"    x{i} = f({i})\n" for i in range(REPEAT_WINDOW))
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text(f"def a():\n{body}")
+    (tmp_path / "pkg" / "b.py").write_text(f"def b():\n    # the same lines\n{body}")
+    assert list(repeated_blocks(tmp_path / "pkg").values()) == [["pkg/a.py:2", "pkg/b.py:3"]]
