@@ -39,6 +39,7 @@ from .ops.workerset import WorkerSet
 from .pipeline import Pipeline
 from .policy.runtime import PolicyRuntime
 from .portal import Portal
+from .portal.frame import Endpoint, Frame
 from .ratelimit import Traffic
 from .replay.shadow import ShadowRunner
 from .routes.matcher import RouteTable
@@ -126,6 +127,8 @@ class Proxy:
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
         self._tasks: list[asyncio.Task[Any]] = []
+        # the published assertion keys: read and audited like any own endpoint (other methods are proxied)
+        self._keys = Frame([Endpoint(JWKS_PATH, frozenset({"GET", "HEAD"}), self._jwks_document, "jwks")], self.auditor)
         self._endpoints = self._own_endpoints()
         self.draining = False  # set on SIGTERM (server.py): /readyz turns 503 while requests finish
         self.peers: WorkerSet | None = None  # worker 0 of several: the other workers (server.py)
@@ -243,7 +246,10 @@ class Proxy:
         if scope["method"] not in ("GET", "HEAD"):
             await self.doors.proxy(scope, receive, send)  # only reading the keys is the proxy's own
             return
-        await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
+        await self._keys(scope, receive, send)
+
+    async def _jwks_document(self, ctx: Any, receive: Receive, send: Send) -> int:
+        return await send_json(send, 200, self.signer.jwks(), [(b"cache-control", b"public, max-age=300")])
 
     async def _problem(self, scope: Scope, receive: Receive, send: Send) -> None:
         """nginx's error location: render the refusal /.iam/auth decided (front proxies only)."""

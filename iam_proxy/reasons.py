@@ -168,6 +168,7 @@ REASONS: tuple[Reason, ...] = (
            "how many.", "-"),
     Reason("portal_userinfo", 0, "`/.iam/userinfo`: the identity was returned as JSON.", "-"),
     Reason("saml_metadata", 0, "`/.iam/saml/metadata` was served.", "-"),
+    Reason("jwks", 0, "`/.well-known/jwks.json` (the assertion's public keys) was served.", "-"),
     Reason("saml_login", 0, "`/.iam/saml/login`: the browser was sent to the IdP.", "-"),
     Reason("saml_acs", 0, "`/.iam/saml/acs`: a SAML response was accepted; a session was created.", "-"),
     Reason("saml_logout", 0, "`/.iam/saml/logout`: the session ended (SP-initiated).", "-"),

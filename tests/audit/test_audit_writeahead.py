@@ -112,3 +112,10 @@ def test_a_client_that_leaves_early_is_recorded_as_incomplete(proxy):
     events = proxy.wait_audit(1)
     assert len(events) == 1
     assert events[0]["response"] == "incomplete" and events[0]["reason"] == "client_disconnected"
+
+
+def test_the_published_keys_are_served_and_audited_like_any_own_endpoint(proxy):
+    response = raw_exchange(proxy.port, b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _status(response) == 200 and b'"keys"' in response
+    events = proxy.wait_audit(1)
+    assert [(e["status"], e["outcome"], e["reason"], e["response"]) for e in events] == [(200, "allowed", "jwks", "complete")]
