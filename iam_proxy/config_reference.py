@@ -2,7 +2,8 @@
 
 The model is the single source: each key's type and default come from pydantic, its description from
 `Field(description=...)` or, where the model says it in a comment (`# ...` above the key or after it),
-from that comment. `docs/configuration-reference.md` is this module's output (`iam-proxy docs`), and
+from that comment. A key's example is the first value the docs' YAML blocks give it (those blocks
+are run by tests as written, so the examples are configurations that work). `docs/configuration-reference.md` is this module's output (`iam-proxy docs`), and
 a test fails when it is stale; `iam-proxy config schema` prints the JSON Schema for editors.
 """
 
@@ -17,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import yaml
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
@@ -149,18 +151,72 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+_YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.M | re.S)
+_EXAMPLE_WIDTH = 48
+
+
+def documented_examples(settings_model: type[BaseModel], docs: Path = DOCS) -> dict[tuple[str, str], Any]:
+    """(section title, key) -> the first value a YAML block of the docs gives that key. A block is read
+    when it is a configuration from the top (its keys are top-level keys); others are fragments."""
+    found: dict[tuple[str, str], Any] = {}
+    sections = _Sections()
+    sections.visit(settings_model, "")
+    for page in sorted(docs.rglob("*.md")) if docs.is_dir() else []:
+        for block in _YAML_BLOCK.findall(page.read_text()):
+            try:
+                document = yaml.safe_load(block)
+            except yaml.YAMLError:
+                continue
+            if isinstance(document, dict) and document and document.keys() <= settings_model.model_fields.keys():
+                _collect(settings_model, document, sections, found)
+    return found
+
+
+def _collect(model: type[BaseModel], value: dict[str, Any], sections: _Sections,
+             found: dict[tuple[str, str], Any]) -> None:
+    title = sections.titles[model]
+    for name, info in model.model_fields.items():
+        if name not in value:
+            continue
+        given = value[name]
+        members = _models_in(info.annotation)
+        if not members:
+            found.setdefault((title, name), given)
+            continue
+        items = given if isinstance(given, list) else list(given.values()) if isinstance(given, dict) and \
+            typing.get_origin(info.annotation) is dict else [given]
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            member = next((m for m in members if _tag(m) is None or _tag(m) == item.get("type")), None)
+            if member is not None and member in sections.titles:
+                _collect(member, item, sections, found)
+
+
+def _example(value: Any) -> str:
+    if value is None:
+        return ""
+    text = json.dumps(value, default=str, separators=(", ", ": "))
+    if len(text) > _EXAMPLE_WIDTH:
+        text = text[:_EXAMPLE_WIDTH - 1] + "…"
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+
 def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9 _-]", "", title.lower()).replace(" ", "-")
 
 
-def render_markdown(settings_model: type[BaseModel]) -> str:
+def render_markdown(settings_model: type[BaseModel], docs: Path = DOCS) -> str:
     sections = _Sections()
     sections.visit(settings_model, "")
+    examples = documented_examples(settings_model, docs)
     out = ["# Configuration reference", "",
            "Generated from the settings model by `iam-proxy docs` (or `make docs`); do not edit by hand.",
            "`iam-proxy config schema` prints the same model as JSON Schema, for editors that validate YAML.",
            "Every string may use `${NAME}` or `${NAME:-default}` (environment variables). How the pieces fit",
-           "together: [configuration.md](configuration.md).", ""]
+           "together: [configuration.md](configuration.md). The example column shows the first value the",
+           "docs' configuration blocks give a key (each block runs in a test as written).", ""]
     for model in sections.order:
         title = sections.titles[model]
         out += [f"## {title or 'Top level'}", ""]
@@ -168,10 +224,10 @@ def render_markdown(settings_model: type[BaseModel]) -> str:
         if doc:
             out += [" ".join(doc.split()), ""]
         described = field_descriptions(model)
-        out += ["| key | type | default | description |", "|---|---|---|---|"]
+        out += ["| key | type | default | example (from the docs) | description |", "|---|---|---|---|---|"]
         for name, info in model.model_fields.items():
             cells = [f"`{name}`", _type_name(info.annotation, sections), _default(info),
-                     described.get(name, "").replace("|", "\\|")]
+                     _example(examples.get((title, name))), described.get(name, "").replace("|", "\\|")]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)

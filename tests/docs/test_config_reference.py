@@ -1,5 +1,6 @@
 """docs/configuration-reference.md is what the settings model generates (so the two cannot drift);
-every key is in it; `iam-proxy config schema` prints a JSON Schema that validates a real config."""
+every key is in it, with an example where the docs' configuration blocks give one; `iam-proxy config
+schema` prints a JSON Schema that validates a real config."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import jsonschema
 import yaml
 
 from iam_proxy.config_descriptions import DESCRIPTIONS
-from iam_proxy.config_reference import _Sections, field_descriptions, render_markdown
+from iam_proxy.config_reference import _Sections, documented_examples, field_descriptions, render_markdown
 from iam_proxy.settings import Settings
 from iam_proxy.settings.sessions import SessionSettings
 from support import REPO, run_cli
@@ -56,3 +57,24 @@ def test_config_schema_validates_a_config_and_refuses_an_unknown_key():
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
     assert errors and "secrets" in str(errors[0].message)
     assert schema["$defs"]["SessionSettings"]["properties"]["revocation_file"]["description"]
+
+
+def test_examples_come_from_top_level_configuration_blocks_and_follow_the_type(tmp_path):
+    (tmp_path / "page.md").write_text(
+        "```yaml\nlisteners:\n  workers: 3\nauthenticators:\n  api:\n    type: apikey\n    header: X-Key\n"
+        "  web:\n    type: jwt\n    providers: [corp]\nroutes:\n  - id: r1\n    upstream: http://b:8080\n```\n"
+        "A fragment, not a configuration from the top, is not read:\n"
+        "```yaml\n- id: fragment\n  upstream: http://elsewhere\n```\n")
+    examples = documented_examples(Settings, tmp_path)
+    assert examples[("listeners", "workers")] == 3
+    assert examples[("authenticators.<name> (type: apikey)", "header")] == "X-Key"
+    assert examples[("authenticators.<name> (type: jwt)", "providers")] == ["corp"]
+    assert examples[("routes[]", "id")] == "r1" and examples[("routes[]", "upstream")] == "http://b:8080"
+    page = render_markdown(Settings, tmp_path)
+    assert "| `workers` | integer | `1` | `3` |" in page
+
+
+def test_the_reference_shows_the_docs_examples():
+    examples = documented_examples(Settings)
+    assert len(examples) > 200, len(examples)
+    assert ("routes[]", "upstream") in examples and ("audit", "sinks") not in examples  # objects have sections
