@@ -106,7 +106,7 @@ def test_bad_arguments_name_the_option(recorded, tmp_path):
 
 
 def test_the_documented_ci_job(recorded, tmp_path):
-    """docs/policies.md: the script fails the job on a flip and keeps the JSON report; the workflow runs it."""
+    """docs/policy-replay.md: the script fails the job on a flip and keeps the JSON report; the workflow runs it."""
     from snippets import snippet
 
     workflow = yaml.safe_load(snippet("replay-ci-workflow").text)

@@ -86,7 +86,7 @@ def test_a_shadow_needs_exactly_one_source(proxy_config, tmp_path):
 
 
 def test_the_documented_shadow_route(proxy_config, issuer, tmp_path):
-    """docs/policies.md as written: a relative candidate dir, a quarter of the decisions shadowed."""
+    """docs/shadow-policies.md as written: a relative candidate dir, a quarter of the decisions shadowed."""
     from snippets import snippet
     from support import ProxyProcess
 
