@@ -269,6 +269,15 @@ def copy_policies(target: Path, extra: dict[str, str] | None = None) -> Path:
     return target
 
 
+def start_ws_upstream(directory: Path) -> tuple["Process", int]:
+    """The websocket upstream of tests/e2e/ws_upstream.py on a free port (log in `directory`)."""
+    port = free_port()
+    process = Process([PYTHON, str(REPO / "tests" / "e2e" / "ws_upstream.py"), "--port", str(port)],
+                      directory / "upstream.log")
+    wait_for_port(port, process.proc)
+    return process, port
+
+
 def audit_event(proxy: ProxyProcess, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
     """The audit event of one request (sent with X-Request-Id); events land as its answer completes."""
     deadline = time.monotonic() + timeout

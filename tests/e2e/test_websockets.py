@@ -14,8 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from snippets import snippet
-from support import (DevIssuer, Process, ProxyProcess, PYTHON, REPO, base_config, copy_policies,
-                     free_port, wait_for_port)
+from support import DevIssuer, ProxyProcess, base_config, copy_policies, start_ws_upstream
 
 from iam_proxy.authn.apikey import create_key, revoke_key
 
@@ -41,10 +40,7 @@ decision := {"allowed": true} if {
 
 @pytest.fixture(scope="module")
 def ws_upstream(tmp_path_factory):
-    port = free_port()
-    process = Process([PYTHON, str(REPO / "tests" / "e2e" / "ws_upstream.py"), "--port", str(port)],
-                      tmp_path_factory.mktemp("ws-upstream") / "upstream.log")
-    wait_for_port(port, process.proc)
+    process, port = start_ws_upstream(tmp_path_factory.mktemp("ws-upstream"))
     yield f"http://127.0.0.1:{port}"
     process.stop()
 

@@ -11,7 +11,7 @@ from envoy.service.auth.v3 import attribute_context_pb2 as ctx_pb
 from envoy.service.auth.v3 import external_auth_pb2 as pb
 from envoy.service.auth.v3 import external_auth_pb2_grpc as pb_grpc
 
-from bench.envoy_front import envoy_argv
+from bench.envoy_front import envoy_argv, envoy_config
 from support import DevIssuer, Process, ProxyProcess, base_config, copy_policies, free_port, wait_for_port
 
 # A policy in opa-envoy-plugin's result form: every field Envoy can be told about
@@ -97,3 +97,12 @@ def start_envoy(directory: Path, config: str, port: int) -> Process:
     process = Process(envoy_argv(directory / "envoy.yaml", base_id=port), directory / "envoy.log")
     wait_for_port(port, process.proc, timeout=30)
     return process
+
+
+def start_documented_envoy(directory: Path, mode: str, iam: ProxyProcess, backend_port: int) -> tuple[Process, int]:
+    """docs/envoy.md's Envoy in `mode` ("grpc" or "http"), its ports pointed at this test's iam-proxy
+    and backend; returns the process and the port clients reach Envoy on."""
+    front = free_port()
+    ports = {8000: front, 8080: iam.port, 8081: backend_port,
+             9191: iam.config["ext_authz"]["grpc"]["port"], 9192: iam.config["ext_authz"]["http"]["port"]}
+    return start_envoy(directory, envoy_config(mode, ports), front), front

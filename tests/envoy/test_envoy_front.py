@@ -9,14 +9,12 @@ from contextlib import closing
 
 import httpx
 import pytest
-import yaml
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from bench.envoy_front import envoy_config
-from envoy_support import start_envoy, start_iam
+from envoy_support import start_envoy
 from rawhttp import RecordingUpstream, request_bytes, send_raw
-from snippets import snippet
 from support import audit_event, free_port
 
 pytestmark = pytest.mark.peer("envoy")
@@ -32,22 +30,8 @@ def recorder():
 
 
 @pytest.fixture(scope="module")
-def iam(recorder, tmp_path_factory):
-    """ext_authz as docs/envoy.md configures it (the listeners' ports are the test's)."""
-    proxy = start_iam(tmp_path_factory.mktemp("envoy-iam"), recorder.url,
-                      extauthz=yaml.safe_load(snippet("ext-authz-config").text)["ext_authz"])
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture(scope="module", params=["grpc", "http"])
-def envoy(request, iam, recorder, tmp_path_factory):
-    front = free_port()
-    ports = {8000: front, 8080: iam.port, 8081: recorder.port,
-             9191: iam.config["ext_authz"]["grpc"]["port"], 9192: iam.config["ext_authz"]["http"]["port"]}
-    process = start_envoy(tmp_path_factory.mktemp(f"envoy-{request.param}"), envoy_config(request.param, ports), front)
-    yield {"port": front, "mode": request.param, "process": process}
-    process.stop()
+def backend_url(recorder):
+    return recorder.url
 
 
 def _through(envoy, target: str, headers: list, method: str = "GET", body: bytes = b""):

@@ -8,44 +8,18 @@ import json
 import time
 
 import pytest
-import yaml
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from bench.envoy_front import envoy_config
-from envoy_support import start_envoy, start_iam
-from snippets import snippet
-from support import PYTHON, REPO, Process, free_port, wait_for_port
+from support import start_ws_upstream
 
 pytestmark = pytest.mark.peer("envoy")
 
 
 @pytest.fixture(scope="module")
-def ws_upstream(tmp_path_factory):
-    port = free_port()
-    process = Process([PYTHON, str(REPO / "tests" / "e2e" / "ws_upstream.py"), "--port", str(port)],
-                      tmp_path_factory.mktemp("envoy-ws-upstream") / "upstream.log")
-    wait_for_port(port, process.proc)
-    yield port
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def iam(ws_upstream, tmp_path_factory):
-    proxy = start_iam(tmp_path_factory.mktemp("envoy-ws-iam"), f"http://127.0.0.1:{ws_upstream}",
-                      extauthz=yaml.safe_load(snippet("ext-authz-config").text)["ext_authz"])
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture(scope="module", params=["grpc", "http"])
-def envoy(request, iam, ws_upstream, tmp_path_factory):
-    front = free_port()
-    ports = {8000: front, 8080: iam.port, 8081: ws_upstream,
-             9191: iam.config["ext_authz"]["grpc"]["port"], 9192: iam.config["ext_authz"]["http"]["port"]}
-    process = start_envoy(tmp_path_factory.mktemp(f"envoy-ws-{request.param}"),
-                          envoy_config(request.param, ports), front)
-    yield front
+def backend_url(tmp_path_factory):
+    process, port = start_ws_upstream(tmp_path_factory.mktemp("envoy-ws-upstream"))
+    yield f"http://127.0.0.1:{port}"
     process.stop()
 
 
@@ -63,7 +37,7 @@ def _bearer(iam, sub: str, groups: list[str]) -> dict[str, str]:
 async def test_an_allowed_upgrade_is_checked_then_proxied_both_ways(envoy, iam):
     before = len(iam.audit_events())
     headers = {**_bearer(iam, "alice", ["finance"]), "X-Forwarded-User": "mallory"}
-    async with connect(f"ws://127.0.0.1:{envoy}/envoytest/headers", additional_headers=headers, proxy=None) as ws:
+    async with connect(f"ws://127.0.0.1:{envoy['port']}/envoytest/headers", additional_headers=headers, proxy=None) as ws:
         seen = json.loads(await ws.recv())
         await ws.send("hello through envoy")
         assert await ws.recv() == "hello through envoy"
@@ -76,7 +50,7 @@ async def test_an_allowed_upgrade_is_checked_then_proxied_both_ways(envoy, iam):
 
 async def test_a_refused_upgrade_gets_the_policy_s_answer(envoy, iam):
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"ws://127.0.0.1:{envoy}/envoytest/headers", proxy=None,
+        async with connect(f"ws://127.0.0.1:{envoy['port']}/envoytest/headers", proxy=None,
                            additional_headers=_bearer(iam, "bob", ["sales"])):
             pass
     assert refused.value.response.status_code == 418
