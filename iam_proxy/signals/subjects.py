@@ -10,8 +10,9 @@ A subject is turned into keys; an identity yields its own keys; they match when 
     aliases       {"identifiers": [...]} the keys of each
     phone_number  {"phone_number"}      ("phone", number)
 
-SSF's complex subjects (`{"user": {...}, "session": {...}, ...}`) are read for their `user`, and a
-`session` (opaque) names the identity provider's session to end.
+SSF's complex subjects (`{"format": "complex", "user": {...}, "session": {...}, ...}`; the drafts
+left `format` out, and both shapes are read) are read for their `user`, and a `session` (opaque)
+names the identity provider's session to end.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Subject:
 
 
 def read_subject(subject: Any) -> Subject:
-    if isinstance(subject, dict) and "format" not in subject:  # SSF complex subject
+    if isinstance(subject, dict) and subject.get("format", "complex") == "complex":  # SSF complex subject
         if not isinstance(subject.get("user"), dict):
             raise SubjectError("a complex subject without a user is not a subject this receiver acts on")
         session = subject.get("session")

@@ -23,19 +23,25 @@ ALICE = Identity(sub="u-1", method="jwt", iss="https://idp", email="Alice@Exampl
     ({"format": "phone_number", "phone_number": "+15551234"}, False),
     ({"format": "aliases", "identifiers": [{"format": "opaque", "id": "zz"}, {"format": "email", "email": "alice@example.org"}]}, True),
     ({"user": {"format": "iss_sub", "iss": "https://idp", "sub": "u-1"}, "session": {"format": "opaque", "id": "s-9"}}, True),
+    # SSF 1.0 final names the format (Keycloak 26.7's session-revoked); the drafts did not
+    ({"format": "complex", "user": {"format": "iss_sub", "iss": "https://idp", "sub": "u-1"},
+      "session": {"format": "opaque", "id": "s-9"}}, True),
 ])
 def test_formats(subject, matches):
     assert bool(read_subject(subject).keys & identity_keys(ALICE)) is matches
 
 
-def test_complex_subject_names_the_session():
-    subject = read_subject({"user": {"format": "opaque", "id": "u-1"}, "session": {"format": "opaque", "id": "s-9"}})
+@pytest.mark.parametrize("tagged", [{}, {"format": "complex"}])
+def test_complex_subject_names_the_session(tagged):
+    subject = read_subject({**tagged, "user": {"format": "opaque", "id": "u-1"},
+                            "session": {"format": "opaque", "id": "s-9"}})
     assert subject.session_ids == {"s-9"} and subject.subs == {"u-1"}
 
 
 @pytest.mark.parametrize("subject", [
     "alice", {"format": "iss_sub", "iss": "https://idp"}, {"format": "nope", "id": "x"},
-    {"format": "aliases", "identifiers": []}, {"device": {"format": "opaque", "id": "d"}}])
+    {"format": "aliases", "identifiers": []}, {"device": {"format": "opaque", "id": "d"}},
+    {"format": "complex", "device": {"format": "opaque", "id": "d"}}])
 def test_unreadable_subjects_are_refused(subject):
     with pytest.raises(SubjectError):
         read_subject(subject)
