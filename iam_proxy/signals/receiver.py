@@ -85,6 +85,7 @@ class Receiver:
         try:
             actions = await self._act(event)
         except SubjectError as exc:
+            self._seen.pop(key, None)  # not acted on: a resend is refused again, not answered as a duplicate
             self.audit(event, delivery, "rejected", "set_subject_unreadable", {"err": "invalid_request"})
             return Outcome("rejected", "invalid_request", str(exc))
         except Exception:  # noqa: BLE001 - e.g. the session store is down: the revocation holds, the rest is retried

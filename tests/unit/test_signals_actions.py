@@ -97,3 +97,34 @@ def test_a_refreshing_event_drops_what_was_looked_up_and_revokes_nothing(world, 
     assert caches.sessions.ended == []
     assert (done["introspection_dropped"], done["enrichment_dropped"], done["decisions_dropped"]) == (1, 1, 1)
     assert not revocations.refuses(ALICE)
+
+
+class _Verifier:
+    def __init__(self, event: SecurityEventToken) -> None:
+        self.event = event
+
+    async def verify(self, token: str) -> SecurityEventToken:
+        return self.event
+
+
+class _Auditor:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def record(self, record: dict) -> None:
+        self.records.append(record)
+
+
+def test_a_set_refused_for_its_subject_is_refused_again_when_resent_not_taken_as_a_duplicate(world):
+    # a transmitter may resend a SET it got 400 for (Keycloak 26.7 retries any failed push):
+    # answering the resend 202 "duplicate" would tell it the event was acted on
+    receiver, _, revocations = world
+    receiver.auditor = _Auditor()
+    unreadable = SecurityEventToken(transmitter="idp", iss=IDP, jti="j-9", iat=1200.0,
+                                    events={SESSION_REVOKED: {}}, sub_id={"format": "nope", "id": "x"})
+    receiver.verifiers[IDP] = _Verifier(unreadable)
+    token = "e30.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlIn0.sig"  # {"iss": IDP}; verified by the stand-in
+    first, again = asyncio.run(receiver.receive(token, "push")), asyncio.run(receiver.receive(token, "push"))
+    assert (first.status, first.err) == (again.status, again.err) == ("rejected", "invalid_request")
+    assert [r["outcome"] for r in receiver.auditor.records] == ["rejected", "rejected"]
+    assert not revocations.refuses(ALICE)
