@@ -148,7 +148,10 @@ def _start_keycloak(tmp: Path, dev_tls: DevTLS) -> tuple[Process, Keycloak]:
     argv = [str(kc_sh), "start-dev", "--http-host=127.0.0.1", f"--http-port={port}",
             f"--http-management-port={management}", "--health-enabled=true", "--import-realm",
             "--db=dev-file", f"--db-url=jdbc:h2:file:{tmp}/keycloak-db/keycloak;NON_KEYWORDS=VALUE",
-            f"--truststore-paths={dev_tls.ca_file}", "--log-level=WARN,org.keycloak.services:INFO"]
+            f"--truststore-paths={dev_tls.ca_file}", "--log-level=WARN,org.keycloak.services:INFO",
+            # the Shared Signals transmitter (experimental in 26.7) for test_kc_ssf.py; it pushes to the
+            # proxies' loopback addresses, which it refuses unless told this is a closed network
+            "--features=ssf", "--spi-ssf-transmitter--default--allow-insecure-push-targets=true"]
     proc = Process(argv, tmp / "keycloak.log", env={"KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
                                                     "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD})
     deadline = time.monotonic() + 240
@@ -169,7 +172,8 @@ def _start_keycloak(tmp: Path, dev_tls: DevTLS) -> tuple[Process, Keycloak]:
 @pytest.fixture(scope="session")
 def keycloak(session_tmp: Path, dev_tls: DevTLS) -> Iterator[Keycloak]:
     """One Keycloak for the session. IAM_PROXY_TEST_KEYCLOAK_URL reuses a running one (local iteration;
-    it must have imported this folder's realms and trust dev CAs for back-channel logout)."""
+    it must have imported this folder's realms, trust dev CAs for back-channel logout, and run with the
+    options of _start_keycloak's last line for the shared signals tests)."""
     external = os.environ.get("IAM_PROXY_TEST_KEYCLOAK_URL")
     if external:
         yield Keycloak(external)
