@@ -52,7 +52,7 @@ async def call(session: aiohttp.ClientSession, transmitter: TransmitterSettings,
                                    allow_redirects=False) as response:
             payload = await response.content.read(MAX_DOCUMENT_BYTES + 1)
             if response.status >= 300:
-                raise TransmitterError(f"{method} {url} answered {response.status}")
+                raise TransmitterError(f"{method} {url} answered {response.status}{_why(payload)}")
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise TransmitterError(f"{method} {url}: {type(exc).__name__}") from None
     if len(payload) > MAX_DOCUMENT_BYTES:
@@ -63,6 +63,18 @@ async def call(session: aiohttp.ClientSession, transmitter: TransmitterSettings,
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
         raise TransmitterError(f"{method} {url}: not JSON") from None
+
+
+def _why(payload: bytes) -> str:
+    """What a refusal says, if it says it in JSON (e.g. Keycloak's `error_description`), for the log."""
+    try:
+        body = orjson.loads(payload[:4096])
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    said = [str(body[k]) for k in ("error", "err", "error_description", "description") if body.get(k)]
+    return f": {' - '.join(said)[:300]}" if said else ""
 
 
 async def set_up(session: aiohttp.ClientSession, transmitter: TransmitterSettings, manage: bool = True) -> Setup:
