@@ -151,7 +151,9 @@ def _start_keycloak(tmp: Path, dev_tls: DevTLS) -> tuple[Process, Keycloak]:
             f"--truststore-paths={dev_tls.ca_file}", "--log-level=WARN,org.keycloak.services:INFO",
             # the Shared Signals transmitter (experimental in 26.7) for test_kc_ssf.py; it pushes to the
             # proxies' loopback addresses, which it refuses unless told this is a closed network
-            "--features=ssf", "--spi-ssf-transmitter--default--allow-insecure-push-targets=true"]
+            "--features=ssf", "--spi-ssf-transmitter--default--allow-insecure-push-targets=true",
+            # pushes leave through an outbox drained every 30 s by default
+            "--spi-ssf-transmitter--default--outbox-drainer-interval=1s"]
     proc = Process(argv, tmp / "keycloak.log", env={"KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
                                                     "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD})
     deadline = time.monotonic() + 240

@@ -148,7 +148,9 @@ def ssf_proxy(realm, dev_tls, upstream, proxy_factory, tmp_path) -> Callable[...
         config = {
             "listeners": {"proxy": {"host": "127.0.0.1", "port": port,
                                     "tls": {"cert_file": str(dev_tls.cert_file), "key_file": str(dev_tls.key_file)}},
-                          "admin": {"host": "127.0.0.1", "port": free_port()}},
+                          "admin": {"host": "127.0.0.1", "port": free_port()},
+                          # Keycloak keeps its push connection open: do not wait out the default 20 s
+                          "shutdown_grace_seconds": 1},
             "identity_providers": [{"id": "kc", "issuer": realm.issuer, "discovery": True,
                                     "audiences": ["iam-proxy"], "jwks_min_refetch_seconds": 0}],
             "authenticators": {"bearer": {"type": "jwt", "providers": ["kc"]}},
