@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import yaml
@@ -276,6 +276,18 @@ def start_ws_upstream(directory: Path) -> tuple["Process", int]:
                       directory / "upstream.log")
     wait_for_port(port, process.proc)
     return process, port
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.05) -> Any:
+    """The first truthy value of `condition()`, asked every `interval` seconds; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def audit_event(proxy: ProxyProcess, request_id: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ssl
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -30,7 +29,7 @@ import yaml
 
 from kc_support import ADMIN_PASSWORD
 from snippets import snippet
-from support import free_port
+from support import free_port, wait_until
 
 REALM = "iam-ssf"
 RECEIVER = "iam-proxy-ssf"
@@ -166,22 +165,12 @@ def ssf_proxy(realm, dev_tls, upstream, proxy_factory, tmp_path) -> Callable[...
         proxy = proxy_factory(config, name=f"ssf-proxy-{port}")
         proxy.https = url
         started.append(proxy)
-        _wait(lambda: "shared signals transmitter keycloak ready" in proxy.process.logs(),
-              what="the proxy to set up its stream at Keycloak")
+        wait_until(lambda: "shared signals transmitter keycloak ready" in proxy.process.logs(), timeout=20.0,
+                   what="the proxy to set up its stream at Keycloak")
         return proxy
 
     yield start
     realm.delete_streams()
-
-
-def _wait(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _get(proxy, dev_tls, token: str) -> httpx.Response:
@@ -190,8 +179,8 @@ def _get(proxy, dev_tls, token: str) -> httpx.Response:
 
 
 def _refused(proxy, dev_tls, token: str) -> httpx.Response:
-    return _wait(lambda: (r := _get(proxy, dev_tls, token)).status_code == 401 and r,
-                 what="the proxy to refuse the token")
+    return wait_until(lambda: (r := _get(proxy, dev_tls, token)).status_code == 401 and r, timeout=20.0,
+                      what="the proxy to refuse the token")
 
 
 def _signals(proxy, event: str) -> list[dict[str, Any]]:
@@ -201,7 +190,7 @@ def _signals(proxy, event: str) -> list[dict[str, Any]]:
 def test_an_admin_signing_a_user_out_is_pushed_and_the_proxy_refuses_the_users_earlier_tokens(
         realm, ssf_proxy, dev_tls):
     proxy = ssf_proxy("push")
-    stream = _wait(realm.streams, what="the proxy's stream")[0]
+    stream = wait_until(realm.streams, timeout=20.0, what="the proxy's stream")[0]
     assert stream["delivery"] == {"method": "urn:ietf:rfc:8935", "endpoint_url": f"{proxy.https}/.iam/ssf/events",
                                   "authorization_header": PUSH_AUTH}  # Keycloak sends it with every push
     assert stream["aud"] == AUDIENCE or stream["aud"] == [AUDIENCE]
@@ -236,7 +225,7 @@ def test_a_user_signing_out_is_polled_and_the_proxy_refuses_the_users_earlier_to
         "refresh_token": tokens["refresh_token"]}).raise_for_status()
 
     assert _refused(proxy, dev_tls, tokens["access_token"]).json()["reason"] == "subject_revoked"
-    [signal] = _wait(lambda: _signals(proxy, "session-revoked"), what="the audit event")
+    [signal] = wait_until(lambda: _signals(proxy, "session-revoked"), timeout=20.0, what="the audit event")
     assert signal["outcome"] == "accepted" and signal["signal"]["delivery"] == "poll"
     assert signal["identity"]["sub"] == realm.user_id("alice")
 
@@ -249,7 +238,8 @@ def test_a_password_reset_is_a_credential_change_which_refreshes_and_revokes_not
     realm.admin("PUT", f"/users/{realm.user_id('bob')}/reset-password",
                 json={"type": "password", "value": "bob-password", "temporary": False})
 
-    [signal] = _wait(lambda: _signals(proxy, "credential-change"), what="the credential-change SET")
+    [signal] = wait_until(lambda: _signals(proxy, "credential-change"), timeout=20.0,
+                          what="the credential-change SET")
     assert signal["outcome"] == "accepted"
     assert (signal["signal"]["refreshed"], signal["signal"]["revoked"]) == (1, 0)
     assert _get(proxy, dev_tls, bob).status_code == 200

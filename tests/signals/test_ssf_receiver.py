@@ -9,6 +9,7 @@ from typing import Iterator
 import httpx
 import pytest
 
+from support import wait_until
 from transmitter import CAEP, RISC, Transmitter
 
 PUSH_AUTH = "Bearer push-secret"
@@ -28,20 +29,10 @@ def _signals(transmitter: Transmitter, **overrides) -> dict:
         "bearer_token": transmitter.token, "push_authorization": PUSH_AUTH, **overrides}]}
 
 
-def _wait(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _start(proxy_factory, proxy_config, transmitter, **overrides):
     proxy_config["signals"] = _signals(transmitter, **overrides)
     proxy = proxy_factory(proxy_config)
-    _wait(lambda: "GET /jwks" in transmitter.hits, what="the receiver to fetch the transmitter's keys")
+    wait_until(lambda: "GET /jwks" in transmitter.hits, what="the receiver to fetch the transmitter's keys")
     return proxy
 
 
@@ -79,7 +70,7 @@ def test_session_revoked_by_push_refuses_tokens_issued_before_it(proxy_factory, 
     time.sleep(1.1)  # iat has a one-second grain: the next token is issued after the event
     assert _get(proxy, issuer.token("alice", ["finance"])).status_code == 200  # signed in again
 
-    signal = _wait(lambda: _signal_events(proxy), what="the signal's audit event")[0]
+    signal = wait_until(lambda: _signal_events(proxy), what="the signal's audit event")[0]
     assert (signal["outcome"], signal["reason"]) == ("accepted", "session-revoked")
     assert signal["identity"] == {"sub": "alice", "iss": issuer.issuer, "format": "iss_sub"}
     assert signal["signal"]["delivery"] == "push" and signal["signal"]["revoked"] == 1
@@ -95,7 +86,7 @@ def test_account_disabled_by_email_and_a_replayed_set_is_acted_on_once(proxy_fac
     assert _push(proxy, transmitter, disabled).status_code == 202
     assert _get(proxy, carol).json()["reason"] == "subject_revoked"
     assert _push(proxy, transmitter, disabled).status_code == 202  # a retry is accepted, not acted on again
-    outcomes = [(e["outcome"], e["signal"]["jti"]) for e in _wait(lambda: len(_signal_events(proxy)) == 2
+    outcomes = [(e["outcome"], e["signal"]["jti"]) for e in wait_until(lambda: len(_signal_events(proxy)) == 2
                                                                    and _signal_events(proxy), what="2 signals")]
     assert outcomes == [("accepted", jti), ("duplicate", jti)]
 
@@ -122,7 +113,7 @@ def test_refused_sets_answer_400_with_the_rfc_error(proxy_factory, proxy_config,
     assert response.status_code == 400
     assert response.json()["err"] == err and response.json()["description"]
     assert _get(proxy, issuer.token("alice", ["finance"])).status_code == 200  # nothing was revoked
-    rejected = _wait(lambda: _signal_events(proxy), what="the rejection's audit event")[0]
+    rejected = wait_until(lambda: _signal_events(proxy), what="the rejection's audit event")[0]
     assert rejected["outcome"] == "rejected" and rejected["signal"]["err"] == err
 
 
@@ -134,14 +125,14 @@ def test_push_needs_its_authorization_and_content_type(proxy_factory, proxy_conf
     response = _push(proxy, transmitter, token, content_type="application/jwt")
     assert (response.status_code, response.json()["err"]) == (400, "invalid_request")
     assert _get(proxy, issuer.token("alice", ["finance"])).status_code == 200
-    assert [e["reason"] for e in _wait(lambda: len(_signal_events(proxy)) == 2 and _signal_events(proxy),
+    assert [e["reason"] for e in wait_until(lambda: len(_signal_events(proxy)) == 2 and _signal_events(proxy),
                                        what="2 refusals")] == ["push_unauthorized", "push_content_type"]
 
 
 def test_poll_delivery_with_a_managed_stream_acts_and_acknowledges(proxy_factory, proxy_config, issuer, transmitter):
     proxy = _start(proxy_factory, proxy_config, transmitter, delivery="poll", manage_stream=True,
                    poll_interval_seconds=0.2)
-    stream = _wait(lambda: transmitter.streams, what="the receiver to create its stream")[0]
+    stream = wait_until(lambda: transmitter.streams, what="the receiver to create its stream")[0]
     assert stream["delivery"]["method"] == "urn:ietf:rfc:8936"
     assert CAEP + "session-revoked" in stream["events_requested"]
     dave = issuer.token("dave", ["finance"])
@@ -153,10 +144,10 @@ def test_poll_delivery_with_a_managed_stream_acts_and_acknowledges(proxy_factory
     queued_at = time.monotonic()
     transmitter.enqueue(jti, token)
     transmitter.enqueue(bad_jti, bad)
-    _wait(lambda: _get(proxy, dave).status_code == 401, what="the polled revocation to apply")
+    wait_until(lambda: _get(proxy, dave).status_code == 401, what="the polled revocation to apply")
     acted_in = time.monotonic() - queued_at
     assert acted_in < 3, f"acted on the polled SET after {acted_in:.1f}s"
-    _wait(lambda: jti in transmitter.acked, what="the acknowledgement")
+    wait_until(lambda: jti in transmitter.acked, what="the acknowledgement")
     assert transmitter.set_errors[bad_jti]["err"] == "invalid_audience"
     assert bad_jti not in transmitter.acked
     events = {e["signal"]["jti"]: e for e in _signal_events(proxy)}
@@ -164,7 +155,7 @@ def test_poll_delivery_with_a_managed_stream_acts_and_acknowledges(proxy_factory
 
     proxy.stop()  # a restart reuses the stream instead of creating another
     proxy_factory(proxy.config, name="again")
-    _wait(lambda: transmitter.hits.count("GET /ssf/stream") >= 2, what="the second stream lookup")
+    wait_until(lambda: transmitter.hits.count("GET /ssf/stream") >= 2, what="the second stream lookup")
     time.sleep(0.3)
     assert len(transmitter.streams) == 1
 
@@ -173,7 +164,7 @@ def test_workers_share_revocations_and_a_restart_keeps_them(proxy_factory, proxy
     proxy_config["listeners"]["workers"] = 2
     proxy_config["signals"] = {**_signals(transmitter), "state_file": str(tmp_path / "revocations.jsonl")}
     proxy = proxy_factory(proxy_config)
-    _wait(lambda: transmitter.hits.count("GET /jwks") >= 2, what="both workers to fetch the keys")
+    wait_until(lambda: transmitter.hits.count("GET /jwks") >= 2, what="both workers to fetch the keys")
     erin = issuer.token("erin", ["finance"])
     _, revoked = transmitter.issue(CAEP + "session-revoked", {"format": "iss_sub", "iss": issuer.issuer, "sub": "erin"})
     assert _push(proxy, transmitter, revoked).status_code == 202  # reaches one of the two workers
@@ -208,7 +199,7 @@ def test_claims_change_drops_cached_lookups_and_revokes_nothing(proxy_factory, p
                                                                   "sub": "frank"}, claims={"groups": ["sales"]})
     assert _push(proxy, transmitter, changed).status_code == 202
     assert _get(proxy, frank).status_code == 200  # not a revocation
-    signal = _wait(lambda: _signal_events(proxy), what="the signal")[0]["signal"]
+    signal = wait_until(lambda: _signal_events(proxy), what="the signal")[0]["signal"]
     assert (signal["refreshed"], signal["revoked"]) == (1, 0)
     assert signal["decisions_dropped"] >= 1
 
@@ -218,5 +209,5 @@ def test_unknown_event_types_are_accepted_audited_and_ignored(proxy_factory, pro
     _, token = transmitter.issue(RISC + "account-enabled", {"format": "opaque", "id": "alice"})
     assert _push(proxy, transmitter, token).status_code == 202
     assert _get(proxy, issuer.token("alice", ["finance"])).status_code == 200
-    signal = _wait(lambda: _signal_events(proxy), what="the signal")[0]
+    signal = wait_until(lambda: _signal_events(proxy), what="the signal")[0]
     assert signal["outcome"] == "accepted" and signal["signal"]["ignored"] == [RISC + "account-enabled"]
