@@ -12,7 +12,7 @@ import time
 import httpx
 
 from audit_peers import Collector, drive_forward_auth, forward_auth_config
-from support import ProxyProcess, free_port
+from support import ProxyProcess, free_port, wait_until
 
 REQUESTS = 10_000
 
@@ -61,12 +61,9 @@ def test_rsyslog_down_during_10k_requests_loses_nothing(proxy_factory, proxy_con
     assert expected - rsyslog.wait_ids(expected) == set()
     # plain syslog has no acknowledgement: a batch counts as delivered once the connection stayed up
     # confirm_seconds after it was written, so the counter follows what rsyslog already has
-    delivered, deadline = 0.0, time.monotonic() + 15
-    while delivered < REQUESTS and time.monotonic() < deadline:
-        time.sleep(0.2)
-        metrics = httpx.get(proxy.admin_url + "/metrics").text
-        delivered = _metric(metrics, 'iam_proxy_audit_delivered_events_total{sink="siem"}')
-    assert delivered >= REQUESTS
+    delivered = lambda: _metric(httpx.get(proxy.admin_url + "/metrics").text,  # noqa: E731
+                                'iam_proxy_audit_delivered_events_total{sink="siem"}')
+    wait_until(lambda: delivered() >= REQUESTS, timeout=15.0, interval=0.2, what="10,000 events delivered")
 
 
 def test_sigkill_mid_run_and_restart_loses_nothing(proxy_config, rsyslog, tmp_path):
@@ -160,14 +157,8 @@ def test_full_spool_blocks_with_503_and_recovers(proxy_factory, proxy_config, tm
             return {e["decision_id"] for q in requests for e in json.loads(q["body"])}
         requests = collector.wait_requests(lambda r: expected <= ids(r), timeout=30)
         assert expected - ids(requests) == set()  # blocking lost nothing
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with proxy.client() as c:
-                if c.get("/public/after").status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the proxy did not accept requests again after the spool drained")
+        wait_until(lambda: httpx.get(proxy.url + "/public/after").status_code == 200, interval=0.1,
+                   what="the proxy to accept requests again after the spool drained")
     finally:
         collector.stop()
 

@@ -15,7 +15,7 @@ import yaml
 from snippets import snippet
 
 from peers.redis import RedisServer
-from support import free_port
+from support import free_port, wait_until
 
 
 @pytest.fixture
@@ -44,13 +44,6 @@ def second(config: dict) -> dict:
 
 def bearer(issuer, sub: str, groups=("finance",)) -> dict[str, str]:
     return {"Authorization": f"Bearer {issuer.token(sub, list(groups))}"}
-
-
-def wait_until(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def test_one_limit_holds_across_two_proxies_sharing_redis(proxy_factory, proxy_config, issuer, redis):

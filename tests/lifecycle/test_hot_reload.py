@@ -14,18 +14,13 @@ from pathlib import Path
 import httpx
 import yaml
 
+from support import wait_until
+
 
 def _write(proxy, config: dict) -> None:
     tmp = proxy.config_path.with_suffix(".new")
     tmp.write_text(yaml.safe_dump(config))
     tmp.replace(proxy.config_path)
-
-
-def _wait(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def _reloads(proxy, result: str) -> float:
@@ -56,7 +51,7 @@ def test_reloads_under_load_lose_no_request_and_no_audit_event(proxy_factory, pr
             "id": "new", "match": {"path": "/new/**"}, "upstream": proxy_config["routes"][0]["upstream"],
             "authenticators": ["public"], "policy": {"path": "iam/authz/decision"}, "labels": {"access": "public"}}]}
         _write(proxy, config)
-        _wait(lambda: _reloads(proxy, "ok") == 1)
+        wait_until(lambda: _reloads(proxy, "ok") == 1, timeout=15.0, what="ok reload 1")
         assert httpx.get(f"{proxy.url}/new/x").status_code == 200
         time.sleep(0.5)
 
@@ -65,7 +60,7 @@ def test_reloads_under_load_lose_no_request_and_no_audit_event(proxy_factory, pr
         config["audit"] = {"sinks": [*config["audit"]["sinks"], {"type": "file", "path": str(second)}]}
         proxy.config_path.write_text(yaml.safe_dump(config))
         os.kill(proxy.process.pid, signal.SIGHUP)
-        _wait(lambda: _reloads(proxy, "ok") == 2)
+        wait_until(lambda: _reloads(proxy, "ok") == 2, timeout=15.0, what="ok reload 2")
         time.sleep(1)
         stop.set()
         for future in futures:
@@ -86,7 +81,7 @@ def test_a_broken_file_keeps_the_old_config_and_says_why(proxy_factory, proxy_co
     token = {"Authorization": f"Bearer {issuer.token('alice', ['finance'])}"}
     broken = {**proxy_config, "routes": [{**proxy_config["routes"][0], "authenticators": ["nobody"]}]}
     _write(proxy, broken)
-    _wait(lambda: _reloads(proxy, "refused") == 1)
+    wait_until(lambda: _reloads(proxy, "refused") == 1, timeout=15.0, what="refused reload 1")
 
     assert httpx.get(f"{proxy.url}/api/invoices/1", headers=token).status_code == 200  # old config serves
     assert httpx.get(f"{proxy.url}/public/x").status_code == 200  # the route the bad file drops
@@ -101,10 +96,10 @@ def test_a_broken_file_keeps_the_old_config_and_says_why(proxy_factory, proxy_co
     # a listener change is refused too (it needs a restart); then a good file applies
     moved = {**proxy_config, "listeners": {**proxy_config["listeners"], "workers": 2}}
     _write(proxy, moved)
-    _wait(lambda: _reloads(proxy, "refused") == 2)
+    wait_until(lambda: _reloads(proxy, "refused") == 2, timeout=15.0, what="refused reload 2")
     assert "listeners: changed" in httpx.get(f"{proxy.admin_url}/readyz").json()["config"]["error"]
     _write(proxy, {**proxy_config, "routes": proxy_config["routes"][:1]})
-    _wait(lambda: _reloads(proxy, "ok") == 1)
+    wait_until(lambda: _reloads(proxy, "ok") == 1, timeout=15.0, what="ok reload 1")
     assert httpx.get(f"{proxy.url}/public/x").status_code == 404
     assert proxy.metric("iam_proxy_config_reload_failing") == 0
 
@@ -118,7 +113,7 @@ def test_every_worker_reloads_on_sighup_to_the_supervisor(proxy_factory, proxy_c
     config = {**proxy_config, "routes": routes}
     proxy.config_path.write_text(yaml.safe_dump(config))  # each worker also sees the change within a second
     os.kill(proxy.process.pid, signal.SIGHUP)
-    _wait(lambda: _reloads(proxy, "ok") >= 2)  # /metrics adds up both workers
+    wait_until(lambda: _reloads(proxy, "ok") >= 2, timeout=15.0, what="ok reload 2")  # /metrics adds up both workers
     statuses = {httpx.get(f"{proxy.url}/new/x").status_code for _ in range(20)}  # new connections: both workers
     assert statuses == {200}
     assert proxy.process.proc.poll() is None
