@@ -3,8 +3,9 @@
 The model is the single source: each key's type and default come from pydantic, its description from
 `Field(description=...)` or, where the model says it in a comment (`# ...` above the key or after it),
 from that comment. A key's example is the first value the docs' YAML blocks give it (those blocks
-are run by tests as written, so the examples are configurations that work). `docs/configuration-reference.md` is this module's output (`iam-proxy docs`), and
-a test fails when it is stale; `iam-proxy config schema` prints the JSON Schema for editors.
+are run by tests as written, so the examples are configurations that work).
+`docs/configuration-reference.md` is this module's output (`iam-proxy docs`), and a test fails when
+it is stale; `iam-proxy config schema` prints the JSON Schema for editors.
 """
 
 from __future__ import annotations
@@ -156,12 +157,14 @@ _YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.M | re.S)
 _EXAMPLE_WIDTH = 48
 
 
-def documented_examples(settings_model: type[BaseModel], docs: Path = DOCS) -> dict[tuple[str, str], Any]:
+def documented_examples(settings_model: type[BaseModel], docs: Path = DOCS,
+                        sections: _Sections | None = None) -> dict[tuple[str, str], Any]:
     """(section title, key) -> the first value a YAML block of the docs gives that key. A block is read
     when it is a configuration from the top (its keys are top-level keys); others are fragments."""
     found: dict[tuple[str, str], Any] = {}
-    sections = _Sections()
-    sections.visit(settings_model, "")
+    if sections is None:
+        sections = _Sections()
+        sections.visit(settings_model, "")
     for page in sorted(docs.rglob("*.md")) if docs.is_dir() else []:
         for block in _YAML_BLOCK.findall(page.read_text()):
             try:
@@ -210,7 +213,7 @@ def _anchor(title: str) -> str:
 def render_markdown(settings_model: type[BaseModel], docs: Path = DOCS) -> str:
     sections = _Sections()
     sections.visit(settings_model, "")
-    examples = documented_examples(settings_model, docs)
+    examples = documented_examples(settings_model, docs, sections)
     out = ["# Configuration reference", "",
            "Generated from the settings model by `iam-proxy docs` (or `make docs`); do not edit by hand.",
            "`iam-proxy config schema` prints the same model as JSON Schema, for editors that validate YAML.",

@@ -264,8 +264,9 @@ def _unused_call_results(file: str, statement: list[Token], known: set[str]) -> 
             uses[token.text] = uses.get(token.text, 0) + 1
     problems = []
     rule = _head_name(statement) or "?"
+    names = known - {"_"}  # rules, imports and keywords are not variables; `_` is one that is never used
     for i, token in enumerate(statement):
-        if token.kind != "ident" or (i > 0 and statement[i - 1].text in (".", "[")) or token.text in known - {"_"}:
+        if token.kind != "ident" or (i > 0 and statement[i - 1].text in (".", "[")) or token.text in names:
             continue
         after = statement[i + 1].text if i + 1 < len(statement) else ""
         if after in (":=", "="):
