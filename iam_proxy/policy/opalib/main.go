@@ -93,6 +93,22 @@ func problemsOf(err error) []problem {
 		}
 		return problems
 	}
+	var regoErrors rego.Errors // parse errors: one per module, each an *ast.Error
+	if errors.As(err, &regoErrors) {
+		problems := make([]problem, 0, len(regoErrors))
+		for _, e := range regoErrors {
+			problems = append(problems, problemsOf(e)...)
+		}
+		return problems
+	}
+	var astError *ast.Error
+	if errors.As(err, &astError) {
+		p := problem{Message: astError.Message}
+		if astError.Location != nil {
+			p.File, p.Row = astError.Location.File, astError.Location.Row
+		}
+		return []problem{p}
+	}
 	return []problem{{Message: err.Error()}}
 }
 
