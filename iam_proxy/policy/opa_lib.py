@@ -21,14 +21,18 @@ from __future__ import annotations
 import ctypes
 import json
 import re
+import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..core.extras import opa_library
 from .engine import PolicyEvaluationError, UndefinedDecision
-from .embedded import CompiledByOpaEngine
+from .bounded import BoundExceeded, ChildFailed, run_process_bounded
+from .embedded import LOAD_MEMORY_BYTES, LOAD_TIMEOUT_SECONDS, CompiledByOpaEngine
 from .input_reads import PolicyReads, analyse
 from .source import PolicyLoadError, PolicyProblem, PolicySource
 
@@ -36,6 +40,7 @@ EVAL_TIMEOUT_MS = 1000  # per decision; OPA cancels the evaluation and the reque
 _OK, _UNDEFINED = 0, 1
 
 _Out = ctypes.POINTER(ctypes.c_char)
+_CHECK = str(Path(__file__).with_name("opa_lib_check.py"))
 _lib: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
 
@@ -85,6 +90,7 @@ class _Policy:
         self.source = source
         self.reads: PolicyReads | None = None
         request = orjson.dumps({"modules": source.modules, "data": source.data, "entrypoints": entrypoints})
+        _compile_bounded(source, request)
         out, length = _Out(), ctypes.c_int()
         self.handle = self.lib.iam_opa_compile(request, len(request), ctypes.byref(out), ctypes.byref(length))
         if self.handle == 0:
@@ -106,6 +112,27 @@ class _Policy:
     def __del__(self) -> None:
         if getattr(self, "handle", 0):
             self.lib.iam_opa_release(self.handle)
+
+
+def _compile_bounded(source: PolicySource, request: bytes) -> None:
+    """The same compile in a child process first (opa_lib_check.py), bounded like the embedded engine's
+    load-time check: a policy that makes OPA's compiler loop or grow is refused here, not run here."""
+    path = opa_library()
+    assert path is not None  # _library() found it
+    with tempfile.NamedTemporaryFile(prefix="iam-proxy-opa-lib-") as request_file:
+        request_file.write(request)
+        request_file.flush()
+        try:
+            run_process_bounded([sys.executable, "-I", _CHECK, path, request_file.name],
+                                LOAD_TIMEOUT_SECONDS, LOAD_MEMORY_BYTES)
+        except BoundExceeded as exc:
+            bound = f"{LOAD_TIMEOUT_SECONDS:g} s" if exc.what == "time" else f"{LOAD_MEMORY_BYTES >> 20} MiB of memory"
+            raise PolicyLoadError([PolicyProblem(next(iter(source.modules), ""), 0,
+                                                 f"compiling the policy with OPA did not finish within {bound}; "
+                                                 "the policy is refused")]) from None
+        except ChildFailed as exc:
+            raise PolicyLoadError([PolicyProblem(next(iter(source.modules), ""), 0,
+                                                 f"OPA's compiler crashed on this policy: {exc}")]) from None
 
 
 def compile_with_opa(source: PolicySource, entrypoints: list[str]) -> _Policy:

@@ -101,3 +101,16 @@ def test_choosing_it_without_the_library_is_a_config_error_naming_the_key(monkey
         parse_settings(config)
     monkeypatch.setenv("IAM_PROXY_OPA_LIB", str(REPO / "pyproject.toml"))  # found: a file there
     assert parse_settings(config).policy.engine == "opa-lib"
+
+
+def test_the_compile_runs_first_in_a_bounded_child_and_a_runaway_compile_is_refused(monkeypatch):
+    children = []
+    real = opa_lib.run_process_bounded
+    monkeypatch.setattr(opa_lib, "run_process_bounded", lambda argv, *bounds: children.append(argv) or real(argv, *bounds))
+    assert decide(engine("package t\n\nv := 1\n", "t/v"), "t/v", {}) == 1
+    assert len(children) == 1 and children[0][2].endswith("opa_lib_check.py")
+    monkeypatch.setattr(opa_lib, "LOAD_TIMEOUT_SECONDS", 0.0)  # every compile now runs out of time
+    with pytest.raises(PolicyLoadError, match=r"t.rego:0: compiling the policy with OPA did not finish within 0 s; "
+                                              "the policy is refused"):
+        engine("package t\n\nv := 1\n", "t/v")
+
