@@ -148,8 +148,9 @@ DESCRIPTIONS: dict[str, str] = {
     "Route.labels": "free-form labels, in the policy input (`input.route.labels`) and the audit event",
     "RoutePolicy.dry_run": "log the real decision but allow the request (reason dry_run_denied)",
     # policy
-    "PolicySettings.engine": ("the default engine: embedded (rego-cpp in process), opa-lib (OPA's evaluator in process; "
-                              "scripts/install-peers.sh opa-lib builds it), opa-wasm, or opa (a remote OPA server)"),
+    "PolicySettings.engine": ("the default engine: auto (opa-lib where its library is built, else embedded), "
+                              "opa-lib (OPA's evaluator in process; scripts/install-peers.sh opa-lib builds it), "
+                              "embedded (rego-cpp in process), opa-wasm, or opa (a remote OPA server)"),
     "PolicySettings.dir": "Rego files and data.json for the embedded engine",
     "PolicySettings.opa": "the remote OPA server, for engine opa",
     "PolicySettings.cache": "the decision cache's size and lifetime",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a step of the project needs, idempotently, from the project's own files:
-#   install-peers.sh run   Debian packages `make run` needs (scripts/debian-packages.txt, step run)
+#   install-peers.sh run   Debian packages `make run` needs (scripts/debian-packages.txt, step run),
+#                          then OPA and its library when Go is on PATH (policy.engine auto picks opa-lib)
 #   install-peers.sh opa   the pinned OPA binary only (`make policy-test`)
 #   install-peers.sh opa-lib  OPA's evaluator as a shared library (engine `opa-lib`), built with Go
 #   install-peers.sh ci    the clean-root check's tools (step ci)
@@ -77,6 +78,14 @@ case "${1:-}" in
   run)
     # without root the quick start still runs: on glibc's malloc, with a warning at startup
     install_debs run || echo "warning: could not install the Debian packages of step 'run'" >&2
+    # policy.engine auto runs policies on OPA's own evaluator when its library is built (Go is on
+    # the machine), else on rego-cpp, which refuses what it would answer differently (docs/policy-engines.md)
+    if command -v go >/dev/null; then
+      go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"
+      opa_lib
+    else
+      echo "note: no Go on PATH: policies run on the embedded rego-cpp engine, not OPA's own (engine opa-lib)" >&2
+    fi
     exit 0 ;;
   opa)
     go_install opa github.com/open-policy-agent/opa "$OPA_VERSION"

@@ -47,7 +47,11 @@ class PolicyRuntime:
                 self.engines[kind] = engine_class(policy.dir, entrypoints, metrics)
         if "opa" in route_engines.values() and policy.opa is not None:
             self.engines["opa"] = OpaHttpEngine(policy.opa)
-        self.default_engine = self.engines.get(policy.engine) or next(iter(self.engines.values()))
+        if policy.engine == "auto":
+            log.info("policy.engine auto: %s", "opa-lib (OPA's evaluator; its library is built)"
+                     if policy.default_engine == "opa-lib" else
+                     "embedded (rego-cpp; OPA's library is not built: scripts/install-peers.sh opa-lib)")
+        self.default_engine = self.engines.get(policy.default_engine) or next(iter(self.engines.values()))
         cached_routes = frozenset(r.id for r in settings.routes if settings.caches_decisions(r))
         cache = DecisionCache(policy.cache) if cached_routes else None
         self.decider = Decider(self.engines, route_engines, cached_routes, cache, metrics,

@@ -34,16 +34,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .candidate import open_candidate
     from .replay import decision_paths, replay
     from .report import build_report, render_text
+    from ..settings.policy import PolicySettings
     from ..settings.routes import RoutePolicy
 
+    engine = PolicySettings(engine=args.engine).default_engine
     events = list(read_events([Path(p) for p in args.events], _window(args)))
     # with no decision to replay, the candidate still has to compile (at the default decision path)
     entrypoints = decision_paths(events) or [RoutePolicy().path]
 
     async def run() -> dict:
-        async with open_candidate(Path(args.policies), args.engine, entrypoints, args.opa_url) as candidate:
+        async with open_candidate(Path(args.policies), engine, entrypoints, args.opa_url) as candidate:
             results = await replay(candidate, events)
-            return build_report(results, candidate.revision, args.engine)
+            return build_report(results, candidate.revision, engine)
 
     report = asyncio.run(run())
     _print(report, args.format, render_text)
@@ -70,8 +72,9 @@ def add_policy_commands(policy: argparse._SubParsersAction) -> None:
     p = policy.add_parser("replay", help="re-decide recorded requests under a candidate policy, report flips")
     _common(p)
     p.add_argument("--policies", required=True, help="the candidate: a policy directory or a bundle (.tar.gz)")
-    p.add_argument("--engine", choices=["embedded", "opa-lib", "opa"], default="embedded",
-                   help="embedded (default), opa-lib (OPA's evaluator in process), or opa: a local `opa run` "
+    p.add_argument("--engine", choices=["auto", "embedded", "opa-lib", "opa"], default="auto",
+                   help="auto (default: opa-lib where its library is built, else embedded, as policy.engine), "
+                        "opa-lib (OPA's evaluator in process), embedded (rego-cpp), or opa: a local `opa run` "
                         "on the candidate, or --opa-url")
     p.add_argument("--opa-url", help="an OPA server already serving the candidate (with --engine opa)")
     p.add_argument("--max-flips", type=int, help="exit 1 when more decisions than this flip (for CI)")

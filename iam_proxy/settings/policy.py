@@ -1,4 +1,4 @@
-"""Policy: the engines (embedded, OPA), the decision cache, bundles and the decision log."""
+"""Policy: the engines (auto, embedded, opa-lib, opa-wasm, OPA), the decision cache, bundles and the decision log."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from ..core.extras import opa_library
 from .base import Model
 from .validators import http_url
 
@@ -87,7 +88,7 @@ class DecisionLogSettings(Model):
 
 
 class PolicySettings(Model):
-    engine: Literal["embedded", "opa-lib", "opa-wasm", "opa"] = "embedded"
+    engine: Literal["auto", "embedded", "opa-lib", "opa-wasm", "opa"] = "auto"
     dir: Path = Path("policies")
     bundle: BundleSettings | None = None  # replaces dir as the embedded engine's source
     reload_interval_seconds: float = Field(default=1.0, ge=0)  # 0 = no reload
@@ -100,3 +101,10 @@ class PolicySettings(Model):
         if self.bundle is not None and "dir" in self.model_fields_set:
             raise ValueError("set dir or bundle, not both")
         return self
+
+    @property
+    def default_engine(self) -> str:
+        """`engine` with `auto` resolved: OPA's own evaluator where its library is built, else rego-cpp."""
+        if self.engine != "auto":
+            return self.engine
+        return "opa-lib" if opa_library() is not None else "embedded"

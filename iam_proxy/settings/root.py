@@ -74,7 +74,7 @@ class Settings(Model):
             for j, enricher_name in enumerate(route.enrichers):
                 if enricher_name not in self.enrichers:
                     raise ValueError(f"routes[{i}].enrichers[{j}]: unknown enricher {enricher_name!r}")
-            engine = route.policy.engine or self.policy.engine
+            engine = self.engine_for(route)
             if engine == "opa-lib":
                 try:
                     require_opa_library()
@@ -89,7 +89,7 @@ class Settings(Model):
         return self
 
     def engine_for(self, route: Route) -> str:
-        return route.policy.engine or self.policy.engine
+        return route.policy.engine or self.policy.default_engine
 
     def caches_decisions(self, route: Route) -> bool:
         if route.policy.cache is not None:

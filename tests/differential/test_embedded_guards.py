@@ -20,6 +20,7 @@ def _check(tmp_path: Path, issuer, rego: str) -> tuple[int, str]:
     (policy_dir / "gw.rego").write_text(rego)
     config = base_config("http://127.0.0.1:9", issuer.jwks_path, tmp_path / "audit.jsonl", policy_dir)
     config["routes"] = [{**config["routes"][0], "policy": {"path": "gw/allow"}}]
+    config["policy"]["engine"] = "embedded"  # these are rego-cpp's guards (the default, auto, is opa-lib here)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     result = run_cli("check", "--config", str(config_path), cwd=REPO)

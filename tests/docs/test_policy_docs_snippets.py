@@ -289,8 +289,8 @@ def test_the_input_document_shown_is_what_explain_reports():
 def test_the_engine_config_loads_and_opa_needs_a_url():
     fragment = yaml.safe_load(snippet("engines-config").text)
     settings = parse_settings({**BEARER, **fragment})
-    assert settings.policy.engine == "embedded" and str(settings.policy.opa.url).startswith("http://127.0.0.1:8181")
-    assert settings.routes[1].policy.engine == "opa"
+    assert settings.policy.engine == "auto" and str(settings.policy.opa.url).startswith("http://127.0.0.1:8181")
+    assert [settings.engine_for(r) for r in settings.routes] == ["opa-lib", "opa"]  # make test builds opa-lib
     del fragment["policy"]["opa"]
     with pytest.raises(ConfigError, match=re.escape("routes[1].policy.engine: engine 'opa' needs policy.opa.url")):
         parse_settings({**BEARER, **fragment})
@@ -394,7 +394,7 @@ def test_the_explain_commands_run(explain_dir):
     proc = sh(allowed, cwd=explain_dir, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "request:   GET https://api.example.com/api/invoices/7" in proc.stdout
-    assert "route:     invoices -> http://127.0.0.1:9000  (policy iam/authz/decision on engine embedded)" in proc.stdout
+    assert "route:     invoices -> http://127.0.0.1:9000  (policy iam/authz/decision on engine opa-lib)" in proc.stdout
     assert "reason: granted by role or group" in proc.stdout
     # the output block after the commands is this report, abbreviated: each line it shows is there
     [shown] = [s for s in all_snippets() if s.doc == "policy-engines.md" and s.output and "request:" in s.text]

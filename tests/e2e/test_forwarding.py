@@ -149,7 +149,7 @@ def test_health_and_readiness(proxy):
         ready = c.get("/readyz")
         metrics = c.get("/metrics").text
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"accepting": True, "policies": True, "policy:embedded": True, "jwks:dev": True}
+    assert ready.json()["checks"] == {"accepting": True, "policies": True, "policy:opa-lib": True, "jwks:dev": True}
     assert "iam_proxy_requests_total" in metrics
 
 

@@ -28,6 +28,7 @@ def test_policy_compile_error_at_start_refuses_and_names_file_and_line(proxy_fac
 
 def test_unsupported_builtin_is_refused_at_load(proxy_config, policy_dir, tmp_path):
     """net.cidr_contains evaluates to undefined in rego-cpp: a deny rule using it would never fire."""
+    proxy_config = {**proxy_config, "policy": {**proxy_config["policy"], "engine": "embedded"}}
     (policy_dir / "iam" / "net.rego").write_text(
         "package iam.net\n\nimport rego.v1\n\ndeny if {\n\tnet.cidr_contains(\"10.0.0.0/8\", input.ip)\n}\n")
     config_path = tmp_path / "config.yaml"

@@ -144,7 +144,7 @@ def test_opa_frozen_then_killed_mid_test_denies_with_503_then_recovers(proxy_fac
 
 
 def test_per_route_engines_and_dry_run(proxy_factory, proxy_config, opa_factory, issuer):
-    """Globally embedded; /api asks OPA in dry run, /public asks OPA, /emb stays embedded."""
+    """Globally in process (auto: opa-lib here); /api asks OPA in dry run, /public asks OPA, /emb stays in process."""
     opa = opa_factory([REPO / "policies"])
     proxy_config["policy"]["opa"] = {"url": opa.url, "timeout_seconds": 0.5}
     routes = proxy_config["routes"]
@@ -159,9 +159,9 @@ def test_per_route_engines_and_dry_run(proxy_factory, proxy_config, opa_factory,
         opa.stop(signal.SIGKILL)
         assert c.get("/api/invoices/1", headers=bob).status_code == 200  # dry run never blocks...
         assert c.get("/public/x").status_code == 503  # ...and only on the route that asked for it
-        assert c.get("/emb/x", headers=bob).status_code == 403  # the embedded engine is unaffected
+        assert c.get("/emb/x", headers=bob).status_code == 403  # the in-process engine is unaffected
     emb, denied, failed, public, emb_again = proxy.wait_audit(5, timeout=5)
-    assert [e["decision"]["engine"] for e in (emb, denied, emb_again)] == ["embedded", "opa", "embedded"]
+    assert [e["decision"]["engine"] for e in (emb, denied, emb_again)] == ["opa-lib", "opa", "opa-lib"]
     assert denied["reason"] == "dry_run_denied" and denied["outcome"] == "allowed"
     assert denied["decision"]["dry_run"] is True
     assert denied["result"] == {"allowed": False, "reasons": ["user bob may not GET /api/invoices/1"]}

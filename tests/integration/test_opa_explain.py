@@ -39,7 +39,7 @@ def test_explain_with_a_token_shows_every_stage_and_masks_credentials(config_fil
     token = issuer.token("alice", ["finance"])
     report = _report(config_file, "http://api.example/api/invoices/7?access_token=qs-secret",
                      [("authorization", f"Bearer {token}"), ("X-Forwarded-User", "mallory")])
-    assert report["route"]["id"] == "api" and report["route"]["engine"] == "embedded"
+    assert report["route"]["id"] == "api" and report["route"]["engine"] == "opa-lib"
     assert report["identity"]["sub"] == "alice" and report["identity"]["groups"] == ["finance"]
     http = report["input"]["attributes"]["request"]["http"]
     assert http["method"] == "GET" and http["host"] == "api.example"
@@ -48,7 +48,7 @@ def test_explain_with_a_token_shows_every_stage_and_masks_credentials(config_fil
     assert report["input"]["identity"]["sub"] == "alice"
     assert report["decision"] == {"allowed": True, "reasons": ["granted by role or group"],
                                   "result": {"allowed": True, "reasons": ["granted by role or group"]},
-                                  "engine": "embedded", "revision": report["decision"]["revision"], "cached": False}
+                                  "engine": "opa-lib", "revision": report["decision"]["revision"], "cached": False}
     headers = dict((k.lower(), v) for k, v in report["upstream"]["headers"])
     assert report["upstream"]["url"] == "http://127.0.0.1:9/api/invoices/7?access_token=***"  # masked (--show-secrets shows it)
     assert [v for k, v in report["upstream"]["headers"] if k.lower() == "x-forwarded-user"] == ["alice"]

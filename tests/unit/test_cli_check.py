@@ -32,7 +32,7 @@ def check(tmp_path, config: dict):
 def test_a_buildable_config_passes(tmp_path, config):
     result = check(tmp_path, config)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok: 1 routes, 1 authenticators, policy embedded revision")
+    assert result.stdout.startswith("ok: 1 routes, 1 authenticators, policy opa-lib revision")
 
 
 def test_a_config_that_validates_but_cannot_be_built_fails_check(tmp_path, config):

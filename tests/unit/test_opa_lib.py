@@ -114,3 +114,15 @@ def test_the_compile_runs_first_in_a_bounded_child_and_a_runaway_compile_is_refu
                                               "the policy is refused"):
         engine("package t\n\nv := 1\n", "t/v")
 
+
+def test_engine_auto_is_opa_lib_where_its_library_is_built_else_rego_cpp(monkeypatch, tmp_path):
+    config = {"identity_providers": [{"id": "dev", "issuer": "https://idp", "jwks_file": "jwks.json",
+                                      "audiences": ["api"]}],
+              "authenticators": {"bearer": {"type": "jwt", "providers": ["dev"]}},
+              "routes": [{"id": "api", "upstream": "http://127.0.0.1:1", "authenticators": ["bearer"]}]}
+    settings = parse_settings(config)
+    assert settings.policy.engine == "auto"
+    assert settings.engine_for(settings.routes[0]) == "opa-lib"  # make test builds the library
+    monkeypatch.setenv("IAM_PROXY_OPA_LIB", "")
+    monkeypatch.setenv("IAM_PROXY_TOOLS", str(tmp_path))
+    assert settings.engine_for(settings.routes[0]) == "embedded"

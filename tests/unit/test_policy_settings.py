@@ -17,7 +17,7 @@ def _config(**policy) -> dict:
 
 
 @pytest.mark.parametrize("policy, message", [
-    ({"engine": "opal"}, "policy.engine: Input should be 'embedded', 'opa-lib', 'opa-wasm' or 'opa'"),
+    ({"engine": "opal"}, "policy.engine: Input should be 'auto', 'embedded', 'opa-lib', 'opa-wasm' or 'opa'"),
     ({"opa": {"url": "127.0.0.1:8181"}}, "policy.opa.url: must be an http:// or https:// URL"),
     ({"opa": {"url": "http://o", "timeout_seconds": 0}}, "policy.opa.timeout_seconds"),
     ({"opa": {"url": "http://o", "timout_seconds": 1}}, "policy.opa.timout_seconds: Extra inputs are not permitted"),
