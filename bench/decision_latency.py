@@ -36,7 +36,7 @@ from iam_proxy.policy.embedded import EmbeddedEngine  # noqa: E402
 from iam_proxy.policy.opa_http import OpaHttpEngine  # noqa: E402
 from iam_proxy.policy.opa_lib import OpaLibEngine  # noqa: E402
 from iam_proxy.policy.opa_wasm import OpaWasmEngine  # noqa: E402
-from iam_proxy.settings.policy import DecisionCacheSettings, OpaServerSettings  # noqa: E402
+from iam_proxy.settings.policy import DecisionCacheSettings, OpaServerSettings, PolicySettings  # noqa: E402
 
 PATH = "iam/authz/decision"
 
@@ -142,7 +142,7 @@ async def run(n: int) -> dict:
         if opa is not None:
             opa.terminate()
             opa.wait(10)
-    return {"policy": "policies/ (iam/authz/decision)", "cores": os.cpu_count(), "default_engine": "embedded",
+    return {"policy": "policies/ (iam/authz/decision)", "cores": os.cpu_count(), "default_engine": PolicySettings().default_engine,
             "results": results}
 
 

@@ -54,7 +54,7 @@ LIGHT_CONNECTIONS = 4
 DEFAULT_TARGETS = ["upstream-direct", "nginx-proxy", "iam-proxy", "iam-proxy-nocache", "iam-proxy-opa", "iam-proxy-forward-auth",
                    "iam-proxy-forward-auth-nocache", "oauth2-proxy", "envoy-ext-authz-grpc", "envoy-ext-authz-http",
                    "iam-proxy-mix", "iam-proxy-mix-nocache", "iam-proxy-mix-nocache-1worker", "oauth2-proxy-mix",
-                   "iam-proxy-opa-lib-mix", "iam-proxy-opa-lib-mix-nocache", "iam-proxy-opa-lib-mix-nocache-1worker"]
+                   "iam-proxy-embedded-mix", "iam-proxy-embedded-mix-nocache", "iam-proxy-embedded-mix-nocache-1worker"]
 
 
 @dataclass

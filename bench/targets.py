@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from iam_proxy.devcerts import DEV_AUDIENCE, DEV_ISSUER
+from iam_proxy.settings.policy import PolicySettings
 
 from .tokens import TOKEN_TTL_SECONDS
 
@@ -257,7 +258,7 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
         "routes": [{"id": "api", "match": {"path": "/api/**"}, "upstream": ctx.upstream.url,
                     "authenticators": ["bearer"],
                     "policy": {"path": "iam/authz/decision",
-                               # None: the product default (on for the embedded engine, off for opa)
+                               # None: the product default (on for the in-process engines, off for opa)
                                **({} if cache_decisions is None else {"cache": cache_decisions})}}],
         "policy": policy,
         "identity_headers": {"assertion": {"key_file": str(REPO / "certs" / "assertion-key.pem")}},
@@ -287,7 +288,9 @@ def _start_iam(ctx: BenchContext, name: str, policy: dict[str, Any],
     return service, port
 
 
-def _embedded_policy(engine: str = "embedded") -> dict[str, Any]:
+def _in_process_policy(engine: str = "auto") -> dict[str, Any]:
+    """The shipped policies on an in-process engine: the product default (auto: opa-lib, which `make
+    bench` builds), or rego-cpp (`embedded`) for the variant rows."""
     return {"engine": engine, "dir": str(REPO / "policies")}
 
 
@@ -304,30 +307,30 @@ def start_nginx_proxy(ctx: BenchContext) -> Running:
 
 
 def start_iam_proxy(ctx: BenchContext) -> Running:
-    service, port = _start_iam(ctx, "iam-proxy", _embedded_policy())
+    service, port = _start_iam(ctx, "iam-proxy", _in_process_policy())
     return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
-                   notes=f"embedded Rego (decision cache on, the default), audit to file, "
+                   notes=f"engine auto = {PolicySettings().default_engine} (decision cache on, the default), audit to file, "
                          f"{ctx.iam_workers} worker(s)")
 
 
 def start_iam_proxy_nocache(ctx: BenchContext) -> Running:
-    service, port = _start_iam(ctx, "iam-proxy-nocache", _embedded_policy(), cache_decisions=False)
+    service, port = _start_iam(ctx, "iam-proxy-nocache", _in_process_policy(), cache_decisions=False)
     return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
                    notes=f"as iam-proxy, decision cache off: the engine evaluates every request, "
                          f"{ctx.iam_workers} worker(s)")
 
 
-def start_iam_proxy_opa_lib_nocache(ctx: BenchContext) -> Running:
-    service, port = _start_iam(ctx, "iam-proxy-opa-lib-nocache", _embedded_policy("opa-lib"), cache_decisions=False)
+def start_iam_proxy_embedded_nocache(ctx: BenchContext) -> Running:
+    service, port = _start_iam(ctx, "iam-proxy-embedded-nocache", _in_process_policy("embedded"), cache_decisions=False)
     return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
-                   notes=f"engine opa-lib (OPA's evaluator in process), decision cache off, "
+                   notes=f"engine embedded (rego-cpp in process), decision cache off, "
                          f"{ctx.iam_workers} worker(s)")
 
 
-def start_iam_proxy_opa_lib(ctx: BenchContext) -> Running:
-    service, port = _start_iam(ctx, "iam-proxy-opa-lib", _embedded_policy("opa-lib"))
+def start_iam_proxy_embedded(ctx: BenchContext) -> Running:
+    service, port = _start_iam(ctx, "iam-proxy-embedded", _in_process_policy("embedded"))
     return Running(f"http://127.0.0.1:{port}", [service.pid], [service],
-                   notes=f"engine opa-lib, decision cache on, {ctx.iam_workers} worker(s)")
+                   notes=f"engine embedded (rego-cpp), decision cache on, {ctx.iam_workers} worker(s)")
 
 
 def opa_binary() -> Path:
@@ -356,7 +359,7 @@ def start_iam_proxy_opa(ctx: BenchContext) -> Running:
 
 
 def _start_forward_auth(ctx: BenchContext, name: str, cache_seconds: int) -> Running:
-    iam, iam_port = _start_iam(ctx, f"{name}-iam", _embedded_policy())
+    iam, iam_port = _start_iam(ctx, f"{name}-iam", _in_process_policy())
     port = free_port()
     cache_path = cache = ""
     if cache_seconds:
@@ -465,16 +468,16 @@ def start_oauth2_proxy_mix(ctx: BenchContext) -> Running:
     return _mixed(start_oauth2_proxy(ctx), "token mix")
 
 
-def start_iam_proxy_opa_lib_mix(ctx: BenchContext) -> Running:
-    return _mixed(start_iam_proxy_opa_lib(ctx), "token mix")
+def start_iam_proxy_embedded_mix(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_embedded(ctx), "token mix")
 
 
-def start_iam_proxy_opa_lib_mix_nocache(ctx: BenchContext) -> Running:
-    return _mixed(start_iam_proxy_opa_lib_nocache(ctx), "token mix")
+def start_iam_proxy_embedded_mix_nocache(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_embedded_nocache(ctx), "token mix")
 
 
-def start_iam_proxy_opa_lib_mix_nocache_1worker(ctx: BenchContext) -> Running:
-    return _mixed(start_iam_proxy_opa_lib_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
+def start_iam_proxy_embedded_mix_nocache_1worker(ctx: BenchContext) -> Running:
+    return _mixed(start_iam_proxy_embedded_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
 
 
 TARGETS = {
@@ -492,13 +495,13 @@ TARGETS = {
     "iam-proxy-mix-nocache": start_iam_proxy_mix_nocache,
     "iam-proxy-mix-nocache-1worker": start_iam_proxy_mix_nocache_1worker,
     "oauth2-proxy-mix": start_oauth2_proxy_mix,
-    "iam-proxy-opa-lib-mix": start_iam_proxy_opa_lib_mix,
-    "iam-proxy-opa-lib-mix-nocache": start_iam_proxy_opa_lib_mix_nocache,
-    "iam-proxy-opa-lib-mix-nocache-1worker": start_iam_proxy_opa_lib_mix_nocache_1worker,
+    "iam-proxy-embedded-mix": start_iam_proxy_embedded_mix,
+    "iam-proxy-embedded-mix-nocache": start_iam_proxy_embedded_mix_nocache,
+    "iam-proxy-embedded-mix-nocache-1worker": start_iam_proxy_embedded_mix_nocache_1worker,
 }
 MIX_TARGETS = {start_iam_proxy_mix, start_iam_proxy_mix_nocache, start_iam_proxy_mix_nocache_1worker,
-               start_oauth2_proxy_mix, start_iam_proxy_opa_lib_mix, start_iam_proxy_opa_lib_mix_nocache,
-               start_iam_proxy_opa_lib_mix_nocache_1worker}
+               start_oauth2_proxy_mix, start_iam_proxy_embedded_mix, start_iam_proxy_embedded_mix_nocache,
+               start_iam_proxy_embedded_mix_nocache_1worker}
 # Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
 # path, and each pass costs one signature verification per token).
 DISTINCT_TOKEN_TARGETS = {"iam-proxy", "oauth2-proxy"}

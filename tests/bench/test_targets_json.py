@@ -44,8 +44,9 @@ def test_tiny_run_writes_every_target_row(tmp_path):
     by_name = {row["name"]: row for row in rows}
     # measured in this run: the light-load figure (iam-proxy, upstream-direct) and the default engine
     assert by_name["median added over a direct call at light load"]["value"] is not None
-    embedded = by_name["embedded decision, Python call included (embedded)"]
-    assert embedded["value"] > 0 and "the target" in embedded["note"]
+    default = by_name["embedded decision, Python call included (opa-lib)"]  # auto's choice where the library is built
+    assert default["value"] > 0 and "the target" in default["note"]
+    assert "the target applies to opa-lib" in by_name["embedded decision, Python call included (embedded)"]["note"]
     # oauth2-proxy was not run: the ratios against it say so
     nocache = by_name["throughput, distinct tokens, decision cache off, vs oauth2-proxy"]
     assert nocache["value"] is None and "oauth2-proxy-mix not run" in nocache["note"]
@@ -67,7 +68,7 @@ def test_verdicts_follow_the_measured_figures():
                _result("iam-proxy-mix-nocache-1worker", 1000), _result("oauth2-proxy-mix", 2000),
                _result("iam-proxy-forward-auth-nocache", 2000, cpu_s_per_1k_by_process=[0.05, 0.25]),
                {"name": "envoy-ext-authz-grpc", "failed": "Envoy not found"}]
-    decision = {"policy": "p", "results": {"embedded": {"n": 10, "mean_us": 90, "p50_us": 80, "p99_us": 120},
+    decision = {"policy": "p", "results": {"opa-lib": {"n": 10, "mean_us": 90, "p50_us": 80, "p99_us": 120},
                                            "opa-wasm": {"error": "RuntimeError: no opa"}}}
     rows = issue_targets(results, decision, 10_000)
     _check_shape(rows)
@@ -77,17 +78,17 @@ def test_verdicts_follow_the_measured_figures():
     assert by_name["throughput, distinct tokens, decision cache on, vs oauth2-proxy"]["met"] is True  # 1.35x
     assert by_name["p99 at half of each one's own peak, uncached, vs oauth2-proxy"]["met"] is False  # 9 > 5 ms
     assert by_name["median added over a direct call at light load"]["value"] == 1.3
-    assert by_name["embedded decision, Python call included (embedded)"]["met"] is True
+    assert by_name["embedded decision, Python call included (opa-lib)"]["met"] is True
     wasm = by_name["embedded decision, Python call included (opa-wasm)"]
     assert wasm["value"] is None and "no opa" in wasm["note"]
     assert by_name["2 workers vs 1 worker on 2 cores"]["value"] == 1.9
     assert by_name["forward-auth decisions per second per core, no front cache"]["value"] == 4000  # 1000 / 0.25
     grpc = by_name["ext_authz gRPC decisions per second per core, no front cache"]
     assert grpc["value"] is None and "Envoy not found" in grpc["note"]
-    # the same throughput rows with engine opa-lib, judged by the same targets
-    results += [_result("iam-proxy-opa-lib-mix-nocache", 2100), _result("iam-proxy-opa-lib-mix-nocache-1worker", 1500)]
+    # the same throughput rows with engine embedded (rego-cpp), judged by the same targets
+    results += [_result("iam-proxy-embedded-mix-nocache", 2100), _result("iam-proxy-embedded-mix-nocache-1worker", 1500)]
     by_name = {row["name"]: row for row in issue_targets(results, decision, 10_000)}
-    lib = by_name["throughput, distinct tokens, decision cache off, vs oauth2-proxy (engine opa-lib)"]
-    assert (lib["value"], lib["met"]) == (1.05, True)
-    assert by_name["throughput, distinct tokens, decision cache on, vs oauth2-proxy (engine opa-lib)"]["value"] is None
-    assert by_name["2 workers vs 1 worker on 2 cores (engine opa-lib)"]["value"] == 1.4
+    rego_cpp = by_name["throughput, distinct tokens, decision cache off, vs oauth2-proxy (engine embedded, rego-cpp)"]
+    assert (rego_cpp["value"], rego_cpp["met"]) == (1.05, True)
+    assert by_name["throughput, distinct tokens, decision cache on, vs oauth2-proxy (engine embedded, rego-cpp)"]["value"] is None
+    assert by_name["2 workers vs 1 worker on 2 cores (engine embedded, rego-cpp)"]["value"] == 1.4
