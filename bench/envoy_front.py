@@ -57,10 +57,10 @@ def envoy_argv(config_path: Path, base_id: int, concurrency: int = 1) -> list[st
 
 def start_envoy_ext_authz(ctx, mode: str):
     """iam-proxy with both ext_authz listeners, and Envoy (docs/envoy.md) in front of the upstream."""
-    from .targets import Running, Service, _embedded_policy, _pinned, _start_iam, free_port, wait_for_port
+    from .targets import Running, Service, _in_process_policy, _pinned, _start_iam, free_port, wait_for_port
 
     checks = {9191: free_port(), 9192: free_port()}
-    iam, iam_port = _start_iam(ctx, f"envoy-{mode}-iam", _embedded_policy(), extra={"ext_authz": {
+    iam, iam_port = _start_iam(ctx, f"envoy-{mode}-iam", _in_process_policy(), extra={"ext_authz": {
         "grpc": {"host": "127.0.0.1", "port": checks[9191]}, "http": {"host": "127.0.0.1", "port": checks[9192]},
         "path_prefix": "/check", "trusted_peers": ["127.0.0.1/32"]}})
     front = free_port()
