@@ -9,8 +9,8 @@ refused at load with OPA's messages (file and line), and each decision runs unde
 
 Loading shares everything else with the embedded engine (the policy directory, bundles, reloads;
 embedded.py): what the policies read, for the input projection and the decision cache, comes from
-OPA's parse of them (input_reads.py), made by the library itself in the load-time child, so no `opa`
-binary is needed.
+OPA's parse of them (`opa parse`, input_reads.py) when the `opa` binary is there, and is the whole
+input (cache off) when it is not.
 
 The library starts Go's runtime in this process: it is loaded on first use, never before a fork
 (the load-time checks of the embedded engine fork; they never call into it).
@@ -33,7 +33,7 @@ from ..core.extras import opa_library
 from .engine import PolicyEvaluationError, UndefinedDecision
 from .bounded import BoundExceeded, ChildFailed, run_process_bounded
 from .embedded import LOAD_MEMORY_BYTES, LOAD_TIMEOUT_SECONDS, CompiledByOpaEngine
-from .input_reads import PolicyReads, analyse, reads_of
+from .input_reads import PolicyReads, analyse
 from .source import PolicyLoadError, PolicyProblem, PolicySource
 
 EVAL_TIMEOUT_MS = 1000  # per decision; OPA cancels the evaluation and the request is denied
@@ -89,9 +89,8 @@ class _Policy:
         self.lib = _library()
         self.source = source
         self.reads: PolicyReads | None = None
-        self.trees: dict[str, Any] | None = None
         request = orjson.dumps({"modules": source.modules, "data": source.data, "entrypoints": entrypoints})
-        self.trees = _compile_bounded(source, request)
+        _compile_bounded(source, request)
         out, length = _Out(), ctypes.c_int()
         self.handle = self.lib.iam_opa_compile(request, len(request), ctypes.byref(out), ctypes.byref(length))
         if self.handle == 0:
@@ -115,18 +114,17 @@ class _Policy:
             self.lib.iam_opa_release(self.handle)
 
 
-def _compile_bounded(source: PolicySource, request: bytes) -> dict[str, Any] | None:
+def _compile_bounded(source: PolicySource, request: bytes) -> None:
     """The same compile in a child process first (opa_lib_check.py), bounded like the embedded engine's
-    load-time check: a policy that makes OPA's compiler loop or grow is refused here, not run here.
-    Returns OPA's syntax trees of the modules, which the child writes when the compile succeeded."""
+    load-time check: a policy that makes OPA's compiler loop or grow is refused here, not run here."""
     path = opa_library()
     assert path is not None  # _library() found it
     with tempfile.NamedTemporaryFile(prefix="iam-proxy-opa-lib-") as request_file:
         request_file.write(request)
         request_file.flush()
         try:
-            trees = run_process_bounded([sys.executable, "-I", _CHECK, path, request_file.name],
-                                        LOAD_TIMEOUT_SECONDS, LOAD_MEMORY_BYTES)
+            run_process_bounded([sys.executable, "-I", _CHECK, path, request_file.name],
+                                LOAD_TIMEOUT_SECONDS, LOAD_MEMORY_BYTES)
         except BoundExceeded as exc:
             bound = f"{LOAD_TIMEOUT_SECONDS:g} s" if exc.what == "time" else f"{LOAD_MEMORY_BYTES >> 20} MiB of memory"
             raise PolicyLoadError([PolicyProblem(next(iter(source.modules), ""), 0,
@@ -135,15 +133,11 @@ def _compile_bounded(source: PolicySource, request: bytes) -> dict[str, Any] | N
         except ChildFailed as exc:
             raise PolicyLoadError([PolicyProblem(next(iter(source.modules), ""), 0,
                                                  f"OPA's compiler crashed on this policy: {exc}")]) from None
-    return orjson.loads(trees) if trees else None
 
 
 def compile_with_opa(source: PolicySource, entrypoints: list[str]) -> _Policy:
     policy = _Policy(source, entrypoints)
-    # OPA's own parse from the load-time child; `opa parse` only if the child gave none
-    trees = policy.trees
-    policy.reads = (reads_of({f: t for f, t in trees.items() if not f.endswith("_test.rego")}) if trees
-                    else analyse(source.modules))
+    policy.reads = analyse(source.modules)
     return policy
 
 

@@ -2,10 +2,7 @@
 
 opa_lib.py runs this, bounded in time and memory (bounded.py), before it compiles the same request
 in the proxy's process, so a policy that makes OPA's compiler run away is refused at load instead of
-taking the proxy with it. When the compile succeeds, the child also writes OPA's syntax trees of the
-modules to standard output (what `opa parse` gives; input_reads.py reads them): OPA's parser sets
-process-wide options while it marshals them, which is why it runs here and not in the proxy.
-It imports nothing of the project: the child starts in tens of milliseconds.
+taking the proxy with it. It imports nothing of the project: the child starts in tens of milliseconds.
 Exit 0 when the compile ended, with or without errors (the proxy's own compile reports them).
 """
 
@@ -15,17 +12,12 @@ import sys
 
 def main(library: str, request_file: str) -> int:
     lib = ctypes.CDLL(library)
-    for function in (lib.iam_opa_compile, lib.iam_opa_parse):
-        function.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    out, length = ctypes.POINTER(ctypes.c_char)(), ctypes.c_int()
+    lib.iam_opa_compile.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     lib.iam_opa_compile.restype = ctypes.c_longlong
-    lib.iam_opa_parse.restype = ctypes.c_int
     with open(request_file, "rb") as f:
         request = f.read()
-    out, length = ctypes.POINTER(ctypes.c_char)(), ctypes.c_int()
-    if lib.iam_opa_compile(request, len(request), ctypes.byref(out), ctypes.byref(length)) == 0:
-        return 0
-    if lib.iam_opa_parse(request, len(request), ctypes.byref(out), ctypes.byref(length)) == 0:
-        sys.stdout.buffer.write(ctypes.string_at(out, length.value))
+    lib.iam_opa_compile(request, len(request), ctypes.byref(out), ctypes.byref(length))
     return 0
 
 

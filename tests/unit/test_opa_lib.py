@@ -12,7 +12,7 @@ import pytest
 
 from iam_proxy.core.errors import ConfigError
 from iam_proxy.core.extras import opa_library
-from iam_proxy.policy import opa_lib, opa_tool
+from iam_proxy.policy import opa_lib
 from iam_proxy.policy.engine import PolicyEvaluationError
 from iam_proxy.policy.opa_lib import OpaLibEngine
 from iam_proxy.policy.source import PolicyLoadError, PolicySource
@@ -126,25 +126,3 @@ def test_engine_auto_is_opa_lib_where_its_library_is_built_else_rego_cpp(monkeyp
     monkeypatch.setenv("IAM_PROXY_OPA_LIB", "")
     monkeypatch.setenv("IAM_PROXY_TOOLS", str(tmp_path))
     assert settings.engine_for(settings.routes[0]) == "embedded"
-
-
-def test_what_the_policy_reads_comes_from_the_library_without_an_opa_binary(monkeypatch):
-    monkeypatch.setattr(opa_tool, "find", lambda: None)  # no `opa parse` to fall back on
-    e = engine('package t\n\nallow if $"{input.user}" == "alice"\n\nallow if input.route.labels.tier == "gold"\n',
-               "t/allow")
-    assert e.policy_reads.input == {"user": True, "route": {"labels": {"tier": True}}}
-    assert decide(e, "t/allow", {"user": "alice", "noise": list(range(100))}) is True
-
-
-def test_the_librarys_syntax_trees_are_opa_parses():
-    modules = {str(p): p.read_text() for p in (REPO / "policies").rglob("*.rego")}
-    trees = opa_lib.compile_with_opa(PolicySource(modules, {}, "r", ()), ["iam/authz/decision"]).trees
-
-    def without_files(tree):  # `opa parse` reads temporary copies, so only the file names differ
-        if isinstance(tree, dict):
-            return {k: without_files(v) for k, v in tree.items() if k != "file"}
-        return [without_files(v) for v in tree] if isinstance(tree, list) else tree
-
-    parsed = opa_tool.parse(modules)
-    assert len(parsed) >= 5 and {f: without_files(t) for f, t in trees.items()} == \
-        {f: without_files(t) for f, t in parsed.items()}

@@ -5,10 +5,6 @@
 //	                          -> a handle > 0; or 0 and, in *out, the errors [{"file", "row", "message"}]
 //	iam_opa_eval(handle, entrypoint, input, timeout_ms)
 //	                          -> 0 and the value's JSON in *out; 1 undefined; 2 and an error message
-//	iam_opa_parse(request)    request {"modules": {name: text}} -> 0 and {name: syntax tree} in *out, the
-//	                          JSON of `opa parse --format json --json-include locations,-comments`; 2 and
-//	                          an error. It sets OPA's process-wide JSON options while it runs, so only
-//	                          the load-time child (opa_lib_check.py) calls it, never the proxy.
 //	iam_opa_free(p), iam_opa_release(handle)
 //
 // A compiled policy is a set of prepared queries, one per entry point; a prepared query is safe
@@ -33,7 +29,6 @@ import (
 	"unsafe"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	astJSON "github.com/open-policy-agent/opa/v1/ast/json"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -212,40 +207,6 @@ func iam_opa_eval(handle C.longlong, entrypoint *C.char, input *C.char, inputLen
 		return 2
 	}
 	give(out, outLen, text)
-	return 0
-}
-
-//export iam_opa_parse
-func iam_opa_parse(request *C.char, requestLen C.int, out **C.char, outLen *C.int) C.int {
-	var req compileRequest
-	if err := json.Unmarshal(C.GoBytes(unsafe.Pointer(request), requestLen), &req); err != nil {
-		give(out, outLen, []byte("bad request: "+err.Error()))
-		return 2
-	}
-	all := true
-	astJSON.SetOptions(astJSON.Options{MarshalOptions: astJSON.MarshalOptions{
-		IncludeLocationText: true,
-		IncludeLocation: astJSON.NodeToggle{Term: all, Package: all, Comment: all, Import: all, Rule: all, Head: all,
-			Expr: all, SomeDecl: all, Every: all, With: all, Annotations: all, AnnotationsRef: all},
-	}})
-	defer astJSON.SetOptions(astJSON.Defaults())
-	trees := make(map[string]*ast.Module, len(req.Modules))
-	for name, text := range req.Modules {
-		module, err := ast.ParseModuleWithOpts(name, text,
-			ast.ParserOptions{ProcessAnnotation: true, RegoVersion: ast.DefaultRegoVersion})
-		if err != nil {
-			give(out, outLen, []byte(err.Error()))
-			return 2
-		}
-		module.Comments = nil
-		trees[name] = module
-	}
-	data, err := json.Marshal(trees)
-	if err != nil {
-		give(out, outLen, []byte("syntax trees: "+err.Error()))
-		return 2
-	}
-	give(out, outLen, data)
 	return 0
 }
 
