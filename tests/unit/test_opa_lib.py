@@ -4,6 +4,7 @@ builds from iam_proxy/policy/opalib/, which `make test` builds first)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import time
@@ -126,3 +127,20 @@ def test_engine_auto_is_opa_lib_where_its_library_is_built_else_rego_cpp(monkeyp
     monkeypatch.setenv("IAM_PROXY_OPA_LIB", "")
     monkeypatch.setenv("IAM_PROXY_TOOLS", str(tmp_path))
     assert settings.engine_for(settings.routes[0]) == "embedded"
+
+
+def test_the_librarys_own_input_reader_reads_what_opas_reads():
+    """input.go reads the policy input straight into OPA's value; its Go tests compare it with OPA's
+    own reader on fixed cases and, for a few seconds, on fuzzed ones."""
+    go = subprocess.run(["go", "test", "-run", "Test", "-fuzz", "FuzzInputValue", "-fuzztime", "5s", "."],
+                        cwd=REPO / "iam_proxy" / "policy" / "opalib", capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "GOFLAGS": "-mod=mod"})
+    assert go.returncode == 0, go.stdout[-3000:] + go.stderr[-2000:]
+    assert "PASS" in go.stdout
+
+
+def test_inputs_reach_the_policy_as_opa_reads_them():
+    e = engine("package t\nimport rego.v1\nechoed := input\n", "t/echoed")
+    weird = {"big": 2**63 - 1, "float": 1.5e-7, "text": "é\u0000\"\\😀", "nested": [[{"a": None}]],
+             "flags": [True, False], "empty": {}}
+    assert decide(e, "t/echoed", weird) == weird

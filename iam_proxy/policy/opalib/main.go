@@ -17,7 +17,6 @@ package main
 import "C"
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -154,6 +153,7 @@ func iam_opa_compile(request *C.char, requestLen C.int, out **C.char, outLen *C.
 	handle := next
 	policies[handle] = compiled
 	mu.Unlock()
+	keepGCHeadroom()
 	return C.longlong(handle)
 }
 
@@ -177,7 +177,7 @@ func iam_opa_eval(handle C.longlong, entrypoint *C.char, input *C.char, inputLen
 	if !ok {
 		return 1
 	}
-	value, err := ast.ValueFromReader(bytes.NewReader(C.GoBytes(unsafe.Pointer(input), inputLen)))
+	value, err := inputValue(unsafe.Slice((*byte)(unsafe.Pointer(input)), int(inputLen)))
 	if err != nil {
 		give(out, outLen, []byte("input: "+err.Error()))
 		return 2
