@@ -182,9 +182,12 @@ func iam_opa_eval(handle C.longlong, entrypoint *C.char, input *C.char, inputLen
 		give(out, outLen, []byte("input: "+err.Error()))
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeoutMs)*time.Millisecond)
-	defer cancel()
-	results, err := prepared.Eval(ctx, rego.EvalParsedInput(value))
+	// The deadline cancels through a timer, not the goroutine PreparedEvalQuery.Eval otherwise starts
+	// to watch its context: that goroutine woke another thread on every decision.
+	cancel := topdown.NewCancel()
+	deadline := time.AfterFunc(time.Duration(timeoutMs)*time.Millisecond, cancel.Cancel)
+	results, err := prepared.Eval(context.Background(), rego.EvalParsedInput(value), rego.EvalExternalCancel(cancel))
+	deadline.Stop()
 	if err != nil {
 		var halt *topdown.Error
 		message := err.Error()
