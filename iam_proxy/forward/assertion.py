@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc.jwk import ECKey
-from joserfc.jws import JWSRegistry
 
 from ..core.identity import Identity
 
@@ -35,9 +37,11 @@ class AssertionSigner:
         self.issuer = issuer
         self.ttl = ttl_seconds
         self._clock = clock
-        # One signature per request: the header segment is encoded once, and the claims go straight to
-        # joserfc's ES256 algorithm (jwt.encode's claim validation and re-encoding cost as much again).
-        self._algorithm = JWSRegistry.algorithms["ES256"]
+        # One signature per request: the header segment is encoded once, and the claims are signed
+        # with the key itself (jwt.encode's claim validation and re-encoding cost as much again, and
+        # joserfc's ES256 builds its algorithm object per call).
+        self._private_key = self._key.private_key
+        self._ecdsa = ec.ECDSA(hashes.SHA256())
         self._header_segment = _b64(orjson.dumps({"alg": "ES256", "kid": self.kid, "typ": "JWT"}))
 
     def jwks(self) -> dict[str, Any]:
@@ -63,7 +67,8 @@ class AssertionSigner:
         if identity.roles:
             claims["roles"] = list(identity.roles)
         signing_input = self._header_segment + b"." + _b64(orjson.dumps(claims))
-        return (signing_input + b"." + _b64(self._algorithm.sign(signing_input, self._key))).decode()
+        r, s = decode_dss_signature(self._private_key.sign(signing_input, self._ecdsa))
+        return (signing_input + b"." + _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode()
 
 
 def _b64(data: bytes) -> bytes:

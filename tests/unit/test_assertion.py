@@ -28,3 +28,12 @@ def test_assertion_does_not_verify_with_another_key():
     other = ECKey.generate_key("P-256", private=True)
     with pytest.raises(BadSignatureError):
         jwt.decode(token, other, algorithms=["ES256"])
+
+
+def test_every_signature_is_64_bytes_and_verifies_even_when_r_or_s_is_short():
+    # about one signature in 128 has an r or s below 2**248, which must still take 32 bytes
+    signer = AssertionSigner(None, "https://proxy.example", 60)
+    keys = KeySet.import_key_set(signer.jwks())
+    for n in range(400):
+        token = signer.sign(Identity(sub=f"user{n}", method="jwt"), "api", str(n))
+        assert jwt.decode(token, keys, algorithms=["ES256"]).claims["sub"] == f"user{n}"
