@@ -87,8 +87,19 @@ class ChainState:
 
     def stamp(self, document: dict[str, Any], encode) -> bytes:
         """`document` with its chain link, encoded; the chain advances past it."""
-        line = encode({**document, "chain": {"seq": self.head.seq + 1, "prev": self.head.prev}})
-        is_event = "checkpoint" not in document
+        line = encode({**document, "chain": self._link()})
+        return self._advance(line, is_event="checkpoint" not in document)
+
+    def stamp_encoded(self, event: bytes) -> bytes:
+        """An event already encoded as a JSON object (without a `chain`), with its chain link added to
+        the end: the bytes `stamp` would give, without encoding the event again."""
+        link = b'"chain":' + orjson.dumps(self._link()) + b"}"
+        return self._advance(event[:-1] + (b"," if event != b"{}" else b"") + link, is_event=True)
+
+    def _link(self) -> dict[str, Any]:
+        return {"seq": self.head.seq + 1, "prev": self.head.prev}
+
+    def _advance(self, line: bytes, is_event: bool) -> bytes:
         self.head = ChainHead(self.head.seq + 1, line_hash(line), self.head.events + is_event)
         self._since_checkpoint += is_event
         return line

@@ -100,7 +100,8 @@ class Journal:
         return self.spool is None or self.spool.settings.overflow == "drop_oldest" or self.spool.has_room()
 
     def record(self, line: bytes, event: dict[str, Any]) -> None:
-        """Make the event durable; raises SpoolFull or OSError when it could not be."""
+        """Make the event durable (`line`: its native JSON and a newline); raises SpoolFull or OSError
+        when it could not be."""
         if self.spool is not None:
             start = self.spool.append(line)
             if start is None:
@@ -110,7 +111,7 @@ class Journal:
             return
         for name, sink in self.direct_files:  # no spool: the file is the record, and must take it
             try:
-                sink.write(event)
+                sink.write(event, native=line[:-1])
             except OSError:
                 sink.healthy = False
                 self._failed[name].inc()

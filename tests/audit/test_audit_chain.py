@@ -187,3 +187,36 @@ def test_time_based_rotation_keeps_the_chain(tmp_path, monkeypatch, capsys):
     assert [json.loads(line)["request_id"] for line in rotated[0].read_text().splitlines()] == ["first", "second"]
     assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["third"]
     assert main(["audit", "verify", str(rotated[0]), str(path)]) == 0
+
+
+def test_an_event_the_auditor_already_encoded_is_stamped_without_encoding_it_again(tmp_path):
+    """The auditor encodes each event once; the file sink adds the chain link to those bytes. The
+    lines are the ones encoding the event again would give, and the file verifies."""
+    from iam_proxy.audit.render import json_bytes
+
+    events = [sample_event(request_id=f"r{i}") for i in range(9)]
+    again, once = tmp_path / "again.jsonl", tmp_path / "once.jsonl"
+    for path, native in ((again, False), (once, True)):
+        sink = FileAuditSink(FileSink(type="file", path=path, chain={"algorithm": "hmac-sha256", "hmac_key": HMAC_KEY}))
+        for event in events:
+            sink.write(event, native=json_bytes(event) if native else None)
+        sink.close()
+    # the closing checkpoints carry their time; the events' lines must be the same bytes
+    events_of = lambda path: [line for line in path.read_bytes().splitlines() if b'"checkpoint"' not in line]
+    assert events_of(once) == events_of(again) and len(events_of(once)) == 9
+    result = _verify(str(once))
+    assert result.returncode == 0 and "OK: 9 events" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_privacy_rule_or_another_format_is_applied_to_an_event_the_auditor_encoded(tmp_path):
+    from iam_proxy.audit.render import json_bytes
+
+    event = sample_event(request_id="r1")
+    for extra, check in (({"format": "ecs"}, lambda line: "ecs" in line),
+                         ({"privacy": {"rules": [{"field": "client.address", "action": "drop"}]}},
+                          lambda line: "address" not in line["client"])):
+        path = tmp_path / f"{len(extra)}-{list(extra)[0]}.jsonl"
+        sink = FileAuditSink(FileSink(type="file", path=path, **extra))
+        sink.write(event, native=json_bytes(event))
+        sink.close()
+        assert check(json.loads(path.read_text().splitlines()[0]))

@@ -76,15 +76,19 @@ class FileAuditSink:
         self._size = os.fstat(self._fd).st_size
         self._opened = time.monotonic()
 
-    def write(self, event: dict[str, Any]) -> None:
-        """Write one event (and a checkpoint when one is due); raises OSError, changing nothing."""
-        document = render(self.privacy.apply(event), self.settings.format)
+    def write(self, event: dict[str, Any], native: bytes | None = None) -> None:
+        """Write one event (and a checkpoint when one is due); raises OSError, changing nothing.
+        `native`: the event already encoded as JSON, used as it is where nothing would change it."""
+        if self.privacy.active or self.settings.format != "native":
+            native = None
         if self.chain is None:
-            self._write_line(to_bytes(document))
+            self._write_line(native if native is not None else
+                             to_bytes(render(self.privacy.apply(event), self.settings.format)))
         else:
             before = self.chain.snapshot()
             try:
-                self._write_line(self.chain.stamp(document, json_bytes))
+                self._write_line(self.chain.stamp_encoded(native) if native is not None else
+                                 self.chain.stamp(render(self.privacy.apply(event), self.settings.format), json_bytes))
             except BaseException:
                 self.chain.restore(before)
                 raise
