@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 import socket
@@ -94,7 +95,23 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     log.warning("iam-proxy listening on %s:%d (admin %s:%d), policy revision %s",
                 settings.listeners.proxy.host, settings.listeners.proxy.port,
                 settings.listeners.admin.host, settings.listeners.admin.port, proxy.engine.revision)
+    settle_garbage_collector()
     await asyncio.gather(serve_proxy(), *(s.serve() for s in servers[1:]))
+
+
+# In a 25-second benchmark run a worker ran the collector 800 times (4 of them over every object the
+# proxy built at startup, about 114,000), for 3.3 % of its CPU: at Python's default threshold (700)
+# the youngest generation fills every few dozen requests.
+GC_YOUNGEST_THRESHOLD = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """What the proxy built to serve (settings, compiled routes and policies, libraries' tables) is
+    moved out of the collector's sight, and requests' garbage is collected in larger batches."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNGEST_THRESHOLD, older, oldest)
 
 
 def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board,
