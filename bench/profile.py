@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--target", choices=("iam-proxy", "iam-proxy-nocache"), default="iam-proxy")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--native", action="store_true",
+                        help="sample native frames too (C, Rust, Go: the crypto, the engine, the collector); "
+                             "this pauses the process for each sample")
     args = parser.parse_args(argv)
     start = start_iam_proxy if args.target == "iam-proxy" else start_iam_proxy_nocache
     stem = "profile" if args.target == "iam-proxy" else "profile-nocache"
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = out / f"{stem}.txt"
         subprocess.run([py_spy(), "record", "--pid", str(running.proxy_pids[0]), "--duration",
                         f"{int(args.seconds)}", "--rate", "250", "--format", "raw", "--output", str(raw),
-                        "--nonblocking"], check=True, capture_output=True, timeout=args.seconds + 60)
+                        *(["--native"] if args.native else ["--nonblocking"])], check=True, capture_output=True, timeout=args.seconds + 60)
         load.join()
     finally:
         if running is not None:
