@@ -106,11 +106,14 @@ def changed_pointers(original: Any, shown: Any, path: tuple[str, ...] = ("input"
     """JSON pointers of every value of `original` that `shown` (its masked copy) does not show as it
     was: what an audit event's `input_redacted` lists, so a replay never mistakes a mask for a value.
     The masked copy shares every branch it left alone, so those are passed over without comparing."""
-    if original is shown:
-        return []
     if isinstance(original, dict) and isinstance(shown, dict):
-        return [p for key in original for p in changed_pointers(original[key], shown.get(key, _GONE), (*path, key))]
-    return [] if original == shown else [pointer(path)]
+        changed: list[str] = []
+        for key, value in original.items():
+            other = shown.get(key, _GONE)
+            if value is not other:
+                changed += changed_pointers(value, other, (*path, key))
+        return changed
+    return [] if original is shown or original == shown else [pointer(path)]
 
 
 _GONE = object()
