@@ -139,7 +139,7 @@ class FrontDoors:
             if audited.refused:
                 audit.outcome, audit.reason = "error", "audit_unavailable"
             route = audit.ctx.route.id if audit.ctx is not None and audit.ctx.route is not None else ""
-            self.metrics.requests.labels(route=route, outcome=audit.outcome, reason=audit.reason).inc()
-            self.metrics.latency.labels(outcome=audit.outcome).observe(time.perf_counter() - started)
+            self.metrics.child(self.metrics.requests, route, audit.outcome, audit.reason).inc()
+            self.metrics.child(self.metrics.latency, audit.outcome).observe(time.perf_counter() - started)
             if self.shadow is not None and audit.policy_input is not None and audit.ctx is not None:
                 self.shadow.offer(audit.ctx, audit.policy_input, audit.decision, audit.reason)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
@@ -26,3 +28,13 @@ class Metrics:
         self.bundle_loads = Counter("iam_proxy_bundle_loads_total",
                                     "Policy bundle activations by result (ok, not_modified, refused, error)",
                                     ["result"], registry=self.registry)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once: the request path counts several times a request,
+        and prometheus_client checks and locks on every `labels` call."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found

@@ -70,7 +70,7 @@ class Decider:
                 read = project(policy_input, engine.policy_reads.input)  # type: ignore[attr-defined]
                 cache_key = self.cache.key(revision, path, read)
                 hit = self.cache.get(revision, cache_key)
-                self.metrics.decision_cache.labels(result="hit" if hit else "miss").inc()
+                self.metrics.child(self.metrics.decision_cache, "hit" if hit else "miss").inc()
             if hit is not None:
                 outcome = interpret(hit, path, cached=True)
             else:
@@ -78,11 +78,11 @@ class Decider:
                 outcome = interpret(result, path)
                 if cache_key is not None and self.cache is not None:
                     self.cache.put(revision, cache_key, result)  # only well-formed decisions get here
-            self.metrics.policy_decisions.labels(
-                engine=engine.name, result="allowed" if outcome.decision.allowed else "denied").inc()
+            self.metrics.child(self.metrics.policy_decisions, engine.name,
+                               "allowed" if outcome.decision.allowed else "denied").inc()
             return outcome
         except PolicyError as exc:
-            self.metrics.policy_decisions.labels(engine=engine.name, result=exc.reason).inc()
+            self.metrics.child(self.metrics.policy_decisions, engine.name, exc.reason).inc()
             raise
         finally:
-            self.metrics.policy_seconds.labels(engine=engine.name).observe(time.perf_counter() - started)
+            self.metrics.child(self.metrics.policy_seconds, engine.name).observe(time.perf_counter() - started)
