@@ -8,9 +8,9 @@ filled in as the stages go.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
@@ -119,6 +119,15 @@ def _has_dot_segments(path: str) -> bool:
     return any(seg in (".", "..") for seg in path.split("/"))
 
 
+def random_uuid() -> str:
+    """`str(uuid.uuid4())` without building a UUID object (a third of the time, on every request)."""
+    octets = bytearray(os.urandom(16))
+    octets[6] = octets[6] & 0x0F | 0x40  # version 4
+    octets[8] = octets[8] & 0x3F | 0x80  # RFC 4122 variant
+    text = octets.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def context_from_scope(scope: dict[str, Any]) -> RequestContext:
     return request_context(RequestDescription.from_scope(scope))
 
@@ -145,12 +154,12 @@ def request_context(request: RequestDescription) -> RequestContext:
     if _has_dot_segments(raw_path) or _has_dot_segments(decoded):
         raise BadRequest("path_not_normalized", message="The path must be absolute and free of dot segments.")
 
-    request_id = headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = headers.get("x-request-id") or os.urandom(16).hex()
     if len(request_id) > 128 or not request_id.isprintable():
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()
     return RequestContext(
         request_id=request_id,
-        decision_id=str(uuid.uuid4()),
+        decision_id=random_uuid(),
         method=request.method,
         scheme=request.scheme,
         host=headers.get("host", ""),
