@@ -61,6 +61,46 @@ class _Stop(Exception):
     """Raised in a parser callback to stop parsing; the reason is in GuardedHttp._refusal."""
 
 
+class _OneWritePerTurn:
+    """The connection's transport, sending what is written in one turn of the event loop as one
+    write: uvicorn writes a response's head and its body separately, so every small response cost
+    two sends (and the client two reads). Everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:  # a websocket takes the connection over
+        self.flush()
+        self._transport.set_protocol(protocol)
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttp(HttpToolsProtocol):
     """One timer per connection, re-armed only when it fires (not per request), watches the head and
     the body; the size limits are checked once per head, exactly only when its bytes could exceed them."""
@@ -90,7 +130,7 @@ class GuardedHttp(HttpToolsProtocol):
     # ------------------------------------------------------------------ connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_OneWritePerTurn(transport, self.loop))  # type: ignore[arg-type]
         if self._own_slot:
             self._admitted = self.guard.admit(self.client)
             if not self._admitted:

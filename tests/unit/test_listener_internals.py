@@ -214,3 +214,48 @@ def test_handshake_failures_are_classified(exc, reason):
     assert label == reason
     assert label in counters.HANDSHAKE_FAILURES
     assert detail
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str, default=None):
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+
+def test_what_one_turn_of_the_loop_writes_leaves_as_one_write():
+    """uvicorn writes a response's head and body separately; the client gets them in one send."""
+    from iam_proxy.listener.protocol import _OneWritePerTurn
+
+    async def scenario():
+        raw = _RecordingTransport()
+        transport = _OneWritePerTurn(raw, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        transport.write(b"ok")
+        assert raw.writes == []  # not before the turn ends
+        await asyncio.sleep(0)
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+        transport.write(b"next")
+        await asyncio.sleep(0)
+        assert raw.writes[-1] == b"next"
+        transport.write(b"last words")
+        transport.close()  # what was written goes out before the close
+        assert raw.writes[-1] == b"last words" and raw.closed
+        transport.write(b"dropped")
+        transport.abort()
+        await asyncio.sleep(0)
+        assert raw.writes[-1] == b"last words" and raw.aborted
+        assert transport.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is the transport's
+
+    asyncio.run(scenario())
