@@ -123,20 +123,27 @@ func (r *inputReader) object(depth int) (ast.Value, error) {
 			return nil, err
 		}
 		members.add(key, r.term(value), r)
-		r.space()
-		if r.pos >= len(r.data) {
-			return nil, r.fail("unexpected end of input")
-		}
-		switch r.data[r.pos] {
-		case ',':
-			r.pos++
-		case '}':
-			r.pos++
-			return ast.NewObject(members.pairs...), nil
-		default:
-			return nil, r.fail("expected ',' or '}'")
+		if end, err := r.separator('}'); err != nil || end {
+			return ast.NewObject(members.pairs...), err
 		}
 	}
+}
+
+// separator reads what follows a member or an element: a comma (false) or the closing bracket (true).
+func (r *inputReader) separator(closing byte) (bool, error) {
+	r.space()
+	if r.pos >= len(r.data) {
+		return false, r.fail("unexpected end of input")
+	}
+	switch r.data[r.pos] {
+	case ',':
+		r.pos++
+		return false, nil
+	case closing:
+		r.pos++
+		return true, nil
+	}
+	return false, r.fail(fmt.Sprintf("expected ',' or '%c'", closing))
 }
 
 // objectPairs collects an object's members; a repeated key replaces the earlier value (the last one
@@ -186,18 +193,8 @@ func (r *inputReader) array(depth int) (ast.Value, error) {
 			return nil, err
 		}
 		terms = append(terms, r.term(value))
-		r.space()
-		if r.pos >= len(r.data) {
-			return nil, r.fail("unexpected end of input")
-		}
-		switch r.data[r.pos] {
-		case ',':
-			r.pos++
-		case ']':
-			r.pos++
-			return ast.NewArray(terms...), nil
-		default:
-			return nil, r.fail("expected ',' or ']'")
+		if end, err := r.separator(']'); err != nil || end {
+			return ast.NewArray(terms...), err
 		}
 	}
 }
