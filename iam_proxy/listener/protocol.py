@@ -61,25 +61,32 @@ class _Stop(Exception):
     """Raised in a parser callback to stop parsing; the reason is in GuardedHttp._refusal."""
 
 
-class _OneWritePerTurn:
-    """The connection's transport, sending what is written in one turn of the event loop as one
-    write: uvicorn writes a response's head and its body separately, so every small response cost
-    two sends (and the client two reads). Everything else is the transport's own."""
+class _HeadWithBody:
+    """The connection's transport, sending a response's head together with what follows it: uvicorn
+    writes the head and the body separately, so every small response cost two sends (and the client
+    two reads). The first write after a request's head arrived (`hold_next`) is held until the next
+    write, which normally follows at once; if none does, it leaves at the next turn of the event loop.
+    Holding only that one write keeps the rest of a streamed response from waiting a turn."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes] = []
+        self._held: bytes | None = None
+        self.hold_next = False
 
     def write(self, data: bytes) -> None:
-        if not self._pending:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif self.hold_next:
+            self.hold_next, self._held = False, data
             self._loop.call_soon(self.flush)
-        self._pending.append(data)
+            return
+        self._transport.write(data)
 
     def flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, []
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
@@ -94,7 +101,7 @@ class _OneWritePerTurn:
         self._transport.set_protocol(protocol)
 
     def abort(self) -> None:
-        self._pending = []
+        self._held = None
         self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:
@@ -126,11 +133,13 @@ class GuardedHttp(HttpToolsProtocol):
         self._chunk = 0          # the chunk being parsed
         self._refusal: str | None = None
         self._closed = False
+        self._writer: _HeadWithBody
 
     # ------------------------------------------------------------------ connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_OneWritePerTurn(transport, self.loop))  # type: ignore[arg-type]
+        self._writer = _HeadWithBody(transport, self.loop)
+        super().connection_made(self._writer)  # type: ignore[arg-type]
         if self._own_slot:
             self._admitted = self.guard.admit(self.client)
             if not self._admitted:
@@ -202,6 +211,7 @@ class GuardedHttp(HttpToolsProtocol):
         if self._head_bytes + self._chunk > limits.max_header_line_bytes:  # else no header can be too long
             self._check_header_sizes()
         self._phase, self._head_bytes = _BODY, 0
+        self._writer.hold_next = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

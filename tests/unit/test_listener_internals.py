@@ -234,24 +234,30 @@ class _RecordingTransport:
         return ("127.0.0.1", 1) if name == "peername" else default
 
 
-def test_what_one_turn_of_the_loop_writes_leaves_as_one_write():
-    """uvicorn writes a response's head and body separately; the client gets them in one send."""
-    from iam_proxy.listener.protocol import _OneWritePerTurn
+def test_a_responses_head_leaves_with_what_follows_it():
+    """uvicorn writes a response's head and body separately; the client gets them in one send. Only
+    the head is held: the rest of a streamed response is not kept waiting."""
+    from iam_proxy.listener.protocol import _HeadWithBody
 
     async def scenario():
         raw = _RecordingTransport()
-        transport = _OneWritePerTurn(raw, asyncio.get_running_loop())
+        transport = _HeadWithBody(raw, asyncio.get_running_loop())
+        transport.hold_next = True  # a request's head has arrived
         transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        assert raw.writes == []
         transport.write(b"ok")
-        assert raw.writes == []  # not before the turn ends
-        await asyncio.sleep(0)
-        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
-        transport.write(b"next")
-        await asyncio.sleep(0)
-        assert raw.writes[-1] == b"next"
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]  # at once, not a turn later
+        transport.write(b"chunk")  # nothing held: straight through
+        assert raw.writes[-1] == b"chunk"
+        transport.hold_next = True
+        transport.write(b"a head whose body comes later")
+        await asyncio.sleep(0)  # leaves at the next turn of the loop
+        assert raw.writes[-1] == b"a head whose body comes later"
+        transport.hold_next = True
         transport.write(b"last words")
-        transport.close()  # what was written goes out before the close
+        transport.close()  # what was held goes out before the close
         assert raw.writes[-1] == b"last words" and raw.closed
+        transport.hold_next = True
         transport.write(b"dropped")
         transport.abort()
         await asyncio.sleep(0)
