@@ -28,10 +28,20 @@ PYTHON = sys.executable
 DEV_ISSUER = "https://dev-idp.iam-proxy.localhost"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, and never one handed out before in this test process: the
+    kernel can give the same free port to two calls in a row (a proxy's listener and admin port once
+    got the same one, and the proxy refused to start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
