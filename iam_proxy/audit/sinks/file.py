@@ -81,14 +81,14 @@ class FileAuditSink:
         `native`: the event already encoded as JSON, used as it is where nothing would change it."""
         if self.privacy.active or self.settings.format != "native":
             native = None
+        document = render(self.privacy.apply(event), self.settings.format) if native is None else None
         if self.chain is None:
-            self._write_line(native if native is not None else
-                             to_bytes(render(self.privacy.apply(event), self.settings.format)))
+            self._write_line(native if native is not None else to_bytes(document))
         else:
             before = self.chain.snapshot()
             try:
                 self._write_line(self.chain.stamp_encoded(native) if native is not None else
-                                 self.chain.stamp(render(self.privacy.apply(event), self.settings.format), json_bytes))
+                                 self.chain.stamp(document, json_bytes))
             except BaseException:
                 self.chain.restore(before)
                 raise
