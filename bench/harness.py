@@ -128,7 +128,10 @@ def measure_target(name: str, running: Running, token: str, token_file: Path | N
 
     light_script = write_script(workdir, path=REQUEST_PATH, token=token, token_file=mix,
                                 delay_ms=_delay_ms(LIGHT_CONNECTIONS, plan.light_rate, 0.5))
+    light_trees = [procstat.descendants(root) for root in running.proxy_pids]
+    light_cpu_before = sum(procstat.cpu_seconds(tree) for tree in light_trees)
     light = run_wrk(url, light_script, threads=1, connections=LIGHT_CONNECTIONS, seconds=plan.duration)
+    light_cpu = sum(procstat.cpu_seconds(tree) for tree in light_trees) - light_cpu_before
     log(f"{name}: light load {light.rps:,.0f} req/s p50 {light.p50_ms:.3f} ms p99 {light.p99_ms:.3f} ms")
 
     curve = []
@@ -166,6 +169,8 @@ def measure_target(name: str, running: Running, token: str, token_file: Path | N
         "light_rps": round(light.rps, 1),
         "light_p50_ms": round(light.p50_ms, 3),
         "light_p99_ms": round(light.p99_ms, 3),
+        # CPU per request when requests arrive one at a time, on caches other work has cooled
+        "light_cpu_ms_per_request": round(light_cpu * 1000 / light.requests, 3) if light.requests else None,
         "half_peak_rps": half["rps"] if half else None,
         "p99_at_half_peak_ms": half["p99_ms"] if half else None,
         "distinct_tokens": distinct.requests if distinct else 0,

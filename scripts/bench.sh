@@ -33,15 +33,27 @@ for bin in wrk; do
 done
 [ -x "$TOOLS/bin/opa" ] || { echo "missing $TOOLS/bin/opa: run make peers" >&2; exit 2; }
 
+# everything lands beside the harness's own results (its --out, bench/results by default)
+out=bench/results
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --out) out="${args[$((i + 1))]:-$out}" ;;
+    --out=*) out="${args[$i]#--out=}" ;;
+  esac
+done
+
 $PY -m bench.harness "$@"
 # the edge checks' cost per request, next to the request CPU the harness just measured
-$PY -m bench.edge_checks --out bench/results/edge-checks.json
+$PY -m bench.edge_checks --results "$out/latest.json" --out "$out/edge-checks.json"
 # the listener's guards (deadlines, head limits, watched TLS) against uvicorn's own protocol
-$PY -m bench.listener $(case " $* " in *" --quick "*) echo --quick;; esac) --out bench/results/listener.json
+$PY -m bench.listener $(case " $* " in *" --quick "*) echo --quick;; esac) --out "$out/listener.json"
 # a rate limit check (memory, Redis) next to a bare Redis round trip
-$PY -m bench.ratelimit --out bench/results/ratelimit.json
+$PY -m bench.ratelimit --out "$out/ratelimit.json"
+# one request at a time after idle gaps: what the light-load row's latency is made of
+$PY -m bench.cold --out "$out"
 # The full run also compares the hot path's building blocks (server x upstream client): bench/stack.py
 case " $* " in
   *" --quick "*|*" --targets "*) ;;
-  *) $PY -m bench.stack ;;
+  *) $PY -m bench.stack --out "$out" ;;
 esac

@@ -33,6 +33,7 @@ def test_tiny_run_writes_results_for_upstream_and_iam_proxy(tmp_path):
         assert result["rps"] > 0 and result["p50_ms"] > 0 and result["p99_ms"] >= result["p50_ms"]
         assert result["rss_mb"] > 0 and result["cpu_s_per_1k"] > 0
         assert len(result["curve"]) == 1
+        assert result["light_cpu_ms_per_request"] >= 0
     iam = results[1]
     assert iam["distinct_tokens"] == 50
     assert iam["processes"] == 3  # the supervising parent and two workers
@@ -70,3 +71,19 @@ def test_edge_checks_report_each_check_and_the_share_of_a_request(tmp_path):
     assert all(row["mean_us"] > 0 for row in report["checks"].values())
     assert report["request_cpu_us"] == 500
     assert report["share_percent"] == round(100 * report["proxied_request_us"] / 500, 2)
+
+
+def test_one_request_at_a_time_reports_each_gap_and_each_part(tmp_path):
+    proc = subprocess.run([PYTHON, "-m", "bench.cold", "--targets", "upstream-direct,iam-proxy", "--gaps", "0,2",
+                           "--requests", "30", "--part-samples", "5", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "cold.json").read_text())
+    assert [t["name"] for t in report["targets"]] == ["upstream-direct", "iam-proxy"]
+    for target in report["targets"]:
+        assert [row["gap_ms"] for row in target["by_gap"]] == [0, 2]
+        assert all(row["p50_ms"] > 0 and row["cpu_ms_per_request"] >= 0 for row in target["by_gap"])
+    assert [p["part"] for p in report["parts"]] == ["ES256 signature (the assertion)", "Ed25519 signature (for comparison)",
+                                                     "opa-lib decision (policies/)"]
+    assert all(p["back_to_back_us"] > 0 and p["after_gap_us"] > 0 for p in report["parts"])
+    assert "| iam-proxy |" in (tmp_path / "cold.md").read_text()
