@@ -10,20 +10,16 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
 from ..context import RequestContext, RequestDescription
 from ..core.decision import DecisionOutcome
 from ..core.redaction import changed_pointers, mask_input, mask_query_string
+from ..core.timestamps import rfc3339_utc
 
 HOSTNAME = socket.gethostname()
 LABELS = {"app": "iam-proxy", "version": __version__, "hostname": HOSTNAME}
-
-
-def _timestamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def build_event(*, ctx: RequestContext | None, request: RequestDescription, status: int, outcome: str,
@@ -57,7 +53,7 @@ def build_event(*, ctx: RequestContext | None, request: RequestDescription, stat
         reasons = list(decision.decision.reasons)
     event: dict[str, Any] = {
         "decision_id": decision_id,
-        "timestamp": _timestamp(now),
+        "timestamp": rfc3339_utc(now, digits=6),
         "request_id": request_id,
         "outcome": outcome,
         "reason": reason,

@@ -6,19 +6,15 @@ A policy written for opa-envoy-plugin (reading `input.attributes.request.http.*`
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
 from ..context import RequestContext
 from ..core.redaction import mask_authorization
+from ..core.timestamps import rfc3339_utc
 
 INPUT_VERSION = {"ext_authz": "v3", "encoding": "iam-proxy", "iam_proxy": __version__}
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_input(ctx: RequestContext) -> dict[str, Any]:
@@ -37,7 +33,7 @@ def build_input(ctx: RequestContext) -> dict[str, Any]:
             "source": source,
             "destination": {"address": {"socketAddress": {"address": ctx.host}}},
             "request": {
-                "time": _rfc3339(ctx.received_at),
+                "time": rfc3339_utc(ctx.received_at),
                 "http": {
                     "id": ctx.request_id,
                     "method": ctx.method,
