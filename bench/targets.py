@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,21 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+def wait_for_ready(admin_port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until iam-proxy's /readyz is 200: every worker has started, with its ext_authz listeners
+    (a check service's long-lived connections stay with the workers that were up when they opened)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1):
+                return
+        except OSError:  # URLError and HTTPError (503 while not ready) are OSErrors
+            time.sleep(0.1)
+    raise TimeoutError(f"/readyz on port {admin_port} not 200 after {timeout}s")
 
 
 class Service:
@@ -281,6 +297,7 @@ def _start_iam(ctx: BenchContext, name: str, policy: dict[str, Any],
     try:
         wait_for_port(admin, service.proc)
         wait_for_port(port, service.proc)
+        wait_for_ready(admin, service.proc)
     except (RuntimeError, TimeoutError) as exc:
         tail = service.log_tail()
         service.stop()
