@@ -122,7 +122,7 @@ class Proxy:
                                 decision_log=self.policy.decision_log, traffic=self.traffic)
         self.doors.shadow = ShadowRunner(settings.routes, self.metrics.registry, self.auditor)
         decide = PipelineDecide(self.doors, settings.ext_authz.trusted_peers)  # a request decided, not forwarded
-        self.extauthz = ExtAuthz(settings.ext_authz, decide) if worker == 0 else None
+        self.extauthz = ExtAuthz(settings.ext_authz, decide, shared_port=settings.listeners.workers > 1)
         self.websockets = WebSocketProxy(decide, self.auditor, settings.websockets.recheck_seconds)
         self.portal = Portal(self.browser_login, self.pipeline.routes, self.auditor) \
             if self.browser_login is not None else None
@@ -177,13 +177,11 @@ class Proxy:
         if self.saml is not None:
             await self.saml.start()
             self._tasks += [asyncio.create_task(job) for job in self.saml.background()]
-        if self.extauthz is not None:
-            await self.extauthz.start()  # checks are answered once authentication is ready
+        await self.extauthz.start()  # checks are answered once authentication is ready
 
     async def stop(self, handed_over: frozenset[str] = frozenset()) -> None:
         """`handed_over`: the parts ("audit", "sessions") a reload's new proxy took over, left running."""
-        if self.extauthz is not None:
-            await self.extauthz.stop()
+        await self.extauthz.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -212,6 +210,8 @@ class Proxy:
         checks.update(self.traffic.ready_checks())
         if self.saml is not None:
             checks[f"saml:{self.saml.sp.name}"] = self.saml.sp.ready
+        if self.settings.ext_authz.grpc is not None:
+            checks["ext_authz:grpc"] = self.extauthz.ready
         return all(checks.values()), checks
 
     # ------------------------------------------------------------------ ASGI apps

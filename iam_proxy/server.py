@@ -22,10 +22,19 @@ from .settings import Settings
 from .settings.limits import ListenerLimits
 from .settings.listeners import Listener
 from .tls import ReloadingServerContext
+from .workers import WorkerSockets
 
 
 class _Server(uvicorn.Server):
-    """uvicorn.Server without its own signal capture: serve() stops both listeners together."""
+    """uvicorn.Server without its own signal capture: serve() stops both listeners together.
+    `prebound`: the listening socket a worker was given (workers.py); None: uvicorn binds."""
+
+    def __init__(self, config: uvicorn.Config, prebound: socket.socket | None = None) -> None:
+        super().__init__(config)
+        self.prebound = [prebound] if prebound is not None else None
+
+    async def serve_listener(self) -> None:
+        await self.serve(sockets=self.prebound)
 
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[override]
@@ -47,12 +56,12 @@ def _config(app, name: str, listener: Listener, limits: ListenerLimits, lifespan
     )
 
 
-async def serve(settings: Settings, proxy_socket: socket.socket | None = None, worker: int = 0,
+async def serve(settings: Settings, sockets: WorkerSockets | None = None, worker: int = 0,
                 audit_board: Board | None = None, control_dir: str | None = None,
                 config_path: str | None = None) -> None:
-    """Serve one process's listeners; a worker gets its pre-bound proxy socket, its number, the
-    shared audit metrics table and the directory of the workers' admin sockets (see workers.py).
-    Worker 0 serves the admin listener, for every worker (ops/workerset.py)."""
+    """Serve one process's listeners; a worker gets its pre-bound sockets, its number, the shared
+    audit metrics table and the directory of the workers' admin sockets (see workers.py). Worker 0
+    serves the admin listener, for every worker (ops/workerset.py); every worker answers ext_authz."""
     board = audit_board or Board()  # the listener's counters share it (listener/counters.py)
     counters = ListenerCounters(board, worker)
     live = LiveProxy(settings, config_path, worker, board, [counters])  # reloads on SIGHUP and file change
@@ -60,7 +69,8 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     listeners = settings.listeners
     config = functools.partial(_config, limits=listeners.limits, counters=counters,
                                grace=listeners.shutdown_grace_seconds)
-    servers = [_Server(config(live.proxy_app, "proxy", listeners.proxy, lifespan="on"))]
+    servers = [_Server(config(live.proxy_app, "proxy", listeners.proxy, lifespan="on"),
+                       sockets.proxy if sockets is not None else None)]
     if worker == 0:
         servers.append(_Server(config(live.admin_app, "admin", listeners.admin, lifespan="off")))
         if control_dir is not None:
@@ -68,9 +78,9 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
     elif control_dir is not None:
         servers.append(_Server(config(live.admin_app, "admin", listeners.admin, lifespan="off",
                                       uds=socket_path(control_dir, worker))))
-    if proxy.extauthz is not None and proxy.extauthz.http_app is not None:  # Envoy's HTTP mode (extauthz/)
+    if proxy.extauthz.http_app is not None:  # Envoy's HTTP mode (extauthz/)
         servers.append(_Server(config(proxy.extauthz.http_app, "ext_authz_http", settings.ext_authz.http,
-                                      lifespan="off")))
+                                      lifespan="off"), sockets.ext_authz_http if sockets is not None else None))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn.Config gave them their own handlers
         install_log_redaction(logging.getLogger(name))
     loop = asyncio.get_running_loop()
@@ -83,7 +93,7 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
 
     async def serve_proxy() -> None:
         try:
-            await servers[0].serve(sockets=[proxy_socket] if proxy_socket else None)
+            await servers[0].serve_listener()
         finally:
             for server in servers[1:]:
                 server.should_exit = True
@@ -96,7 +106,7 @@ async def serve(settings: Settings, proxy_socket: socket.socket | None = None, w
                 settings.listeners.proxy.host, settings.listeners.proxy.port,
                 settings.listeners.admin.host, settings.listeners.admin.port, proxy.engine.revision)
     settle_garbage_collector()
-    await asyncio.gather(serve_proxy(), *(s.serve() for s in servers[1:]))
+    await asyncio.gather(serve_proxy(), *(server.serve_listener() for server in servers[1:]))
 
 
 # In a 25-second benchmark run a worker ran the collector 800 times (4 of them over every object the
@@ -114,11 +124,11 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNGEST_THRESHOLD, older, oldest)
 
 
-def _serve_worker(settings: Settings, proxy_socket: socket.socket, worker: int, audit_board: Board,
+def _serve_worker(settings: Settings, sockets: WorkerSockets, worker: int, audit_board: Board,
                   control_dir: str, config_path: str | None = None) -> None:
     import uvloop
 
-    uvloop.run(serve(settings, proxy_socket, worker, audit_board, control_dir, config_path))
+    uvloop.run(serve(settings, sockets, worker, audit_board, control_dir, config_path))
 
 
 def run(settings: Settings, config_path: str | None = None) -> None:

@@ -1,11 +1,15 @@
 """Worker processes: `listeners.workers` copies of the proxy, one event loop each, on one port.
 
 Python runs one request at a time per process, so a proxy that should use every core needs one
-process per core. The parent binds one SO_REUSEPORT socket per worker before forking (a port that
-is taken fails here, before anything starts), and the kernel spreads new connections evenly across
-those sockets. Each worker builds its own Proxy after the fork: its own policy engine, token cache,
-upstream pool, and its own audit journal (spool and files, see audit/journal.py), so no two
-processes ever write one file.
+process per core. The parent binds one SO_REUSEPORT socket per worker before forking, for the proxy
+listener and for Envoy's HTTP-mode ext_authz listener (a port that is taken fails here, before
+anything starts), and the kernel spreads new connections evenly across those sockets. The gRPC
+ext_authz server binds its own port, so the parent only checks that nothing holds it; each worker's
+server then joins the others on it with SO_REUSEPORT.
+
+Each worker builds its own Proxy after the fork: its own policy engine, token cache, upstream pool,
+and its own audit journal (spool and files, see audit/journal.py), so no two processes ever write
+one file.
 
 Only worker 0 serves the admin listener; the others serve the admin app on Unix sockets in a private
 directory made before the fork, which worker 0 asks so that `/readyz` and `/metrics` cover every
@@ -19,6 +23,7 @@ whole set rather than running with fewer workers than configured.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -26,16 +31,30 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from .audit.metrics import Board
+from .core.errors import ConfigError
 from .settings import Settings
 from .settings.listeners import Listener
 
 log = logging.getLogger("iam_proxy.workers")
 
-# settings, socket, worker number, board, directory of the workers' admin sockets
-ServeOne = Callable[[Settings, socket.socket, int, Board, str], None]
+
+@dataclass(frozen=True)
+class WorkerSockets:
+    """One worker's pre-bound listening sockets."""
+
+    proxy: socket.socket
+    ext_authz_http: socket.socket | None = None
+
+    def all(self) -> list[socket.socket]:
+        return [sock for sock in (self.proxy, self.ext_authz_http) if sock is not None]
+
+
+# settings, sockets, worker number, board, directory of the workers' admin sockets
+ServeOne = Callable[[Settings, WorkerSockets, int, Board, str], None]
 
 
 def _forward(children: dict[int, int], signum: int) -> None:
@@ -57,10 +76,44 @@ def reuseport_socket(listener: Listener) -> socket.socket:
     return sock
 
 
+def check_port_free(listener: Listener) -> None:
+    """Fails (OSError) if anything listens on the listener's port, even with SO_REUSEPORT."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listener.host, listener.port))
+
+
+@contextlib.contextmanager
+def _binding(key: str, listener: Listener) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot listen on {listener.host}:{listener.port} ({exc.strerror})") from None
+
+
+def _bind_all(settings: Settings) -> list[WorkerSockets]:
+    """Every worker's sockets, bound before any worker starts; a taken port is a ConfigError."""
+    ext_authz = settings.ext_authz
+    if ext_authz.grpc is not None:
+        with _binding("ext_authz.grpc.port", ext_authz.grpc):
+            check_port_free(ext_authz.grpc)
+    sockets = []
+    for _ in range(settings.listeners.workers):
+        with _binding("listeners.proxy.port", settings.listeners.proxy):
+            proxy = reuseport_socket(settings.listeners.proxy)
+        http = None
+        if ext_authz.http is not None:
+            with _binding("ext_authz.http.port", ext_authz.http):
+                http = reuseport_socket(ext_authz.http)
+        sockets.append(WorkerSockets(proxy, http))
+    return sockets
+
+
 def run_workers(settings: Settings, serve_one: ServeOne) -> int:
     """Fork the workers and supervise them; returns the exit code for the parent."""
     count = settings.listeners.workers
-    sockets = [reuseport_socket(settings.listeners.proxy) for _ in range(count)]
+    sockets = _bind_all(settings)
     board = Board(count, shared=True)
     control_dir = tempfile.mkdtemp(prefix="iam-proxy-workers-")
     try:
@@ -69,18 +122,19 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
         shutil.rmtree(control_dir, ignore_errors=True)
 
 
-def _supervise(settings: Settings, serve_one: ServeOne, sockets: list[socket.socket], board: Board,
+def _supervise(settings: Settings, serve_one: ServeOne, sockets: list[WorkerSockets], board: Board,
                control_dir: str) -> int:
     children: dict[int, int] = {}
-    for index, sock in enumerate(sockets):
+    for index, own in enumerate(sockets):
         pid = os.fork()
         if pid == 0:
             for other in sockets:
-                if other is not sock:
-                    other.close()
+                if other is not own:
+                    for sock in other.all():
+                        sock.close()
             code = 0
             try:
-                serve_one(settings, sock, index, board, control_dir)
+                serve_one(settings, own, index, board, control_dir)
             except BaseException:  # noqa: BLE001 - the worker's failure is reported by its exit code
                 log.exception("worker %d failed", index)
                 code = 1
@@ -89,8 +143,9 @@ def _supervise(settings: Settings, serve_one: ServeOne, sockets: list[socket.soc
                 sys.stderr.flush()
             os._exit(code)
         children[pid] = index
-    for sock in sockets:
-        sock.close()
+    for own in sockets:
+        for sock in own.all():
+            sock.close()
 
     stopping = False
 

@@ -112,9 +112,11 @@ def _credentials(tls: TLSSettings) -> grpc.ServerCredentials:
                                        root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
-async def start_grpc(listener: Listener, decide: Decide) -> grpc.aio.Server:
-    # no SO_REUSEPORT: a port another process holds is an error at start, never a silent share
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+async def start_grpc(listener: Listener, decide: Decide, shared_port: bool = False) -> grpc.aio.Server:
+    """`shared_port`: one of several workers, which share the port with SO_REUSEPORT (workers.py has
+    checked that no other process holds it). Otherwise no SO_REUSEPORT: a port another process holds
+    is an error at start, never a silent share."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if shared_port else 0)])
     pb_grpc.add_AuthorizationServicer_to_server(AuthorizationService(decide), server)
     address = f"{listener.host}:{listener.port}"
     if listener.tls is not None:

@@ -65,6 +65,11 @@ class Settings(Model):
             raise ValueError("signals.state_file: listeners.workers > 1 needs a file the workers share revocations in")
         _check_saml(self)
         _check_rate_limit_routes(self)
+        if self.listeners.workers > 1:
+            for mode in ("grpc", "http"):
+                listener = getattr(self.ext_authz, mode)
+                if listener is not None and listener.port == 0:
+                    raise ValueError(f"ext_authz.{mode}.port: listeners.workers > 1 needs a fixed port (not 0)")
         for i, route in enumerate(self.routes):
             for j, auth_name in enumerate(route.authenticators):
                 if auth_name not in self.authenticators:

@@ -54,15 +54,17 @@ def extauthz_config(upstream: str, issuer, audit_path: Path, policies: Path) -> 
 
 
 def start_iam(tmp: Path, upstream: str, policies: dict[str, str] | None = None,
-              routes: list[dict[str, Any]] = (), extauthz: dict[str, Any] | None = None) -> ProxyProcess:
+              routes: list[dict[str, Any]] = (), extauthz: dict[str, Any] | None = None,
+              workers: int = 1) -> ProxyProcess:
     """iam-proxy with both ext_authz listeners and the envoytest policy (plus `policies`, `routes`,
-    and `extauthz` settings over the listeners')."""
+    and `extauthz` settings over the listeners'), in `workers` processes."""
     issuer = DevIssuer(tmp / "issuer")
     policy_dir = copy_policies(tmp / "policies", {"envoytest/envoytest.rego": ENVOY_TEST_POLICY, **(policies or {})})
     config = extauthz_config(upstream, issuer, tmp / "audit.jsonl", policy_dir)
     config["routes"] += [{**route, "upstream": upstream} for route in routes]
     listeners = {"grpc": config["ext_authz"]["grpc"], "http": config["ext_authz"]["http"]}
     config["ext_authz"] = {**config["ext_authz"], **(extauthz or {}), **listeners}
+    config["listeners"]["workers"] = workers
     proxy = ProxyProcess(config, tmp).wait_ready()
     proxy.issuer = issuer
     proxy.grpc_port = config["ext_authz"]["grpc"]["port"]
