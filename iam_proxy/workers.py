@@ -9,7 +9,8 @@ server then joins the others on it with SO_REUSEPORT.
 
 Each worker builds its own Proxy after the fork: its own policy engine, token cache, upstream pool,
 and its own audit journal (spool and files, see audit/journal.py), so no two processes ever write
-one file.
+one file. Without `assertion.key_file`, the ephemeral assertion key is made before the fork, so
+every worker signs with the key the JWKS publishes.
 
 Only worker 0 serves the admin listener; the others serve the admin app on Unix sockets in a private
 directory made before the fork, which worker 0 asks so that `/readyz` and `/metrics` cover every
@@ -36,6 +37,7 @@ from typing import Callable, Iterator
 
 from .audit.metrics import Board
 from .core.errors import ConfigError
+from .forward.assertion import ephemeral_key
 from .settings import Settings
 from .settings.listeners import Listener
 
@@ -114,6 +116,8 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
     """Fork the workers and supervise them; returns the exit code for the parent."""
     count = settings.listeners.workers
     sockets = _bind_all(settings)
+    if settings.identity_headers.assertion.key_file is None:
+        ephemeral_key()  # made here, so every worker has the one key
     board = Board(count, shared=True)
     control_dir = tempfile.mkdtemp(prefix="iam-proxy-workers-")
     try:

@@ -23,14 +23,22 @@ from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.assertion")
 
+_ephemeral: ECKey | None = None
+
+
+def ephemeral_key() -> ECKey:
+    """The key of a proxy without `assertion.key_file`: made once per service, so that reloads and
+    every worker (workers.py makes it before forking) sign with the one key the JWKS publishes."""
+    global _ephemeral
+    if _ephemeral is None:
+        log.warning("no assertion key_file configured: using an ephemeral key (restarts rotate it)")
+        _ephemeral = ECKey.generate_key("P-256", private=True)
+    return _ephemeral
+
 
 class AssertionSigner:
     def __init__(self, key_file: Path | None, issuer: str, ttl_seconds: int, clock=time.time) -> None:
-        if key_file is not None:
-            self._key = ECKey.import_key(key_file.read_bytes())
-        else:
-            log.warning("no assertion key_file configured: using an ephemeral key (restarts rotate it)")
-            self._key = ECKey.generate_key("P-256", private=True)
+        self._key = ECKey.import_key(key_file.read_bytes()) if key_file is not None else ephemeral_key()
         public = self._key.as_dict(private=False)
         self.kid = hashlib.sha256(str(sorted(public.items())).encode()).hexdigest()[:16]
         self._public_jwk = {**public, "kid": self.kid, "use": "sig", "alg": "ES256"}

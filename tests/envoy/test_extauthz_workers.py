@@ -137,3 +137,11 @@ def test_workers_need_fixed_ext_authz_ports(mode):
         parse_settings(raw)
     assert str(error.value) == f"ext_authz.{mode}.port: listeners.workers > 1 needs a fixed port (not 0)"
 
+
+def test_every_worker_signs_with_the_same_key(iam):
+    """No assertion key_file: the service's one ephemeral key, made before the workers fork."""
+    kids = set()
+    for _ in range(30):
+        with httpx.Client() as client:  # a new connection each time
+            kids |= {key["kid"] for key in client.get(f"{iam.url}/.well-known/jwks.json").json()["keys"]}
+    assert len(kids) == 1, kids

@@ -37,3 +37,14 @@ def test_every_signature_is_64_bytes_and_verifies_even_when_r_or_s_is_short():
     for n in range(400):
         token = signer.sign(Identity(sub=f"user{n}", method="jwt"), "api", str(n))
         assert jwt.decode(token, keys, algorithms=["ES256"]).claims["sub"] == f"user{n}"
+
+
+def test_without_a_key_file_every_signer_of_the_service_has_its_one_ephemeral_key(tmp_path):
+    # a reload builds a new signer; the JWKS upstreams cached must still verify its assertions
+    first, reloaded = AssertionSigner(None, "https://p", 60), AssertionSigner(None, "https://p", 60)
+    assert first.kid == reloaded.kid
+    token = reloaded.sign(Identity(sub="bob", method="jwt"), "api", "d")
+    assert jwt.decode(token, KeySet.import_key_set(first.jwks()), algorithms=["ES256"]).claims["sub"] == "bob"
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
+    assert AssertionSigner(key_file, "https://p", 60).kid != first.kid
