@@ -61,7 +61,7 @@ def parse_settings(raw: Any) -> Settings:
         where = _error_path(tuple(first["loc"])) or "<root>"
         message = first["msg"].removeprefix("Value error, ")
         cross_checked = ("routes", "authenticators", "identity_providers", "directories", "enrichers",
-                         "sessions", "audit", "rate_limits", "signals", "ext_authz")
+                         "sessions", "audit", "rate_limits", "signals", "ext_authz", "policy")
         if ": " in message and message.split(": ", 1)[0].startswith(cross_checked):
             where, message = message.split(": ", 1)
         raise ConfigError(f"{where}: {message}") from None

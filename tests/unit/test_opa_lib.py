@@ -97,7 +97,7 @@ def test_choosing_it_without_the_library_is_a_config_error_naming_the_key(monkey
               "authenticators": {"bearer": {"type": "jwt", "providers": ["dev"]}},
               "policy": {"engine": "opa-lib"},
               "routes": [{"id": "api", "upstream": "http://127.0.0.1:1", "authenticators": ["bearer"]}]}
-    with pytest.raises(ConfigError, match=r"policy\.engine: engine 'opa-lib' needs OPA's library, which is not "
+    with pytest.raises(ConfigError, match=r"^policy\.engine: engine 'opa-lib' needs OPA's library, which is not "
                                           r"built: scripts/install-peers.sh opa-lib"):
         parse_settings(config)
     monkeypatch.setenv("IAM_PROXY_OPA_LIB", str(REPO / "pyproject.toml"))  # found: a file there
