@@ -41,8 +41,14 @@ class StoreUnavailable(Exception):
     """The shared store did not answer in time; the limit's `on_store_error` decides."""
 
 
+# Times are float milliseconds, and their rounding must not refuse a request that is exactly on
+# time: the first request of a burst of one waits (now + T) - T - now, which came out just above 0
+# for about one clock reading in six. A wait up to ON_TIME_MS admits (the Redis script likewise).
+ON_TIME_MS = 0.01
+
+
 def advance(tat: float, now: float, counter: Counter) -> tuple[float, float]:
-    """(wait, new TAT) for one request on one counter; wait > 0 refuses it."""
+    """(wait, new TAT) for one request on one counter; wait > ON_TIME_MS refuses it."""
     new_tat = max(tat, now) + counter.interval_ms
     return new_tat - counter.tolerance_ms - now, new_tat
 
@@ -60,7 +66,7 @@ class MemoryStore:
     async def check(self, counters: list[Counter]) -> Verdict:
         now = self._clock() * 1000
         steps = [advance(self._tats.get(c.key, now), now, c) for c in counters]
-        allowed = all(wait <= 0 for wait, _ in steps)
+        allowed = all(wait <= ON_TIME_MS for wait, _ in steps)
         if allowed:
             for counter, (_, new_tat) in zip(counters, steps):
                 self._tats[counter.key] = new_tat

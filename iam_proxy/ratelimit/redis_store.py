@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from ..settings.ratelimit import RedisLimitStore
-from .gcra import Counter, StoreUnavailable, Verdict
+from .gcra import ON_TIME_MS, Counter, StoreUnavailable, Verdict
 
 # KEYS: the counters; ARGV: interval and tolerance (ms) of each. Returns {allowed, wait_1, ahead_1, ...}
 # with times in microseconds (Redis turns Lua numbers into integers). TATs are stored with 3 decimals
 # because Lua's default number format keeps only 14 significant digits.
 GCRA_LUA = """
+local ON_TIME_MS = @ON_TIME_MS@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local allowed, waits, tats = 1, {}, {}
@@ -21,7 +22,7 @@ for i = 1, #KEYS do
   if tat < now then tat = now end
   tats[i] = tat + interval
   waits[i] = tats[i] - tolerance - now
-  if waits[i] > 0 then allowed = 0 end
+  if waits[i] > ON_TIME_MS then allowed = 0 end
 end
 local out = {allowed}
 for i = 1, #KEYS do
@@ -34,7 +35,7 @@ for i = 1, #KEYS do
   out[#out + 1] = math.floor((tats[i] - now) * 1000)
 end
 return out
-"""
+""".replace("@ON_TIME_MS@", repr(ON_TIME_MS))
 
 
 class RedisStore:

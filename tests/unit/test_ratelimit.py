@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from iam_proxy.core.identity import Identity
@@ -223,3 +225,22 @@ async def test_each_route_has_its_own_adaptive_limit():
     assert await admitted(gate, ALICE, route="reports")  # another upstream, another limit
     assert await admitted(gate, ALICE, route="api") is False
     assert (await gate.admit(ALICE, "api", "10.0.0.1", None, forwarding=False)).headers == []  # forward-auth
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds=st.floats(min_value=1, max_value=2e9), capacity=st.integers(1, 5),
+       requests=st.sampled_from([1, 3, 10]), per_seconds=st.sampled_from([1, 7, 60, 3600]))
+def test_a_full_burst_is_admitted_at_any_clock_reading(seconds, capacity, requests, per_seconds):
+    # float milliseconds must not refuse a request that is exactly on time (at 1,000.0411 s, the
+    # first request of a burst of one was refused); the counter as limiter.py builds it
+    store = MemoryStore(100, lambda: seconds)
+    interval = per_seconds * 1000 / requests
+    counter = Counter("k", interval_ms=interval, tolerance_ms=interval * capacity)
+    results = [asyncio.run(store.check([counter])).allowed for _ in range(capacity + 1)]
+    assert results == [True] * capacity + [False]
+
+
+def test_the_first_request_of_a_burst_of_one_at_the_clock_reading_that_refused_it():
+    store = MemoryStore(100, lambda: 1_000.0411)
+    counter = Counter("k", interval_ms=60_000, tolerance_ms=60_000)
+    assert [asyncio.run(store.check([counter])).allowed for _ in range(2)] == [True, False]
