@@ -43,14 +43,15 @@ class StoreUnavailable(Exception):
 
 # Times are float milliseconds, and their rounding must not refuse a request that is exactly on
 # time: the first request of a burst of one waits (now + T) - T - now, which came out just above 0
-# for about one clock reading in six. A wait up to ON_TIME_MS admits (the Redis script likewise).
+# for about one clock reading in six. A wait up to ON_TIME_MS is no wait (the Redis script likewise).
 ON_TIME_MS = 0.01
 
 
 def advance(tat: float, now: float, counter: Counter) -> tuple[float, float]:
-    """(wait, new TAT) for one request on one counter; wait > ON_TIME_MS refuses it."""
+    """(wait, new TAT) for one request on one counter; wait > 0 refuses it."""
     new_tat = max(tat, now) + counter.interval_ms
-    return new_tat - counter.tolerance_ms - now, new_tat
+    wait = new_tat - counter.tolerance_ms - now
+    return (wait if wait > ON_TIME_MS else min(wait, 0.0)), new_tat
 
 
 class MemoryStore:
@@ -66,7 +67,7 @@ class MemoryStore:
     async def check(self, counters: list[Counter]) -> Verdict:
         now = self._clock() * 1000
         steps = [advance(self._tats.get(c.key, now), now, c) for c in counters]
-        allowed = all(wait <= ON_TIME_MS for wait, _ in steps)
+        allowed = all(wait <= 0 for wait, _ in steps)
         if allowed:
             for counter, (_, new_tat) in zip(counters, steps):
                 self._tats[counter.key] = new_tat

@@ -22,7 +22,8 @@ for i = 1, #KEYS do
   if tat < now then tat = now end
   tats[i] = tat + interval
   waits[i] = tats[i] - tolerance - now
-  if waits[i] > ON_TIME_MS then allowed = 0 end
+  if waits[i] <= ON_TIME_MS and waits[i] > 0 then waits[i] = 0 end
+  if waits[i] > 0 then allowed = 0 end
 end
 local out = {allowed}
 for i = 1, #KEYS do
