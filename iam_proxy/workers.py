@@ -10,7 +10,9 @@ server then joins the others on it with SO_REUSEPORT.
 Each worker builds its own Proxy after the fork: its own policy engine, token cache, upstream pool,
 and its own audit journal (spool and files, see audit/journal.py), so no two processes ever write
 one file. Without `assertion.key_file`, the ephemeral assertion key is made before the fork, so
-every worker signs with the key the JWKS publishes.
+every worker signs with the key the JWKS publishes. The tables of verified bearer tokens and of
+policy decisions are mapped before the fork too (core/shared_cache.py), so a caller's token is
+verified, and a decision evaluated, once for the service whichever worker takes the request.
 
 Only worker 0 serves the admin listener; the others serve the admin app on Unix sockets in a private
 directory made before the fork, which worker 0 asks so that `/readyz` and `/metrics` cover every
@@ -36,9 +38,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .audit.metrics import Board
+from .authn.bearer_jwt import TOKENS_TABLE, VERIFIED_TOKEN_BYTES
+from .core import shared_cache
 from .core.errors import ConfigError
 from .forward.assertion import ephemeral_key
+from .policy.cache import DECISION_BYTES, DECISIONS_TABLE
 from .settings import Settings
+from .settings.authn import JWTAuthenticatorSettings
 from .settings.listeners import Listener
 
 log = logging.getLogger("iam_proxy.workers")
@@ -118,12 +124,21 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
     sockets = _bind_all(settings)
     if settings.identity_headers.assertion.key_file is None:
         ephemeral_key()  # made here, so every worker has the one key
+    _prepare_shared_caches(settings)
     board = Board(count, shared=True)
     control_dir = tempfile.mkdtemp(prefix="iam-proxy-workers-")
     try:
         return _supervise(settings, serve_one, sockets, board, control_dir)
     finally:
         shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def _prepare_shared_caches(settings: Settings) -> None:
+    """Sized by the configuration at start: a reload keeps the tables (and their size)."""
+    shared_cache.prepare(DECISIONS_TABLE, settings.policy.cache.max_entries, DECISION_BYTES)
+    tokens = sum(a.cache_entries for a in settings.authenticators.values() if isinstance(a, JWTAuthenticatorSettings))
+    if tokens:
+        shared_cache.prepare(TOKENS_TABLE, tokens, VERIFIED_TOKEN_BYTES)
 
 
 def _supervise(settings: Settings, serve_one: ServeOne, sockets: list[WorkerSockets], board: Board,

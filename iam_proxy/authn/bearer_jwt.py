@@ -8,7 +8,8 @@ This module is the project's only JOSE verification path (joserfc). For each tok
      lifetime no longer than the provider's max_token_lifetime_seconds (RFC 8725, docs/security.md);
   5. map the claims into an Identity as the provider's ClaimMapping says.
 Verified identities are cached by token digest until the token expires, and a cached entry is only
-used while its signing key is still in the provider's key set.
+used while its signing key is still in the provider's key set. With several workers the cache is
+shared between them (core/shared_cache.py), so a token is verified once per service.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..context import RequestContext
 from ..core.cache import ExpiringCache
 from ..core.errors import AuthUnavailable, InvalidCredential
 from ..core.identity import Identity
+from ..core.shared_cache import SharedTable, TieredCache
 from ..settings.authn import JWTAuthenticatorSettings
 from ..settings.identity import JWTProvider
 from .audience import check_audience
@@ -35,6 +37,9 @@ from .jwks import JWKSCache, JWKSUnavailable
 from .mapping import identity_from_claims
 
 MAX_TOKEN_BYTES = 16 * 1024
+TOKENS_TABLE = "verified-tokens"  # the workers' shared table of verified bearer tokens
+# a 512-byte slot; an identity with more (hundreds of groups) is kept by its worker only
+VERIFIED_TOKEN_BYTES = 444
 # NumericDate bounds (RFC 7519 2): after 1970 and before the year 10000; anything else is a forgery
 # or a bug, and a float beyond it (1e300) would make every comparison meaningless.
 MAX_NUMERIC_DATE = 253402300799
@@ -77,12 +82,29 @@ def token_key(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+Verified = tuple[Identity, str, str | None]  # the identity, its provider id, the signing key's id
+
+
+def _encode_verified(verified: Verified) -> bytes | None:
+    identity, provider_id, kid = verified
+    try:
+        fields = {name: value for name, value in identity.to_dict().items() if value not in (None, [], {})}
+        return orjson.dumps((fields, provider_id, kid))
+    except TypeError:  # a claim JSON cannot carry (orjson.JSONEncodeError): kept by this worker only
+        return None
+
+
+def _decode_verified(encoded: bytes) -> Verified:
+    identity, provider_id, kid = orjson.loads(encoded)
+    return Identity.from_dict(identity), provider_id, kid
+
+
 class JWTAuthenticator:
     challenge = 'Bearer realm="iam-proxy"'
 
     def __init__(self, name: str, settings: JWTAuthenticatorSettings,
                  providers: dict[str, JWTProvider], jwks: dict[str, JWKSCache],
-                 clock=time.time) -> None:
+                 clock=time.time, shared: SharedTable | None = None) -> None:
         self.name = name
         self.settings = settings
         self._providers = {pid: providers[pid] for pid in settings.providers}
@@ -90,8 +112,14 @@ class JWTAuthenticator:
         self._jwks = jwks
         self._clock = clock
         # token digest -> (identity, provider id, key id)
-        self._cache: ExpiringCache[bytes, tuple[Identity, str, str | None]] = ExpiringCache(
+        self._cache: ExpiringCache[bytes, Verified] | TieredCache[Verified] = ExpiringCache(
             settings.cache_entries, clock=clock)
+        if shared is not None:
+            # what decided an identity: this authenticator's settings and its providers' (a reload
+            # that changes them must not read identities the old ones verified)
+            namespace = hashlib.sha256(repr((name, settings, sorted(self._providers.items()))).encode()).digest()
+            self._cache = TieredCache(shared, settings.cache_entries, namespace, _encode_verified,
+                                      _decode_verified, clock=clock)
 
     async def authenticate(self, ctx: RequestContext) -> Identity | None:
         token = bearer_token(ctx, self.settings.header)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import aiohttp
 
+from ..core import shared_cache
 from ..directory import LdapDirectoryClient
 from ..ops.metrics import Metrics
 from ..settings import Settings
@@ -25,7 +26,7 @@ from ..settings.x509 import X509AuthenticatorSettings
 from .anonymous import AnonymousAuthenticator
 from .apikey import ApiKeyAuthenticator
 from .base import Authenticator
-from .bearer_jwt import JWTAuthenticator
+from .bearer_jwt import TOKENS_TABLE, JWTAuthenticator
 from .introspection import IntrospectionAuthenticator
 from .jwks import JWKSCache
 from .ldap_basic import LdapBasicAuthenticator
@@ -48,7 +49,7 @@ class Deps:
 
 def _jwt(name: str, cfg: JWTAuthenticatorSettings, deps: Deps) -> Authenticator:
     providers = {p.id: p for p in deps.settings.identity_providers}
-    return JWTAuthenticator(name, cfg, providers, deps.jwks)
+    return JWTAuthenticator(name, cfg, providers, deps.jwks, shared=shared_cache.table(TOKENS_TABLE))
 
 
 def _anonymous(name: str, cfg: AnonymousAuthenticatorSettings, deps: Deps) -> Authenticator:

@@ -35,12 +35,21 @@ class Identity:
         # Not dataclasses.asdict: its recursive deep copy was 8% of the proxy's CPU under load
         # (docs/performance.md). The policy input built from this is only read, never mutated.
         data = {name: getattr(self, name) for name in _FIELD_NAMES}
-        for key in ("groups", "roles", "scopes", "amr"):
+        for key in _TUPLE_FIELDS:
             data[key] = list(data[key])
         data["attributes"] = dict(self.attributes)
         if self.cert is not None:
             data["cert"] = dict(self.cert)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Identity:
+        """The identity `to_dict` gave (a cache shared between workers carries identities as JSON)."""
+        values = {name: data[name] for name in _FIELD_NAMES if name in data}
+        for key in _TUPLE_FIELDS:
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
 
     def summary(self) -> dict[str, Any]:
         """What an audit event carries about the identity."""
@@ -57,3 +66,4 @@ class Identity:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(Identity))
+_TUPLE_FIELDS = ("groups", "roles", "scopes", "amr")

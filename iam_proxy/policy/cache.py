@@ -5,6 +5,10 @@ request time, and tracing headers (`volatile_headers`). Entries are bounded in n
 used evicted first) and in age (TTL), and the whole cache is dropped the moment the engine reports a
 new revision, so a policy or data change is never answered from the old revision.
 
+With several workers the entries are shared between them (core/shared_cache.py): a caller's next
+request is answered from the cache whichever worker takes it. The revision in a key is the engine's
+revision and the fingerprint of the policy content it runs, which every worker computes alike.
+
 A policy that reads the clock, randomness, the outside world, the whole input or a field the key
 leaves out would be answered wrongly from a cache; `uncacheable_reasons` says so from what OPA's
 parse of the policies shows they read (input_reads.py), and the decider does not cache them.
@@ -18,13 +22,18 @@ from typing import Any, Callable
 
 import orjson
 
+from ..core import shared_cache
 from ..core.cache import ExpiringCache
 from ..settings.policy import DecisionCacheSettings
+from ..core.shared_cache import TieredCache
 from .engine import EngineResult
 from .input_reads import WHOLE, PolicyReads, covers
 
 # Input fields the cache key leaves out (besides the volatile headers): a policy reading them is not cached.
 KEY_LEAVES_OUT = (("attributes", "request", "time"), ("attributes", "request", "http", "id"))
+DECISIONS_TABLE = "decisions"  # the workers' shared table
+# a 384-byte slot; a larger decision (many headers, a body) is kept by its worker only
+DECISION_BYTES = 316
 
 
 def uncacheable_reasons(reads: PolicyReads, volatile_headers: frozenset[str]) -> list[str]:
@@ -40,12 +49,29 @@ def uncacheable_reasons(reads: PolicyReads, volatile_headers: frozenset[str]) ->
     return reasons
 
 
+def _encode_result(result: EngineResult) -> bytes | None:
+    try:
+        return orjson.dumps((result.value, result.revision, result.engine))
+    except TypeError:  # orjson.JSONEncodeError: a value JSON cannot carry stays with this worker
+        return None
+
+
+def _decode_result(encoded: bytes) -> EngineResult:
+    value, revision, engine = orjson.loads(encoded)
+    return EngineResult(value, revision, engine)
+
+
 class DecisionCache:
     def __init__(self, settings: DecisionCacheSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = settings.max_entries
         self.ttl = settings.ttl_seconds
         self.volatile_headers = frozenset(settings.volatile_headers)
-        self._entries: ExpiringCache[bytes, EngineResult] = ExpiringCache(settings.max_entries, clock)
+        self._entries: ExpiringCache[bytes, EngineResult] | TieredCache[EngineResult] = ExpiringCache(
+            settings.max_entries, clock)
+        table = shared_cache.table(DECISIONS_TABLE)
+        if table is not None:
+            self._entries = TieredCache(table, settings.max_entries, b"decisions", _encode_result,
+                                        _decode_result, clock)
         self._revision: str | None = None
 
     def __len__(self) -> int:
@@ -65,7 +91,9 @@ class DecisionCache:
 
     def _check_revision(self, revision: str) -> None:
         if revision != self._revision:
-            self._entries.clear()
+            # Entries of the old revision can no longer be read (keys name the revision): this frees
+            # them, and leaves a shared table's to workers that have not swapped yet.
+            (self._entries.local if isinstance(self._entries, TieredCache) else self._entries).clear()
             self._revision = revision
 
     def get(self, revision: str, key: bytes) -> EngineResult | None:

@@ -21,6 +21,13 @@ from .input_reads import project
 log = logging.getLogger("iam_proxy.policy")
 
 
+def _cache_revision(engine: PolicyEngine) -> str:
+    """What a cached decision was made under: the revision and the content's fingerprint, which
+    changes when the content does even if a bundle keeps its revision string, and which every worker
+    computes alike (a worker's swap count would not be)."""
+    return f"{engine.revision}#{getattr(engine, 'fingerprint', '')}"
+
+
 class Decider:
     def __init__(self, engines: dict[str, PolicyEngine], route_engines: dict[str, str],
                  cached_routes: frozenset[str], cache: DecisionCache | None, metrics: Any,
@@ -46,7 +53,7 @@ class Decider:
         reads = getattr(engine, "policy_reads", None)
         if reads is None or self.cache is None:
             return False
-        key = (engine.name, f"{engine.revision}#{getattr(engine, 'generation', 0)}")
+        key = (engine.name, _cache_revision(engine))
         if key not in self._cacheable:
             reasons = uncacheable_reasons(reads, self.cache.volatile_headers)
             if reasons:
@@ -64,8 +71,7 @@ class Decider:
         try:
             hit = None
             if route_id in self.cached_routes and self.cache is not None and self.cacheable(engine):
-                # The generation changes on every swap, even when a bundle keeps its revision string.
-                revision = f"{engine.revision}#{getattr(engine, 'generation', 0)}"
+                revision = _cache_revision(engine)
                 # Keyed by what the policies can read: requests differing elsewhere share an entry.
                 read = project(policy_input, engine.policy_reads.input)  # type: ignore[attr-defined]
                 cache_key = self.cache.key(revision, path, read)

@@ -279,7 +279,6 @@ class EmbeddedEngine:
                 raise ValueError("EmbeddedEngine needs a policy_dir or a source")
             source = load_source(policy_dir)
         self._compiled = self.compile(source, self.entrypoints)
-        self.generation = 1  # bumps on every swap, even when a bundle keeps its manifest revision
         log.info("policies compiled: revision %s, %d modules", self.revision, len(self._compiled.source.modules))
 
     @property
@@ -291,6 +290,11 @@ class EmbeddedEngine:
         return self._compiled.source.modules
 
     @property
+    def fingerprint(self) -> str:
+        """The content this engine runs, alike in every worker (the decision cache's key names it)."""
+        return self._compiled.source.fingerprint
+
+    @property
     def policy_reads(self) -> PolicyReads:
         assert self._compiled.reads is not None  # set by compile_policies
         return self._compiled.reads
@@ -298,7 +302,6 @@ class EmbeddedEngine:
     def activate(self, source: PolicySource) -> None:
         """Compile `source` and swap it in; raises PolicyLoadError and keeps the current one if it fails."""
         self._compiled = self.compile(source, self.entrypoints)
-        self.generation += 1
         log.info("policies activated: revision %s", self.revision)
 
     @property
@@ -320,7 +323,6 @@ class EmbeddedEngine:
                                                  self._compiled.source.revision, scan(self.policy_dir))
             return False
         self._compiled = compiled
-        self.generation += 1
         log.info("policies reloaded: revision %s", self.revision)
         if self._metrics is not None:
             self._metrics.policy_reloads.labels(result="ok").inc()

@@ -9,9 +9,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from ..core.errors import ConfigError
@@ -39,6 +41,13 @@ class PolicySource:
     data: dict[str, Any]
     revision: str
     stamp: tuple[tuple[str, int, int], ...]  # (path, mtime_ns, size) of everything read
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A digest of the modules and data: the same content gives the same text in every process,
+        whatever its revision string says (a bundle may keep its revision across changes)."""
+        return hashlib.sha256(orjson.dumps({"modules": self.modules, "data": self.data},
+                                           default=repr, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()[:32]
 
     def line_of(self, file: str, byte_offset: int) -> int:
         return self.modules.get(file, "").encode()[:byte_offset].count(b"\n") + 1

@@ -55,3 +55,25 @@ def test_two_workers_serve_one_port_and_die_together(proxy_factory, proxy_config
         time.sleep(0.1)
     assert proxy.process.proc.returncode == 1
     assert not any(Path(f"/proc/{w}").exists() for w in workers)  # the supervisor reaped them
+
+
+def _cache_counts(metrics: str) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("iam_proxy_decision_cache_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = counts.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_workers_share_one_decision_cache(proxy_factory, proxy_config, issuer):
+    proxy_config["listeners"]["workers"] = 2
+    proxy = proxy_factory(proxy_config)
+    token = issuer.token("alice", ["finance"])
+    for _ in range(20):  # a new connection each: the kernel spreads them over both workers
+        with proxy.client() as c:
+            assert c.get("/api/invoices/1", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    with proxy.client() as c:
+        counts = _cache_counts(c.get(proxy.admin_url + "/metrics").text)
+    # one evaluation for the service; a cache per worker would have evaluated once in each
+    assert counts == {"hit": 19.0, "miss": 1.0}
