@@ -1,11 +1,14 @@
 """Profile iam-proxy's hot path with py-spy while wrk drives the allowed-token request.
 
-    python -m bench.profile [--seconds 10] [--target iam-proxy|iam-proxy-nocache] [--out bench/results]
+    python -m bench.profile [--seconds 10] [--target iam-proxy|iam-proxy-nocache|iam-proxy-mix-nocache]
+                            [--out bench/results]
 
 Starts the shared nginx upstream and one iam-proxy process (one worker, so one profile), runs wrk
 closed-loop, and samples the proxy with `py-spy record --format raw`. Writes `<target>.txt` (the
 collapsed stacks, loadable by any flamegraph tool) and `<target>.md`, `profile` for the default
-target (decision cache on) and `profile-nocache` for the engine on every request: the functions with the most
+target (decision cache on), `profile-nocache` for the engine on every request, and
+`profile-mix-nocache` for the engine on every request with the harness's mix of 10,000 distinct
+tokens (so each token is verified the first time the worker sees it): the functions with the most
 samples on top of the stack (self) and anywhere on the stack (inclusive), as shares of all samples.
 """
 
@@ -22,8 +25,12 @@ from collections import Counter
 from pathlib import Path
 
 from .loadgen import run_wrk, write_script
-from .targets import REPO, REQUEST_PATH, BenchContext, start_iam_proxy, start_iam_proxy_nocache, start_upstream
-from .tokens import TokenMinter
+from .targets import (REPO, REQUEST_PATH, TOOLS, BenchContext, start_iam_proxy, start_iam_proxy_nocache,
+                      start_upstream)
+from .tokens import TokenMinter, distinct_tokens
+
+STEMS = {"iam-proxy": "profile", "iam-proxy-nocache": "profile-nocache", "iam-proxy-mix-nocache": "profile-mix-nocache"}
+MIX_TOKENS = 10_000
 
 
 def py_spy() -> str:
@@ -56,26 +63,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--target", choices=("iam-proxy", "iam-proxy-nocache"), default="iam-proxy")
+    parser.add_argument("--target", choices=tuple(STEMS), default="iam-proxy")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--native", action="store_true",
                         help="sample native frames too (C, Rust, Go: the crypto, the engine, the collector); "
                              "this pauses the process for each sample")
     args = parser.parse_args(argv)
     start = start_iam_proxy if args.target == "iam-proxy" else start_iam_proxy_nocache
-    stem = "profile" if args.target == "iam-proxy" else "profile-nocache"
+    stem = STEMS[args.target]
+    key_file = REPO / "certs" / "dev-idp-key.pem"
+    mix = distinct_tokens(key_file, MIX_TOKENS, TOOLS / "bench") if "mix" in args.target else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="iam-profile-"))
-    token = TokenMinter((REPO / "certs" / "dev-idp-key.pem").read_bytes()).mint("alice", int(time.time()))
+    token = TokenMinter(key_file.read_bytes()).mint("alice", int(time.time()))
     upstream = start_upstream(workdir, REPO / "certs" / "dev-jwks.json")
     running = None
     try:
         running = start(BenchContext(workdir=workdir, upstream=upstream,
                                                jwks_file=REPO / "certs" / "dev-jwks.json", iam_workers=1))
-        script = write_script(workdir, path=REQUEST_PATH, token=token)
+        script = write_script(workdir, path=REQUEST_PATH, token=token, token_file=mix)
         url = running.url + REQUEST_PATH
-        run_wrk(url, script, threads=1, connections=args.connections, seconds=2)  # warm-up
+        warm = write_script(workdir, path=REQUEST_PATH, token=token)  # the code, not the token cache
+        run_wrk(url, warm, threads=1, connections=args.connections, seconds=2)
         loads = []
         load = threading.Thread(target=lambda: loads.append(
             run_wrk(url, script, threads=1, connections=args.connections, seconds=args.seconds + 2)))
@@ -96,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     result = loads[0] if loads else None
     lines = [f"# {args.target} hot-path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"py-spy, {total:,} samples at 250 Hz over {args.seconds:g} s; one worker; wrk closed loop, "
-             f"{args.connections} connections" + (f", {result.rps:,.0f} req/s during the profile" if result else ""),
+             f"{args.connections} connections" + (f", {MIX_TOKENS:,} distinct tokens in turn" if mix else "")
+             + (f", {result.rps:,.0f} req/s during the profile" if result else ""),
              "", "| self | function |", "|---:|---|"]
     lines += [f"| {s:.1%} | `{f}` |" for f, s in own]
     lines += ["", "| inclusive | function |", "|---:|---|"]

@@ -4,8 +4,8 @@ With `listeners.workers` > 1 the kernel spreads connections over the workers, so
 requests land on any of them, and a cache of each worker's own verifies a token and evaluates a
 decision once per worker instead of once per service. `SharedTable` holds fixed-size slots in an
 anonymous shared mapping that `prepare` makes in the supervisor before it forks; `TieredCache`
-puts a worker's own `ExpiringCache` in front of it and has the same interface, so a cache that
-shares is the same object to its user as one that does not.
+puts a worker's own `ExpiringCache`s beside it and has the same interface, so a cache that shares
+is the same object to its user as one that does not.
 
 No locks: a writer blanks a slot's check, writes the entry, then writes the check (a BLAKE2b digest
 of the entry). A reader copies the slot and accepts it only when the check matches what it copied,
@@ -29,6 +29,7 @@ V = TypeVar("V")
 
 WAYS = 4  # slots a key may occupy: a full bucket evicts the entry closest to its expiry
 LOAD = 2  # slots per entry asked for: at half full, few buckets overflow before the table does
+HOT_ENTRIES = 1024  # values a worker keeps decoded from a table
 _HEAD = struct.Struct("<16sQd32sI")  # check, epoch, expires, key, value length
 _EPOCH = struct.Struct("<Q")
 _HEADER_BYTES = 64
@@ -99,46 +100,46 @@ class SharedTable:
 
 
 class TieredCache(Generic[V]):
-    """`ExpiringCache`'s interface over a worker's own entries and, behind them, a `SharedTable`.
+    """`ExpiringCache`'s interface over a `SharedTable` and a worker's own entries.
 
-    `encode` turns a value into bytes for the table (None: keep it local); `decode` undoes it.
+    The worker keeps the last HOT_ENTRIES values it used from the table (a repeated hit needs no copy
+    and no decoding), and keeps to itself, up to `max_entries`, the values the table cannot hold.
+    `encode` turns a value into bytes for the table (None: it cannot hold it); `decode` undoes it.
     `namespace` (at most 64 bytes, a digest) names what decided the values, such as a configuration's
     fingerprint: a table outlives reloads, and a key is only read back under the namespace it was
-    written with."""
+    written with. Every entry of the worker's own carries the table's epoch, so another worker's
+    clear drops them too."""
 
     def __init__(self, table: SharedTable, max_entries: int, namespace: bytes,
                  encode: Callable[[V], bytes | None], decode: Callable[[bytes], V],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.table = table
-        self._local: ExpiringCache[bytes, tuple[int, V]] = ExpiringCache(max_entries, clock)
+        self.max_entries = max_entries
+        self._hot: ExpiringCache[bytes, tuple[int, V]] = ExpiringCache(min(max_entries, HOT_ENTRIES), clock)
+        self._own: ExpiringCache[bytes, tuple[int, V]] = ExpiringCache(max_entries, clock)
         self._namespace = namespace
         self._encode = encode
         self._decode = decode
         self._clock = clock
-        self.max_entries = max_entries
-
-    @property
-    def local(self) -> ExpiringCache[bytes, tuple[int, V]]:
-        """This worker's own entries (with the epoch each was written in)."""
-        return self._local
 
     def _key(self, key: bytes) -> bytes:
         return hashlib.blake2b(key, digest_size=32, key=self._namespace).digest()
 
     def get(self, key: bytes) -> V | None:
         epoch = self.table.epoch
-        local = self._local.get(key)
-        if local is not None:
-            if local[0] == epoch:
-                return local[1]
-            self._local.discard(key)
+        for local in (self._hot, self._own):
+            entry = local.get(key)
+            if entry is not None:
+                if entry[0] == epoch:
+                    return entry[1]
+                local.discard(key)
         now = self._clock()
         shared = self.table.get(self._key(key), now)
         if shared is None:
             return None
         encoded, expires = shared
         value = self._decode(encoded)
-        self._local.put_until(key, (epoch, value), expires)
+        self._hot.put_until(key, (epoch, value), expires)
         return value
 
     def put(self, key: bytes, value: V, ttl_seconds: float) -> None:
@@ -147,17 +148,25 @@ class TieredCache(Generic[V]):
     def put_until(self, key: bytes, value: V, expires: float) -> None:
         if self.max_entries <= 0:
             return
-        self._local.put_until(key, (self.table.epoch, value), expires)
+        epoch = self.table.epoch
         encoded = self._encode(value)
-        if encoded is not None:
-            self.table.put(self._key(key), encoded, expires, self._clock())
+        if encoded is not None and self.table.put(self._key(key), encoded, expires, self._clock()):
+            self._hot.put_until(key, (epoch, value), expires)
+        else:
+            self._own.put_until(key, (epoch, value), expires)
 
     def clear(self) -> None:
-        self._local.clear()
+        """Every entry, in every worker."""
+        self.clear_local()
         self.table.clear()
 
+    def clear_local(self) -> None:
+        """This worker's own entries only."""
+        self._hot.clear()
+        self._own.clear()
+
     def __len__(self) -> int:
-        return len(self._local)
+        return len(self._hot) + len(self._own)
 
 
 _tables: dict[str, SharedTable] = {}

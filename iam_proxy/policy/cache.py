@@ -93,7 +93,10 @@ class DecisionCache:
         if revision != self._revision:
             # Entries of the old revision can no longer be read (keys name the revision): this frees
             # them, and leaves a shared table's to workers that have not swapped yet.
-            (self._entries.local if isinstance(self._entries, TieredCache) else self._entries).clear()
+            if isinstance(self._entries, TieredCache):
+                self._entries.clear_local()
+            else:
+                self._entries.clear()
             self._revision = revision
 
     def get(self, revision: str, key: bytes) -> EngineResult | None:
