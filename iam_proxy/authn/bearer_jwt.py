@@ -38,7 +38,7 @@ from .mapping import identity_from_claims
 
 MAX_TOKEN_BYTES = 16 * 1024
 TOKENS_TABLE = "verified-tokens"  # the workers' shared table of verified bearer tokens
-# a 512-byte slot; an identity with more (hundreds of groups) is kept by its worker only
+# a 512-byte slot; a larger identity (more than about ten groups) is kept by its worker only
 VERIFIED_TOKEN_BYTES = 444
 # NumericDate bounds (RFC 7519 2): after 1970 and before the year 10000; anything else is a forgery
 # or a bug, and a float beyond it (1e300) would make every comparison meaningless.

@@ -24,8 +24,8 @@ import orjson
 
 from ..core import shared_cache
 from ..core.cache import ExpiringCache
-from ..settings.policy import DecisionCacheSettings
 from ..core.shared_cache import TieredCache
+from ..settings.policy import DecisionCacheSettings
 from .engine import EngineResult
 from .input_reads import WHOLE, PolicyReads, covers
 
