@@ -4,8 +4,8 @@ With `listeners.workers` > 1 the kernel spreads connections over the workers, so
 requests land on any of them, and a cache of each worker's own verifies a token and evaluates a
 decision once per worker instead of once per service. `SharedTable` holds fixed-size slots in an
 anonymous shared mapping that `prepare` makes in the supervisor before it forks; `TieredCache`
-puts a worker's own `ExpiringCache`s beside it and has the same interface, so a cache that shares
-is the same object to its user as one that does not.
+puts a worker's own `ExpiringCache` in front of it and has the same interface, so a cache that
+shares is the same object to its user as one that does not.
 
 No locks: a writer blanks a slot's check, writes the entry, then writes the check (a BLAKE2b digest
 of the entry). A reader copies the slot and accepts it only when the check matches what it copied,
@@ -29,7 +29,6 @@ V = TypeVar("V")
 
 WAYS = 4  # slots a key may occupy: a full bucket evicts the entry closest to its expiry
 LOAD = 2  # slots per entry asked for: at half full, few buckets overflow before the table does
-HOT_ENTRIES = 1024  # values a worker keeps decoded from a table
 _HEAD = struct.Struct("<16sQd32sI")  # check, epoch, expires, key, value length
 _EPOCH = struct.Struct("<Q")
 _HEADER_BYTES = 64
@@ -100,10 +99,11 @@ class SharedTable:
 
 
 class TieredCache(Generic[V]):
-    """`ExpiringCache`'s interface over a `SharedTable` and a worker's own entries.
+    """`ExpiringCache`'s interface over a `SharedTable`, with the worker's own entries in front.
 
-    The worker keeps the last HOT_ENTRIES values it used from the table (a repeated hit needs no copy
-    and no decoding), and keeps to itself, up to `max_entries`, the values the table cannot hold.
+    The worker keeps, up to `max_entries`, the values it wrote or read from the table, so a repeated
+    hit needs no copy and no decoding (bounding these to the last thousand cost the token mix 15 %
+    of its throughput: docs/performance.md, round six), and the values the table cannot hold.
     `encode` turns a value into bytes for the table (None: it cannot hold it); `decode` undoes it.
     `namespace` (at most 64 bytes, a digest) names what decided the values, such as a configuration's
     fingerprint: a table outlives reloads, and a key is only read back under the namespace it was
@@ -115,7 +115,6 @@ class TieredCache(Generic[V]):
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.table = table
         self.max_entries = max_entries
-        self._hot: ExpiringCache[bytes, tuple[int, V]] = ExpiringCache(min(max_entries, HOT_ENTRIES), clock)
         self._own: ExpiringCache[bytes, tuple[int, V]] = ExpiringCache(max_entries, clock)
         self._namespace = namespace
         self._encode = encode
@@ -127,19 +126,18 @@ class TieredCache(Generic[V]):
 
     def get(self, key: bytes) -> V | None:
         epoch = self.table.epoch
-        for local in (self._hot, self._own):
-            entry = local.get(key)
-            if entry is not None:
-                if entry[0] == epoch:
-                    return entry[1]
-                local.discard(key)
+        entry = self._own.get(key)
+        if entry is not None:
+            if entry[0] == epoch:
+                return entry[1]
+            self._own.discard(key)
         now = self._clock()
         shared = self.table.get(self._key(key), now)
         if shared is None:
             return None
         encoded, expires = shared
         value = self._decode(encoded)
-        self._hot.put_until(key, (epoch, value), expires)
+        self._own.put_until(key, (epoch, value), expires)
         return value
 
     def put(self, key: bytes, value: V, ttl_seconds: float) -> None:
@@ -148,12 +146,10 @@ class TieredCache(Generic[V]):
     def put_until(self, key: bytes, value: V, expires: float) -> None:
         if self.max_entries <= 0:
             return
-        epoch = self.table.epoch
+        self._own.put_until(key, (self.table.epoch, value), expires)
         encoded = self._encode(value)
-        if encoded is not None and self.table.put(self._key(key), encoded, expires, self._clock()):
-            self._hot.put_until(key, (epoch, value), expires)
-        else:
-            self._own.put_until(key, (epoch, value), expires)
+        if encoded is not None:
+            self.table.put(self._key(key), encoded, expires, self._clock())
 
     def clear(self) -> None:
         """Every entry, in every worker."""
@@ -162,11 +158,10 @@ class TieredCache(Generic[V]):
 
     def clear_local(self) -> None:
         """This worker's own entries only."""
-        self._hot.clear()
         self._own.clear()
 
     def __len__(self) -> int:
-        return len(self._hot) + len(self._own)
+        return len(self._own)
 
 
 _tables: dict[str, SharedTable] = {}

@@ -16,7 +16,7 @@ import pytest
 from iam_proxy.authn.bearer_jwt import JWTAuthenticator
 from iam_proxy.authn.jwks import JWKSCache
 from iam_proxy.core.identity import Identity
-from iam_proxy.core.shared_cache import HOT_ENTRIES, LOAD, WAYS, SharedTable, TieredCache
+from iam_proxy.core.shared_cache import LOAD, WAYS, SharedTable, TieredCache
 from iam_proxy.policy.cache import DecisionCache
 from iam_proxy.policy.engine import EngineResult
 from iam_proxy.policy.source import PolicySource
@@ -138,15 +138,6 @@ def test_expiry_a_full_bucket_evicts_the_entry_closest_to_its_end_and_oversized_
     writer.put(_key(99), big, 30)
     assert writer.get(_key(99)) == big  # this process keeps it
     assert _tiered(table, clock=clock).get(_key(99)) is None  # too large to share
-
-
-def test_a_worker_keeps_only_the_hot_entries_decoded_and_reads_the_rest_from_the_table():
-    table = _table(4 * HOT_ENTRIES)
-    cache = TieredCache(table, 4 * HOT_ENTRIES, NAMESPACE, orjson.dumps, orjson.loads)
-    for i in range(2 * HOT_ENTRIES):
-        cache.put(_key(i), {"i": i}, 30)
-    assert len(cache) == HOT_ENTRIES
-    assert cache.get(_key(0)) == {"i": 0}  # gone from the worker's own entries, still in the table
 
 
 def test_a_namespace_reads_only_its_own_entries():
