@@ -27,7 +27,7 @@ from joserfc.errors import JoseError
 from ..context import RequestContext
 from ..core.cache import ExpiringCache
 from ..core.errors import AuthUnavailable, InvalidCredential
-from ..core.identity import Identity
+from ..core.identity import FIELD_NAMES, Identity
 from ..core.shared_cache import SharedTable, TieredCache
 from ..settings.authn import JWTAuthenticatorSettings
 from ..settings.identity import JWTProvider
@@ -38,7 +38,8 @@ from .mapping import identity_from_claims
 
 MAX_TOKEN_BYTES = 16 * 1024
 TOKENS_TABLE = "verified-tokens"  # the workers' shared table of verified bearer tokens
-# a 512-byte slot; a larger identity (more than about ten groups) is kept by its worker only
+# a 512-byte slot: an identity with a few groups, roles and scopes fits; a larger one is kept by its
+# worker only
 VERIFIED_TOKEN_BYTES = 444
 # NumericDate bounds (RFC 7519 2): after 1970 and before the year 10000; anything else is a forgery
 # or a bug, and a float beyond it (1e300) would make every comparison meaningless.
@@ -86,17 +87,17 @@ Verified = tuple[Identity, str, str | None]  # the identity, its provider id, th
 
 
 def _encode_verified(verified: Verified) -> bytes | None:
+    """The identity's fields in order, without their names (a typical identity then fits a slot)."""
     identity, provider_id, kid = verified
     try:
-        fields = {name: value for name, value in identity.to_dict().items() if value not in (None, [], {})}
-        return orjson.dumps((fields, provider_id, kid))
+        return orjson.dumps((list(identity.to_dict().values()), provider_id, kid))
     except TypeError:  # a claim JSON cannot carry (orjson.JSONEncodeError): kept by this worker only
         return None
 
 
 def _decode_verified(encoded: bytes) -> Verified:
-    identity, provider_id, kid = orjson.loads(encoded)
-    return Identity.from_dict(identity), provider_id, kid
+    values, provider_id, kid = orjson.loads(encoded)
+    return Identity.from_dict(dict(zip(FIELD_NAMES, values))), provider_id, kid
 
 
 class JWTAuthenticator:

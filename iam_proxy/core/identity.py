@@ -34,7 +34,7 @@ class Identity:
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy was 8% of the proxy's CPU under load
         # (docs/performance.md). The policy input built from this is only read, never mutated.
-        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        data = {name: getattr(self, name) for name in FIELD_NAMES}
         for key in _TUPLE_FIELDS:
             data[key] = list(data[key])
         data["attributes"] = dict(self.attributes)
@@ -45,7 +45,7 @@ class Identity:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Identity:
         """The identity `to_dict` gave (a cache shared between workers carries identities as JSON)."""
-        values = {name: data[name] for name in _FIELD_NAMES if name in data}
+        values = {name: data[name] for name in FIELD_NAMES if name in data}
         for key in _TUPLE_FIELDS:
             if key in values:
                 values[key] = tuple(values[key])
@@ -65,5 +65,5 @@ class Identity:
         }
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(Identity))
+FIELD_NAMES = tuple(f.name for f in fields(Identity))
 _TUPLE_FIELDS = ("groups", "roles", "scopes", "amr")

@@ -35,7 +35,7 @@ def _table(entries: int = 64) -> SharedTable:
 
 
 def _one_bucket() -> SharedTable:
-    table = _table(WAYS // LOAD)
+    table = _table(int(WAYS / LOAD))
     assert table.buckets == 1
     return table
 
@@ -132,7 +132,7 @@ def test_expiry_a_full_bucket_evicts_the_entry_closest_to_its_end_and_oversized_
     reader = _tiered(table, clock=clock)
     assert reader.get(_key(0)) is None
     assert [reader.get(_key(i)) for i in range(1, WAYS + 1)] == [{"i": i} for i in range(1, WAYS + 1)]
-    now[0] = 115.0
+    now[0] = 100.0 + 10 + WAYS  # past the end of key WAYS - 1, before that of key WAYS
     assert _tiered(table, clock=clock).get(_key(WAYS - 1)) is None  # past its TTL
     big = {"pad": "x" * VALUE_BYTES}
     writer.put(_key(99), big, 30)
