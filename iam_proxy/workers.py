@@ -7,7 +7,7 @@ anything starts), and the kernel spreads new connections evenly across those soc
 ext_authz server binds its own port, so the parent only checks that nothing holds it; each worker's
 server then joins the others on it with SO_REUSEPORT.
 
-Each worker builds its own Proxy after the fork: its own policy engine, token cache, upstream pool,
+Each worker builds its own Proxy after the fork: its own policy engine, upstream pool,
 and its own audit journal (spool and files, see audit/journal.py), so no two processes ever write
 one file. Without `assertion.key_file`, the ephemeral assertion key is made before the fork, so
 every worker signs with the key the JWKS publishes. The tables of verified bearer tokens and of

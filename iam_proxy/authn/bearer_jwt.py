@@ -86,13 +86,10 @@ def token_key(token: str) -> bytes:
 Verified = tuple[Identity, str, str | None]  # the identity, its provider id, the signing key's id
 
 
-def _encode_verified(verified: Verified) -> bytes | None:
+def _encode_verified(verified: Verified) -> bytes:
     """The identity's fields in order, without their names (a typical identity then fits a slot)."""
     identity, provider_id, kid = verified
-    try:
-        return orjson.dumps((list(identity.to_dict().values()), provider_id, kid))
-    except TypeError:  # a claim JSON cannot carry (orjson.JSONEncodeError): kept by this worker only
-        return None
+    return orjson.dumps((list(identity.to_dict().values()), provider_id, kid))
 
 
 def _decode_verified(encoded: bytes) -> Verified:

@@ -81,10 +81,10 @@ class SharedTable:
                 return record[_HEAD.size:], expires
         return None
 
-    def put(self, key: bytes, value: bytes, expires: float, now: float) -> bool:
-        """False when `value` does not fit a slot (the caller keeps it to itself)."""
+    def put(self, key: bytes, value: bytes, expires: float, now: float) -> None:
+        """Nothing is written when `value` does not fit a slot (the caller keeps it to itself)."""
         if len(value) > self.value_bytes:
-            return False
+            return
         memory = self._memory
         epoch = self.epoch
         heads = [(offset, _HEAD.unpack_from(memory, offset)) for offset in self._slots(key)]
@@ -96,7 +96,6 @@ class SharedTable:
         memory[target:target + 16] = _BLANK
         memory[target + 16:target + _HEAD.size + len(value)] = body
         memory[target:target + 16] = _check(body)
-        return True
 
 
 class TieredCache(Generic[V]):
@@ -105,14 +104,15 @@ class TieredCache(Generic[V]):
     The worker keeps, up to `max_entries`, the values it wrote or read from the table, so a repeated
     hit needs no copy and no decoding (bounding these to the last thousand cost the token mix 15 %
     of its throughput: docs/performance.md, round six), and the values the table cannot hold.
-    `encode` turns a value into bytes for the table (None: it cannot hold it); `decode` undoes it.
+    `encode` turns a value into JSON bytes for the table (a value JSON cannot carry, its TypeError,
+    stays in the worker's own entries); `decode` undoes it.
     `namespace` (at most 64 bytes, a digest) names what decided the values, such as a configuration's
     fingerprint: a table outlives reloads, and a key is only read back under the namespace it was
     written with. Every entry of the worker's own carries the table's epoch, so another worker's
     clear drops them too."""
 
     def __init__(self, table: SharedTable, max_entries: int, namespace: bytes,
-                 encode: Callable[[V], bytes | None], decode: Callable[[bytes], V],
+                 encode: Callable[[V], bytes], decode: Callable[[bytes], V],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.table = table
         self.max_entries = max_entries
@@ -148,9 +148,11 @@ class TieredCache(Generic[V]):
         if self.max_entries <= 0:
             return
         self._own.put_until(key, (self.table.epoch, value), expires)
-        encoded = self._encode(value)
-        if encoded is not None:
-            self.table.put(self._key(key), encoded, expires, self._clock())
+        try:
+            encoded = self._encode(value)
+        except TypeError:  # orjson.JSONEncodeError is one
+            return
+        self.table.put(self._key(key), encoded, expires, self._clock())
 
     def clear(self) -> None:
         """Every entry, in every worker."""

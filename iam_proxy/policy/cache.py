@@ -50,11 +50,8 @@ def uncacheable_reasons(reads: PolicyReads, volatile_headers: frozenset[str]) ->
     return reasons
 
 
-def _encode_result(result: EngineResult) -> bytes | None:
-    try:
-        return orjson.dumps((result.value, result.revision, result.engine))
-    except TypeError:  # orjson.JSONEncodeError: a value JSON cannot carry stays with this worker
-        return None
+def _encode_result(result: EngineResult) -> bytes:
+    return orjson.dumps((result.value, result.revision, result.engine))
 
 
 def _decode_result(encoded: bytes) -> EngineResult:

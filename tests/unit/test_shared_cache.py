@@ -140,6 +140,14 @@ def test_expiry_a_full_bucket_evicts_the_entry_closest_to_its_end_and_oversized_
     assert _tiered(table, clock=clock).get(_key(99)) is None  # too large to share
 
 
+def test_a_value_json_cannot_carry_stays_with_its_worker():
+    table = _table()
+    writer = _tiered(table)
+    writer.put(_key(1), {"ids": {1, 2}}, 30)  # a set: orjson refuses it
+    assert writer.get(_key(1)) == {"ids": {1, 2}}
+    assert _tiered(table).get(_key(1)) is None
+
+
 def test_a_namespace_reads_only_its_own_entries():
     table = _table()
     _tiered(table).put(_key(1), {"v": 1}, 30)
