@@ -2,6 +2,11 @@
 
 Upstreams verify it with the public keys served at `/.well-known/jwks.json`. Its `aud` is the route
 id, so an assertion minted for one upstream is no use at another.
+
+By default every request gets its own assertion, with `jti` = the request's decision id. With
+`reuse_seconds`, an assertion is kept per (audience, claims) and handed again to the same identity's
+requests for that long: the ECDSA signature is the largest single cost of a request whose token and
+decision are cached (docs/performance.md), and a reused assertion still has at least half its life.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc.jwk import ECKey
 
+from ..core.cache import ExpiringCache
 from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.assertion")
 
 _ephemeral: ECKey | None = None
+
+# Reused assertions kept per worker: about 1 KB each (the token and its key)
+REUSE_ENTRIES = 10_000
 
 
 def ephemeral_key() -> ECKey:
@@ -37,7 +46,8 @@ def ephemeral_key() -> ECKey:
 
 
 class AssertionSigner:
-    def __init__(self, key_file: Path | None, issuer: str, ttl_seconds: int, clock=time.time) -> None:
+    def __init__(self, key_file: Path | None, issuer: str, ttl_seconds: int, clock=time.time,
+                 reuse_seconds: int = 0) -> None:
         self._key = ECKey.import_key(key_file.read_bytes()) if key_file is not None else ephemeral_key()
         public = self._key.as_dict(private=False)
         self.kid = hashlib.sha256(str(sorted(public.items())).encode()).hexdigest()[:16]
@@ -51,11 +61,25 @@ class AssertionSigner:
         self._private_key = self._key.private_key
         self._ecdsa = ec.ECDSA(hashes.SHA256())
         self._header_segment = _b64(orjson.dumps({"alg": "ES256", "kid": self.kid, "typ": "JWT"}))
+        self.reuse_seconds = reuse_seconds
+        self._reused: ExpiringCache[tuple, str] = ExpiringCache(REUSE_ENTRIES if reuse_seconds else 0, clock)
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self._public_jwk]}
 
     def sign(self, identity: Identity, audience: str, jti: str) -> str:
+        """The assertion for `identity` at `audience`; `jti` names it when a new one is signed."""
+        if not self.reuse_seconds:
+            return self._sign(identity, audience, jti)
+        key = (audience, identity.sub, identity.method, identity.iss, identity.email, identity.username,
+               identity.tenant, identity.groups, identity.roles)
+        token = self._reused.get(key)
+        if token is None:
+            token = self._sign(identity, audience, jti)
+            self._reused.put(key, token, self.reuse_seconds)
+        return token
+
+    def _sign(self, identity: Identity, audience: str, jti: str) -> str:
         now = int(self._clock())
         claims: dict[str, Any] = {
             "iss": self.issuer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from .base import Model
 
@@ -15,6 +15,18 @@ class AssertionSettings(Model):
     key_file: Path | None = None  # PEM, EC P-256; an ephemeral key is made when absent
     issuer: str = "iam-proxy"
     ttl_seconds: int = Field(default=60, ge=5, le=3600)
+    # 0: one assertion per request (`jti` = its decision id). Above 0: an assertion with the same
+    # claims and audience is reused for this long, so it always keeps at least half its lifetime.
+    reuse_seconds: int = Field(default=0, ge=0)
+
+    @field_validator("reuse_seconds")
+    @classmethod
+    def _within_half_the_lifetime(cls, value: int, info: ValidationInfo) -> int:
+        ttl = info.data.get("ttl_seconds")
+        if ttl is not None and value > ttl // 2:
+            raise ValueError(f"at most half of ttl_seconds ({ttl // 2}), so that a reused assertion "
+                             "still has time to be checked")
+        return value
 
 
 class IdentityHeaders(Model):

@@ -8,9 +8,11 @@ import re
 import socket
 
 import httpx
+from joserfc import jwt
+from joserfc.jwk import KeySet
 import pytest
 
-from support import free_port
+from support import audit_event, free_port, upstream_headers
 
 MB = 1024 * 1024
 
@@ -179,3 +181,25 @@ def test_forward_auth_answers_with_identity_headers(proxy_factory, proxy_config,
     assert "x-iam-assertion" in ok.headers
     assert denied.status_code == 403
     assert anonymous.status_code == 401
+
+
+def test_a_reused_assertion_is_the_same_for_one_identity_and_its_own_for_another(proxy_factory, proxy_config,
+                                                                                  finance, issuer):
+    proxy_config["identity_headers"] = {"assertion": {"reuse_seconds": 30}}
+    proxy = proxy_factory(proxy_config)
+    auditors = {"Authorization": f"Bearer {issuer.token('carol', ['auditors'])}"}
+
+    def assertion(c, headers, request_id):
+        r = c.get("/api/invoices/1", headers={**headers, "X-Request-Id": request_id})
+        assert r.status_code == 200, r.text
+        return upstream_headers(r)["x-iam-assertion"]
+
+    with proxy.client() as c:
+        first, again, other = assertion(c, finance, "r1"), assertion(c, finance, "r2"), assertion(c, auditors, "r3")
+        jwks = KeySet.import_key_set(c.get("/.well-known/jwks.json").json())
+    assert first == again != other
+    claims = jwt.decode(first, jwks, algorithms=["ES256"]).claims
+    assert (claims["sub"], claims["groups"]) == ("alice", ["finance"])
+    assert jwt.decode(other, jwks, algorithms=["ES256"]).claims["sub"] == "carol"
+    # its jti names the decision that minted it: alice's first request, not her second
+    assert claims["jti"] == audit_event(proxy, "r1")["decision_id"] != audit_event(proxy, "r2")["decision_id"]

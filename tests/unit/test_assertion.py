@@ -48,3 +48,33 @@ def test_without_a_key_file_every_signer_of_the_service_has_its_one_ephemeral_ke
     key_file = tmp_path / "key.pem"
     key_file.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
     assert AssertionSigner(key_file, "https://p", 60).kid != first.kid
+
+
+def test_without_reuse_every_request_gets_its_own_assertion_named_by_its_decision():
+    signer = AssertionSigner(None, "https://p", 60, clock=lambda: 1_800_000_000)
+    alice = Identity(sub="alice", method="jwt", groups=("finance",))
+    first, second = signer.sign(alice, "api", "d1"), signer.sign(alice, "api", "d2")
+    keys = KeySet.import_key_set(signer.jwks())
+    assert [jwt.decode(t, keys, algorithms=["ES256"]).claims["jti"] for t in (first, second)] == ["d1", "d2"]
+
+
+def test_with_reuse_the_same_claims_get_the_same_assertion_until_the_window_ends():
+    now = [1_800_000_000.0]
+    signer = AssertionSigner(None, "https://p", 60, clock=lambda: now[0], reuse_seconds=10)
+    keys = KeySet.import_key_set(signer.jwks())
+    alice = Identity(sub="alice", method="jwt", groups=("finance",))
+    minted = signer.sign(alice, "api", "d1")
+    now[0] += 9.5
+    assert signer.sign(Identity(sub="alice", method="jwt", groups=("finance",)), "api", "d2") == minted
+    # anything the assertion says makes another one: audience, groups, roles, email, the subject
+    for identity, audience in ((alice, "billing"), (Identity(sub="alice", method="jwt", groups=("ops",)), "api"),
+                               (Identity(sub="alice", method="jwt", groups=("finance",), roles=("admin",)), "api"),
+                               (Identity(sub="alice", method="jwt", groups=("finance",), email="a@x"), "api"),
+                               (Identity(sub="bob", method="jwt", groups=("finance",)), "api")):
+        other = signer.sign(identity, audience, "d3")
+        assert other != minted
+        claims = jwt.decode(other, keys, algorithms=["ES256"]).claims
+        assert (claims["sub"], claims["aud"], claims["jti"]) == (identity.sub, audience, "d3")
+    now[0] += 0.5  # 10 s after it was minted: a new one, named by the decision that needed it
+    renewed = jwt.decode(signer.sign(alice, "api", "d4"), keys, algorithms=["ES256"]).claims
+    assert (renewed["jti"], renewed["iat"], renewed["exp"]) == ("d4", 1_800_000_010, 1_800_000_070)

@@ -36,6 +36,8 @@ def test_minimal_config_is_valid():
     (lambda c: c["routes"][0].update(match={"path": "api/**"}), "routes[0].match.path"),
     (lambda c: c["routes"][0].update(policy={"path": "not a path"}), "routes[0].policy.path"),
     (lambda c: c.update(routes=[]), "routes"),
+    (lambda c: c.update(identity_headers={"assertion": {"ttl_seconds": 60, "reuse_seconds": 31}}),
+     "identity_headers.assertion.reuse_seconds"),
 ])
 def test_errors_name_the_key_path(mutate, where):
     config = minimal()
