@@ -15,7 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -255,6 +255,7 @@ class BenchContext:
     jwks_file: Path
     iam_workers: int = 1
     nginx_workers: int | str = "auto"
+    assertion_reuse_seconds: int = 0  # the product default: one assertion per request
 
 
 def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
@@ -277,7 +278,8 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
                                # None: the product default (on for the in-process engines, off for opa)
                                **({} if cache_decisions is None else {"cache": cache_decisions})}}],
         "policy": policy,
-        "identity_headers": {"assertion": {"key_file": str(REPO / "certs" / "assertion-key.pem")}},
+        "identity_headers": {"assertion": {"key_file": str(REPO / "certs" / "assertion-key.pem"),
+                                           "reuse_seconds": ctx.assertion_reuse_seconds}},
         "audit": {"sinks": [{"type": "file", "path": str(ctx.workdir / f"{name}-audit.jsonl")}]},
         # nginx (forward-auth targets) asks /.iam/auth from loopback
         "forward_auth": {"trusted_peers": ["127.0.0.1/32"]},
@@ -497,6 +499,24 @@ def start_iam_proxy_embedded_mix_nocache_1worker(ctx: BenchContext) -> Running:
     return _mixed(start_iam_proxy_embedded_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
 
 
+# Variants with `identity_headers.assertion.reuse_seconds` (off by default): an identity's
+# assertion is signed once per window instead of once per request.
+ASSERTION_REUSE_SECONDS = 10
+
+
+def _reusing(start: Callable[[BenchContext], Running]) -> Callable[[BenchContext], Running]:
+    def start_reusing(ctx: BenchContext) -> Running:
+        running = start(replace(ctx, assertion_reuse_seconds=ASSERTION_REUSE_SECONDS))
+        running.notes = f"{running.notes}; assertion reused {ASSERTION_REUSE_SECONDS} s"
+        return running
+    return start_reusing
+
+
+start_iam_proxy_reuse = _reusing(start_iam_proxy)
+start_iam_proxy_mix_reuse = _reusing(start_iam_proxy_mix)
+start_forward_auth_nocache_reuse = _reusing(start_forward_auth_nocache)
+
+
 TARGETS = {
     "upstream-direct": start_upstream_direct,
     "nginx-proxy": start_nginx_proxy,
@@ -515,10 +535,13 @@ TARGETS = {
     "iam-proxy-embedded-mix": start_iam_proxy_embedded_mix,
     "iam-proxy-embedded-mix-nocache": start_iam_proxy_embedded_mix_nocache,
     "iam-proxy-embedded-mix-nocache-1worker": start_iam_proxy_embedded_mix_nocache_1worker,
+    "iam-proxy-reuse": start_iam_proxy_reuse,
+    "iam-proxy-mix-reuse": start_iam_proxy_mix_reuse,
+    "iam-proxy-forward-auth-nocache-reuse": start_forward_auth_nocache_reuse,
 }
 MIX_TARGETS = {start_iam_proxy_mix, start_iam_proxy_mix_nocache, start_iam_proxy_mix_nocache_1worker,
                start_oauth2_proxy_mix, start_iam_proxy_embedded_mix, start_iam_proxy_embedded_mix_nocache,
-               start_iam_proxy_embedded_mix_nocache_1worker}
+               start_iam_proxy_embedded_mix_nocache_1worker, start_iam_proxy_mix_reuse}
 # Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
 # path, and each pass costs one signature verification per token).
 DISTINCT_TOKEN_TARGETS = {"iam-proxy", "oauth2-proxy"}

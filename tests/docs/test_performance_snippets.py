@@ -57,3 +57,18 @@ def test_workers_fragment_is_valid_configuration(tmp_path, monkeypatch):
     settings = load("workers-yaml", tmp_path, monkeypatch)
     assert settings.listeners.workers == 2
     assert settings.listeners.proxy.port == 8080 and settings.listeners.admin.port == 9090
+
+
+def test_assertion_reuse_fragment_reuses_one_identitys_assertion(tmp_path, monkeypatch):
+    from joserfc.jwk import ECKey
+
+    from iam_proxy.core.identity import Identity
+    from iam_proxy.forward.assertion import AssertionSigner
+
+    (tmp_path / "assertion-key.pem").write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
+    assertion = load("assertion-reuse-yaml", tmp_path, monkeypatch).identity_headers.assertion
+    assert (assertion.ttl_seconds, assertion.reuse_seconds) == (60, 10)
+    signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds,
+                             reuse_seconds=assertion.reuse_seconds)
+    alice = Identity(sub="alice", method="jwt", groups=("finance",))
+    assert signer.sign(alice, "api", "d1") == signer.sign(alice, "api", "d2") != signer.sign(alice, "billing", "d3")
