@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +24,6 @@ from .core import redaction
 from .core.asgi import Receive, Scope, Send
 from .core.networks import TrustedNetworks
 from .core.responses import send_error, send_json
-from .directory import LdapDirectoryClient
 from .enrich.registry import Deps as EnricherDeps
 from .enrich.registry import build_enrichers
 from .extauthz import ExtAuthz
@@ -51,6 +50,9 @@ from .signals import PUSH_PATH
 from .signals.receiver import Caches
 from .signals.runtime import SignalsRuntime
 from .websocket import WebSocketProxy
+
+if TYPE_CHECKING:
+    from .directory import LdapDirectoryClient
 
 log = logging.getLogger("iam_proxy")
 
@@ -86,7 +88,7 @@ class Proxy:
         self._http: aiohttp.ClientSession | None = None
         providers = {p.id: p for p in settings.identity_providers}
         self.jwks = {pid: JWKSCache(p, self._outbound_session) for pid, p in providers.items()}
-        self.directories = {d.id: LdapDirectoryClient(d) for d in settings.directories}
+        self.directories = _directories(settings)
         self.sessions = previous.sessions if "sessions" in self.inherited else \
             build_session_manager(settings.sessions) if settings.sessions.secret else None
         self.saml = self._build_saml(settings)
@@ -303,6 +305,15 @@ class Proxy:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _directories(settings: Settings) -> dict[str, LdapDirectoryClient]:
+    """One client per configured directory; ldap3 is imported only when there is one."""
+    if not settings.directories:
+        return {}
+    from .directory import LdapDirectoryClient
+
+    return {d.id: LdapDirectoryClient(d) for d in settings.directories}
 
 
 async def _null_lifespan(receive, send) -> None:

@@ -8,12 +8,11 @@ to BUILDERS below.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import aiohttp
 
 from ..core import shared_cache
-from ..directory import LdapDirectoryClient
 from ..ops.metrics import Metrics
 from ..settings import Settings
 from ..settings.authn import (
@@ -29,9 +28,11 @@ from .base import Authenticator
 from .bearer_jwt import TOKENS_TABLE, JWTAuthenticator
 from .introspection import IntrospectionAuthenticator
 from .jwks import JWKSCache
-from .ldap_basic import LdapBasicAuthenticator
 from .oidc_session import BrowserLogin, OIDCSessionAuthenticator
 from .x509 import X509Authenticator
+
+if TYPE_CHECKING:
+    from ..directory import LdapDirectoryClient
 
 
 @dataclass
@@ -67,6 +68,8 @@ def _kerberos(name: str, cfg: KerberosAuthenticatorSettings, deps: Deps) -> Auth
 
 
 def _ldap(name: str, cfg: LdapAuthenticatorSettings, deps: Deps) -> Authenticator:
+    from .ldap_basic import LdapBasicAuthenticator  # ldap3 is loaded only where a directory is configured
+
     return LdapBasicAuthenticator(name, cfg, deps.directories[cfg.directory])
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import aiohttp
 
-from ..directory import LdapDirectoryClient
 from ..ops.metrics import Metrics
 from ..settings import Settings
 from ..settings.enrich import KeycloakEnricherSettings, LdapEnricherSettings
 from .base import Enricher
+
+if TYPE_CHECKING:
+    from ..directory import LdapDirectoryClient
 
 
 @dataclass

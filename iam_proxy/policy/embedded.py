@@ -24,32 +24,40 @@ Guards (see docs/policies.md; each is a security requirement):
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
-from regopy import Input, Interpreter, LogLevel, RegoError
-from regopy.rego_shared import (
-    rego_bundle_query_entrypoint,
-    rego_free_output,
-    rego_output_ok,
-    rego_output_string,
-)
 
 from . import opa_tool
 from .bounded import BoundExceeded, ChildFailed, run_bounded
 from .embedded_ast import unused_call_results
 from .embedded_lint import lint
-from .embedded_output import read_value
 from .engine import EngineResult, PolicyEvaluationError, UndefinedDecision
 from .input_reads import WHOLE, PolicyReads, project, reads_of
 from .source import (PolicyLoadError, PolicyProblem, PolicySource, dotted_calls, load_source, scan,
                      with_replacements)
 
+if TYPE_CHECKING:
+    from regopy import Interpreter
+
 log = logging.getLogger("iam_proxy.policy")
+
+
+@functools.cache
+def _regocpp() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """rego-cpp's bindings and the reader of its results, imported by the first rego-cpp compile: a
+    process whose policies OPA's library runs (the default) never loads them (13 MB in each process)."""
+    import regopy
+    from regopy import rego_shared
+
+    from . import embedded_output
+    return regopy, rego_shared, embedded_output
 
 # Namespaces of OPA built-ins. A dotted call in one of these that the engine does not know is an
 # unsupported built-in (a user function is called through `data.` or an import alias instead).
@@ -128,15 +136,16 @@ def check_builtins(interpreter: Interpreter, source: PolicySource) -> list[Polic
 
 def _evaluate(interpreter: Interpreter, bundle: Any, entrypoint: str) -> Any:
     """One entry point's value; raises UndefinedDecision or PolicyEvaluationError."""
-    impl = rego_bundle_query_entrypoint(interpreter._impl, bundle._impl, entrypoint)
+    _, shared, output = _regocpp()
+    impl = shared.rego_bundle_query_entrypoint(interpreter._impl, bundle._impl, entrypoint)
     try:
-        ok = rego_output_ok(impl)
-        text = rego_output_string(impl)
+        ok = shared.rego_output_ok(impl)
+        text = shared.rego_output_string(impl)
         if ok and not text.startswith("(") and text != "undefined":
             # from the result tree, not the text: the text can carry unescaped quotes (embedded_output.py)
-            return read_value(impl, entrypoint)
+            return output.read_value(impl, entrypoint)
     finally:
-        rego_free_output(impl)
+        shared.rego_free_output(impl)
     if not ok or text.startswith("("):
         messages = _ERROR_MSG.findall(text)
         raise PolicyEvaluationError(messages[0].strip() if messages else "evaluation failed")
@@ -219,13 +228,14 @@ def _bound_problem(source: PolicySource, exc: BoundExceeded) -> PolicyProblem:
 def _compile(source: PolicySource, entrypoints: list[str], progress: Callable[[str], None] = lambda _: None,
              smoke: bool = True, opa_checked: bool = False) -> _Compiled:
     progress("compiling")
-    interpreter = Interpreter()
-    interpreter.log_level = LogLevel.NONE
+    regopy = _regocpp()[0]
+    interpreter = regopy.Interpreter()
+    interpreter.log_level = regopy.LogLevel.NONE
     errors: list[PolicyProblem] = []
     for file, text in source.modules.items():
         try:
             interpreter.add_module(file, text)
-        except RegoError as exc:
+        except regopy.RegoError as exc:
             errors.extend(rego_error_to_policy_errors(str(exc), source))
     if errors:
         raise PolicyLoadError(errors)
@@ -236,12 +246,12 @@ def _compile(source: PolicySource, entrypoints: list[str], progress: Callable[[s
         interpreter.add_data_json(orjson.dumps(source.data).decode())
     try:
         bundle = interpreter.build(None, list(entrypoints))
-    except RegoError as exc:
+    except regopy.RegoError as exc:
         raise PolicyLoadError(rego_error_to_policy_errors(str(exc), source)) from None
     if not bundle.ok():
         raise PolicyLoadError([PolicyProblem(next(iter(source.modules)), 0, "the policy bundle did not build")])
     # A smoke evaluation per entry point surfaces unknown functions and unsafe variables now.
-    interpreter.set_input(Input({}))
+    interpreter.set_input(regopy.Input({}))
     for entrypoint in entrypoints if smoke else []:
         progress(f"evaluating entry point {entrypoint}")
         try:

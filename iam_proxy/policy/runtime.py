@@ -22,9 +22,16 @@ from .embedded import EmbeddedEngine
 from .engine import PolicyEngine
 from .opa_http import OpaHttpEngine
 from .opa_lib import OpaLibEngine
-from .opa_wasm import OpaWasmEngine
 
 log = logging.getLogger("iam_proxy.policy")
+
+
+def _in_process_engine(kind: str) -> type[EmbeddedEngine]:
+    """opa-wasm's module, and wasmtime with it, is imported only when a route decides with it."""
+    if kind == "opa-wasm":
+        from .opa_wasm import OpaWasmEngine
+        return OpaWasmEngine
+    return {"embedded": EmbeddedEngine, "opa-lib": OpaLibEngine}[kind]
 
 
 class PolicyRuntime:
@@ -35,10 +42,10 @@ class PolicyRuntime:
         route_engines = {route.id: settings.engine_for(route) for route in settings.routes}
         self.engines: dict[str, PolicyEngine] = {}
         self.bundles: dict[str, BundleSource] = {}  # engine kind -> its own bundle source (own ETag)
-        for kind, engine_class in (("embedded", EmbeddedEngine), ("opa-lib", OpaLibEngine),
-                                   ("opa-wasm", OpaWasmEngine)):
+        for kind in ("embedded", "opa-lib", "opa-wasm"):
             if kind not in route_engines.values():
                 continue
+            engine_class = _in_process_engine(kind)
             entrypoints = [r.policy.path for r in settings.routes if route_engines[r.id] == kind]
             if policy.bundle is not None:
                 self.bundles[kind] = BundleSource(policy.bundle)

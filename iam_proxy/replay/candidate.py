@@ -28,8 +28,8 @@ from ..policy.engine import PolicyEngine
 from ..policy.input_reads import Reads
 from ..policy.opa_http import OpaHttpEngine
 from ..policy.opa_lib import OpaLibEngine
+from ..policy.opa_tool import find as find_opa
 from ..policy.source import PolicyProblem, PolicyLoadError, PolicySource, load_source
-from ..policy.testing import find_opa
 from ..settings.policy import OpaServerSettings
 from .reach import reads_for
 
