@@ -59,6 +59,7 @@ def _regocpp() -> tuple[ModuleType, ModuleType, ModuleType]:
     from . import embedded_output
     return regopy, rego_shared, embedded_output
 
+
 # Namespaces of OPA built-ins. A dotted call in one of these that the engine does not know is an
 # unsupported built-in (a user function is called through `data.` or an import alias instead).
 BUILTIN_NAMESPACES = frozenset({
