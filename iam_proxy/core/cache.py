@@ -49,5 +49,9 @@ class ExpiringCache(Generic[K, V]):
     def clear(self) -> None:
         self._entries.clear()
 
+    def clear_local(self) -> None:
+        """A cache of one process: the same as `clear` (TieredCache's clears only this worker's entries)."""
+        self.clear()
+
     def __len__(self) -> int:
         return len(self._entries)

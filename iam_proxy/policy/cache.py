@@ -91,10 +91,7 @@ class DecisionCache:
         if revision != self._revision:
             # Entries of the old revision can no longer be read (keys name the revision): this frees
             # them, and leaves a shared table's to workers that have not swapped yet.
-            if isinstance(self._entries, TieredCache):
-                self._entries.clear_local()
-            else:
-                self._entries.clear()
+            self._entries.clear_local()
             self._revision = revision
 
     def get(self, revision: str, key: bytes) -> EngineResult | None:
