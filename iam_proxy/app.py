@@ -106,7 +106,7 @@ class Proxy:
             self.signals.receiver.caches.enrichers = [e for e in self.enrichers.values() if hasattr(e, "forget")]
         assertion = settings.identity_headers.assertion
         self.signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds,
-                                      reuse_seconds=assertion.reuse_seconds)
+                                      reuse_seconds=assertion.reuse_seconds, algorithm=assertion.algorithm)
         # an upstream echoing the signed assertion must not hand it to the client
         self.upstream = UpstreamClient(withheld_response_headers=frozenset(
             {settings.identity_headers.assertion.header.lower().encode("latin-1")}))

@@ -123,7 +123,7 @@ def run_workers(settings: Settings, serve_one: ServeOne) -> int:
     count = settings.listeners.workers
     sockets = _bind_all(settings)
     if settings.identity_headers.assertion.key_file is None:
-        ephemeral_key()  # made here, so every worker has the one key
+        ephemeral_key(settings.identity_headers.assertion.algorithm)  # made here: every worker has the one key
     _prepare_shared_caches(settings)
     board = Board(count, shared=True)
     control_dir = tempfile.mkdtemp(prefix="iam-proxy-workers-")

@@ -1,4 +1,6 @@
-"""The signed identity assertion (`X-Iam-Assertion`): a short-lived ES256 JWT for upstreams.
+"""The signed identity assertion (`X-Iam-Assertion`): a short-lived JWT for upstreams, ES256 by
+default or an Ed25519 signature when `assertion.algorithm` is `Ed25519` (RFC 9864's name) or
+`EdDSA` (RFC 8037's, for verifiers that do not know the new one yet).
 
 Upstreams verify it with the public keys served at `/.well-known/jwks.json`. Its `aud` is the route
 id, so an assertion minted for one upstream is no use at another.
@@ -22,36 +24,70 @@ import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from joserfc.jwk import ECKey
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OKPKey
 
 from ..core.cache import ExpiringCache
+from ..core.errors import ConfigError
 from ..core.identity import Identity
 
 log = logging.getLogger("iam_proxy.assertion")
 
-_ephemeral: ECKey | None = None
+_ephemeral: dict[str, ECKey | OKPKey] = {}
+
+# The JOSE names of an Ed25519 signature: the same key and the same bytes, only the header differs
+ED25519 = frozenset({"Ed25519", "EdDSA"})
 
 # Reused assertions kept per worker: about 1 KB each (the token and its key)
 REUSE_ENTRIES = 10_000
 
 
-def ephemeral_key() -> ECKey:
+def ephemeral_key(algorithm: str = "ES256") -> ECKey | OKPKey:
     """The key of a proxy without `assertion.key_file`: made once per service, so that reloads and
     every worker (workers.py makes it before forking) sign with the one key the JWKS publishes."""
-    global _ephemeral
-    if _ephemeral is None:
+    curve = _curve(algorithm)
+    if curve not in _ephemeral:
         log.warning("no assertion key_file configured: using an ephemeral key (restarts rotate it)")
-        _ephemeral = ECKey.generate_key("P-256", private=True)
-    return _ephemeral
+        _ephemeral[curve] = _key_type(curve).generate_key(curve, private=True)
+    return _ephemeral[curve]
+
+
+def _curve(algorithm: str) -> str:
+    return "Ed25519" if algorithm in ED25519 else "P-256"
+
+
+def _key_type(curve: str) -> type[ECKey] | type[OKPKey]:
+    return OKPKey if curve == "Ed25519" else ECKey
+
+
+def _load_key(key_file: Path, algorithm: str) -> ECKey | OKPKey:
+    where = "identity_headers.assertion.key_file"
+    try:
+        pem = key_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: {key_file}: {exc.strerror}") from None
+    curve = _curve(algorithm)
+    wanted = f"{'an' if curve == 'Ed25519' else 'a'} {curve} key (algorithm {algorithm})"
+    try:
+        key = _key_type(curve).import_key(pem)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {key_file} is not {wanted}: {exc}") from None
+    if key.as_dict(private=False).get("crv") != curve:
+        raise ConfigError(f"{where}: {key_file} is not {wanted}")
+    if not key.is_private:
+        raise ConfigError(f"{where}: {key_file} holds a public key; the proxy signs with the private one")
+    return key
 
 
 class AssertionSigner:
     def __init__(self, key_file: Path | None, issuer: str, ttl_seconds: int, clock=time.time,
-                 reuse_seconds: int = 0) -> None:
-        self._key = ECKey.import_key(key_file.read_bytes()) if key_file is not None else ephemeral_key()
+                 reuse_seconds: int = 0, algorithm: str = "ES256") -> None:
+        self._key = _load_key(key_file, algorithm) if key_file is not None else ephemeral_key(algorithm)
         public = self._key.as_dict(private=False)
         self.kid = hashlib.sha256(str(sorted(public.items())).encode()).hexdigest()[:16]
-        self._public_jwk = {**public, "kid": self.kid, "use": "sig", "alg": "ES256"}
+        self.algorithm = algorithm
+        self._ed25519 = algorithm in ED25519
+        self._public_jwk = {**public, "kid": self.kid, "use": "sig", "alg": algorithm}
         self.issuer = issuer
         self.ttl = ttl_seconds
         self._clock = clock
@@ -60,7 +96,7 @@ class AssertionSigner:
         # joserfc's ES256 builds its algorithm object per call).
         self._private_key = self._key.private_key
         self._ecdsa = ec.ECDSA(hashes.SHA256())
-        self._header_segment = _b64(orjson.dumps({"alg": "ES256", "kid": self.kid, "typ": "JWT"}))
+        self._header_segment = _b64(orjson.dumps({"alg": algorithm, "kid": self.kid, "typ": "JWT"}))
         self.reuse_seconds = reuse_seconds
         self._reused: ExpiringCache[tuple, str] = ExpiringCache(REUSE_ENTRIES if reuse_seconds else 0, clock)
 
@@ -99,8 +135,13 @@ class AssertionSigner:
         if identity.roles:
             claims["roles"] = list(identity.roles)
         signing_input = self._header_segment + b"." + _b64(orjson.dumps(claims))
+        return (signing_input + b"." + _b64(self._signature(signing_input))).decode()
+
+    def _signature(self, signing_input: bytes) -> bytes:
+        if self._ed25519:
+            return self._private_key.sign(signing_input)
         r, s = decode_dss_signature(self._private_key.sign(signing_input, self._ecdsa))
-        return (signing_input + b"." + _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode()
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def _b64(data: bytes) -> bytes:

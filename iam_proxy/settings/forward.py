@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -12,7 +13,12 @@ from .base import Model
 
 class AssertionSettings(Model):
     header: str = "X-Iam-Assertion"
-    key_file: Path | None = None  # PEM, EC P-256; an ephemeral key is made when absent
+    # ES256 (ECDSA P-256) is what every JOSE library verifies. Ed25519 costs less CPU per request
+    # (docs/performance.md) where upstreams verify it; EdDSA is the same signature under RFC 8037's
+    # name, for verifiers that do not know RFC 9864's.
+    algorithm: Literal["ES256", "Ed25519", "EdDSA"] = "ES256"
+    # PEM private key for the algorithm (EC P-256, or Ed25519); an ephemeral key is made when absent
+    key_file: Path | None = None
     issuer: str = "iam-proxy"
     ttl_seconds: int = Field(default=60, ge=5, le=3600)
     # 0: one assertion per request (`jti` = its decision id). Above 0: an assertion with the same

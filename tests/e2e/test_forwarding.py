@@ -9,10 +9,12 @@ import socket
 
 import httpx
 from joserfc import jwt
-from joserfc.jwk import KeySet
+from joserfc.errors import BadSignatureError, JoseError
+from joserfc.jwk import ECKey, KeySet, OKPKey
 import pytest
+import yaml
 
-from support import audit_event, free_port, upstream_headers
+from support import audit_event, free_port, run_cli, upstream_headers
 
 MB = 1024 * 1024
 
@@ -203,3 +205,41 @@ def test_a_reused_assertion_is_the_same_for_one_identity_and_its_own_for_another
     assert jwt.decode(other, jwks, algorithms=["ES256"]).claims["sub"] == "carol"
     # its jti names the decision that minted it: alice's first request, not her second
     assert claims["jti"] == audit_event(proxy, "r1")["decision_id"] != audit_event(proxy, "r2")["decision_id"]
+
+
+def test_an_ed25519_assertion_reaches_the_upstream_and_verifies_with_the_served_jwks(proxy_factory, proxy_config,
+                                                                                     finance, tmp_path):
+    key_file = tmp_path / "assertion-ed25519.pem"
+    key_file.write_bytes(OKPKey.generate_key("Ed25519", private=True).as_pem(private=True))
+    proxy_config["identity_headers"] = {"assertion": {"algorithm": "Ed25519", "key_file": str(key_file)}}
+    proxy_config["forward_auth"] = {"trusted_peers": ["127.0.0.1/32"]}
+    proxy = proxy_factory(proxy_config)
+    with proxy.client() as c:
+        forwarded = c.get("/api/invoices/1", headers={**finance, "X-Request-Id": "ed1"})
+        checked = c.get("/.iam/auth", headers={**finance, "X-Original-URI": "/api/invoices/1",
+                                               "X-Original-Method": "GET"})
+        served = c.get("/.well-known/jwks.json").json()
+    assert forwarded.status_code == checked.status_code == 200, (forwarded.text, checked.text)
+    [key] = served["keys"]
+    assert (key["kty"], key["crv"], key["alg"]) == ("OKP", "Ed25519", "Ed25519") and "d" not in key
+    jwks = KeySet.import_key_set(served)
+    for token in (upstream_headers(forwarded)["x-iam-assertion"], checked.headers["x-iam-assertion"]):
+        verified = jwt.decode(token, jwks, algorithms=["Ed25519"])
+        assert (verified.header["alg"], verified.claims["sub"], verified.claims["aud"]) == ("Ed25519", "alice", "api")
+        with pytest.raises(BadSignatureError):
+            jwt.decode(token, OKPKey.generate_key("Ed25519", private=True), algorithms=["Ed25519"])
+        with pytest.raises(JoseError):  # a verifier pinned to ES256 refuses it
+            jwt.decode(token, jwks, algorithms=["ES256"])
+    assert jwt.decode(upstream_headers(forwarded)["x-iam-assertion"], jwks,
+                      algorithms=["Ed25519"]).claims["jti"] == audit_event(proxy, "ed1")["decision_id"]
+
+
+def test_an_assertion_key_that_does_not_fit_the_algorithm_stops_the_proxy_naming_the_key(proxy_config, tmp_path):
+    key_file = tmp_path / "p256.pem"
+    key_file.write_bytes(ECKey.generate_key("P-256", private=True).as_pem(private=True))
+    proxy_config["identity_headers"] = {"assertion": {"algorithm": "Ed25519", "key_file": str(key_file)}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(proxy_config))
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 2
+    assert f"identity_headers.assertion.key_file: {key_file} is not an Ed25519 key" in result.stderr

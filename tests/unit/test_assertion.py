@@ -1,10 +1,14 @@
 """The signed identity assertion verifies with the published keys and carries the identity."""
 
+import base64
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 import pytest
 
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.core.identity import Identity
 from iam_proxy.forward.assertion import AssertionSigner
 
@@ -78,3 +82,52 @@ def test_with_reuse_the_same_claims_get_the_same_assertion_until_the_window_ends
     now[0] += 0.5  # 10 s after it was minted: a new one, named by the decision that needed it
     renewed = jwt.decode(signer.sign(alice, "api", "d4"), keys, algorithms=["ES256"]).claims
     assert (renewed["jti"], renewed["iat"], renewed["exp"]) == ("d4", 1_800_000_010, 1_800_000_070)
+
+
+def _unb64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated")  # joserfc's view of the old name, which we offer on purpose
+@pytest.mark.parametrize("algorithm", ["Ed25519", "EdDSA"])
+def test_an_ed25519_assertion_verifies_with_the_published_okp_key(tmp_path, algorithm):
+    key_file = tmp_path / "ed25519.pem"
+    key_file.write_bytes(OKPKey.generate_key("Ed25519", private=True).as_pem(private=True))
+    signer = AssertionSigner(key_file, "https://p", 60, clock=lambda: 1_800_000_000, algorithm=algorithm)
+    token = signer.sign(Identity(sub="alice", method="jwt", groups=("finance",)), "api", "d1")
+
+    [published] = signer.jwks()["keys"]
+    assert (published["kty"], published["crv"], published["alg"], published["use"]) == ("OKP", "Ed25519", algorithm, "sig")
+    assert "d" not in published
+    verified = jwt.decode(token, KeySet.import_key_set(signer.jwks()), algorithms=[algorithm])
+    assert verified.header == {"alg": algorithm, "kid": signer.kid, "typ": "JWT"}
+    assert (verified.claims["sub"], verified.claims["groups"], verified.claims["jti"]) == ("alice", ["finance"], "d1")
+    # RFC 8037: the raw 64-byte signature over the signing input, checked here without joserfc
+    header, claims, signature = token.split(".")
+    Ed25519PublicKey.from_public_bytes(_unb64(published["x"])).verify(_unb64(signature), f"{header}.{claims}".encode())
+    with pytest.raises(BadSignatureError):
+        jwt.decode(token, OKPKey.generate_key("Ed25519", private=True), algorithms=[algorithm])
+
+
+def test_both_names_of_ed25519_sign_with_the_one_ephemeral_key_and_es256_with_its_own():
+    ed25519, eddsa, es256 = (AssertionSigner(None, "https://p", 60, algorithm=a) for a in ("Ed25519", "EdDSA", "ES256"))
+    assert ed25519.kid == eddsa.kid != es256.kid
+    assert es256.jwks()["keys"][0]["kty"] == "EC"
+
+
+@pytest.mark.parametrize("algorithm, key, complaint", [
+    ("ES256", lambda: OKPKey.generate_key("Ed25519", private=True).as_pem(private=True), "is not a P-256 key"),
+    ("ES256", lambda: ECKey.generate_key("P-384", private=True).as_pem(private=True), "is not a P-256 key"),
+    ("Ed25519", lambda: ECKey.generate_key("P-256", private=True).as_pem(private=True), "is not an Ed25519 key"),
+    ("EdDSA", lambda: RSAKey.generate_key(2048, private=True).as_pem(private=True), "is not an Ed25519 key"),
+    ("Ed25519", lambda: OKPKey.generate_key("Ed25519", private=True).as_pem(private=False), "holds a public key"),
+    ("ES256", lambda: b"not a key", "is not a P-256 key"),
+])
+def test_a_key_file_that_does_not_fit_the_algorithm_is_a_config_error_naming_the_key(tmp_path, algorithm, key, complaint):
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(key())
+    with pytest.raises(ConfigError, match=complaint) as excinfo:
+        AssertionSigner(key_file, "https://p", 60, algorithm=algorithm)
+    assert str(excinfo.value).startswith(f"identity_headers.assertion.key_file: {key_file} ")
+    with pytest.raises(ConfigError, match="No such file"):
+        AssertionSigner(tmp_path / "absent.pem", "https://p", 60, algorithm=algorithm)

@@ -38,6 +38,7 @@ def test_minimal_config_is_valid():
     (lambda c: c.update(routes=[]), "routes"),
     (lambda c: c.update(identity_headers={"assertion": {"ttl_seconds": 60, "reuse_seconds": 31}}),
      "identity_headers.assertion.reuse_seconds"),
+    (lambda c: c.update(identity_headers={"assertion": {"algorithm": "HS256"}}), "identity_headers.assertion.algorithm"),
 ])
 def test_errors_name_the_key_path(mutate, where):
     config = minimal()
