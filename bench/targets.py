@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from joserfc.jwk import OKPKey
 
 from iam_proxy.devcerts import DEV_AUDIENCE, DEV_ISSUER
 from iam_proxy.settings.policy import PolicySettings
@@ -256,6 +257,16 @@ class BenchContext:
     iam_workers: int = 1
     nginx_workers: int | str = "auto"
     assertion_reuse_seconds: int = 0  # the product default: one assertion per request
+    assertion_algorithm: str = "ES256"  # the product default
+
+
+def _assertion_key(ctx: BenchContext) -> Path:
+    if ctx.assertion_algorithm == "ES256":
+        return REPO / "certs" / "assertion-key.pem"
+    path = ctx.workdir / "assertion-ed25519.pem"
+    if not path.exists():
+        path.write_bytes(OKPKey.generate_key("Ed25519", private=True).as_pem(private=True))
+    return path
 
 
 def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
@@ -278,7 +289,7 @@ def _iam_config(ctx: BenchContext, name: str, policy: dict[str, Any],
                                # None: the product default (on for the in-process engines, off for opa)
                                **({} if cache_decisions is None else {"cache": cache_decisions})}}],
         "policy": policy,
-        "identity_headers": {"assertion": {"key_file": str(REPO / "certs" / "assertion-key.pem"),
+        "identity_headers": {"assertion": {"key_file": str(_assertion_key(ctx)), "algorithm": ctx.assertion_algorithm,
                                            "reuse_seconds": ctx.assertion_reuse_seconds}},
         "audit": {"sinks": [{"type": "file", "path": str(ctx.workdir / f"{name}-audit.jsonl")}]},
         # nginx (forward-auth targets) asks /.iam/auth from loopback
@@ -499,22 +510,36 @@ def start_iam_proxy_embedded_mix_nocache_1worker(ctx: BenchContext) -> Running:
     return _mixed(start_iam_proxy_embedded_nocache(replace(ctx, iam_workers=1)), "token mix, 1 worker")
 
 
-# Variants with `identity_headers.assertion.reuse_seconds` (off by default): an identity's
-# assertion is signed once per window instead of once per request.
+# Variants of the assertion's settings (neither is the default): with `reuse_seconds`, an identity's
+# assertion is signed once per window instead of once per request; with `algorithm: Ed25519`, each
+# signature is an Ed25519 one instead of ECDSA P-256.
 ASSERTION_REUSE_SECONDS = 10
 
 
-def _reusing(start: Callable[[BenchContext], Running]) -> Callable[[BenchContext], Running]:
-    def start_reusing(ctx: BenchContext) -> Running:
-        running = start(replace(ctx, assertion_reuse_seconds=ASSERTION_REUSE_SECONDS))
-        running.notes = f"{running.notes}; assertion reused {ASSERTION_REUSE_SECONDS} s"
+def _assertion_variant(start: Callable[[BenchContext], Running], note: str,
+                       **changes: Any) -> Callable[[BenchContext], Running]:
+    def start_variant(ctx: BenchContext) -> Running:
+        running = start(replace(ctx, **changes))
+        running.notes = f"{running.notes}; {note}"
         return running
-    return start_reusing
+    return start_variant
+
+
+def _reusing(start: Callable[[BenchContext], Running]) -> Callable[[BenchContext], Running]:
+    return _assertion_variant(start, f"assertion reused {ASSERTION_REUSE_SECONDS} s",
+                              assertion_reuse_seconds=ASSERTION_REUSE_SECONDS)
+
+
+def _ed25519(start: Callable[[BenchContext], Running]) -> Callable[[BenchContext], Running]:
+    return _assertion_variant(start, "assertion signed with Ed25519", assertion_algorithm="Ed25519")
 
 
 start_iam_proxy_reuse = _reusing(start_iam_proxy)
 start_iam_proxy_mix_reuse = _reusing(start_iam_proxy_mix)
 start_forward_auth_nocache_reuse = _reusing(start_forward_auth_nocache)
+start_iam_proxy_ed25519 = _ed25519(start_iam_proxy)
+start_iam_proxy_mix_nocache_ed25519 = _ed25519(start_iam_proxy_mix_nocache)
+start_forward_auth_nocache_ed25519 = _ed25519(start_forward_auth_nocache)
 
 
 TARGETS = {
@@ -538,10 +563,14 @@ TARGETS = {
     "iam-proxy-reuse": start_iam_proxy_reuse,
     "iam-proxy-mix-reuse": start_iam_proxy_mix_reuse,
     "iam-proxy-forward-auth-nocache-reuse": start_forward_auth_nocache_reuse,
+    "iam-proxy-ed25519": start_iam_proxy_ed25519,
+    "iam-proxy-mix-nocache-ed25519": start_iam_proxy_mix_nocache_ed25519,
+    "iam-proxy-forward-auth-nocache-ed25519": start_forward_auth_nocache_ed25519,
 }
 MIX_TARGETS = {start_iam_proxy_mix, start_iam_proxy_mix_nocache, start_iam_proxy_mix_nocache_1worker,
                start_oauth2_proxy_mix, start_iam_proxy_embedded_mix, start_iam_proxy_embedded_mix_nocache,
-               start_iam_proxy_embedded_mix_nocache_1worker, start_iam_proxy_mix_reuse}
+               start_iam_proxy_embedded_mix_nocache_1worker, start_iam_proxy_mix_reuse,
+               start_iam_proxy_mix_nocache_ed25519}
 # Memory is read after these have verified many distinct tokens (the others share iam-proxy's code
 # path, and each pass costs one signature verification per token).
 DISTINCT_TOKEN_TARGETS = {"iam-proxy", "oauth2-proxy"}

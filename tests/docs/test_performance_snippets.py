@@ -11,7 +11,7 @@ import pytest
 
 from snippets import snippet
 from support import PYTHON, REPO
-from test_config_snippets import load
+from test_config_snippets import as_written, load
 
 from bench.targets import TARGETS
 
@@ -72,3 +72,21 @@ def test_assertion_reuse_fragment_reuses_one_identitys_assertion(tmp_path, monke
                              reuse_seconds=assertion.reuse_seconds)
     alice = Identity(sub="alice", method="jwt", groups=("finance",))
     assert signer.sign(alice, "api", "d1") == signer.sign(alice, "api", "d2") != signer.sign(alice, "billing", "d3")
+
+
+def test_ed25519_fragments_make_a_key_the_proxy_signs_with(tmp_path, monkeypatch):
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    from iam_proxy.core.identity import Identity
+    from iam_proxy.forward.assertion import AssertionSigner
+
+    command = as_written("assertion-ed25519-sh", tmp_path)
+    subprocess.run(command, shell=True, check=True, capture_output=True, timeout=30)
+    assertion = load("assertion-ed25519-yaml", tmp_path, monkeypatch).identity_headers.assertion
+    assert (assertion.algorithm, assertion.key_file) == ("Ed25519", tmp_path / "assertion-ed25519.pem")
+    signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds, algorithm=assertion.algorithm)
+    assert signer.jwks()["keys"][0]["crv"] == "Ed25519"
+    token = signer.sign(Identity(sub="alice", method="jwt"), "api", "d1")
+    verified = jwt.decode(token, KeySet.import_key_set(signer.jwks()), algorithms=["Ed25519"])
+    assert (verified.header["alg"], verified.claims["sub"]) == ("Ed25519", "alice")
