@@ -5,11 +5,12 @@
 
 Starts the shared nginx upstream and one iam-proxy process (one worker, so one profile), runs wrk
 closed-loop, and samples the proxy with `py-spy record --format raw`. Writes `<target>.txt` (the
-collapsed stacks, loadable by any flamegraph tool) and `<target>.md`, `profile` for the default
-target (decision cache on), `profile-nocache` for the engine on every request, and
-`profile-mix-nocache` for the engine on every request with the harness's mix of 10,000 distinct
-tokens (so each token is verified the first time the worker sees it): the functions with the most
-samples on top of the stack (self) and anywhere on the stack (inclusive), as shares of all samples.
+collapsed stacks, loadable by any flamegraph tool), `<target>.svg` (their flame graph, drawn by
+bench/flamegraph.py) and `<target>.md`, `profile` for the default target (decision cache on),
+`profile-nocache` for the engine on every request, and `profile-mix-nocache` for the engine on every
+request with the harness's mix of 10,000 distinct tokens (so each token is verified the first time
+the worker sees it): the functions with the most samples on top of the stack (self) and anywhere on
+the stack (inclusive), as shares of all samples.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from .flamegraph import render
 from .loadgen import run_wrk, write_script
 from .targets import (REPO, REQUEST_PATH, TOOLS, BenchContext, start_iam_proxy, start_iam_proxy_nocache,
                       start_upstream)
@@ -104,16 +106,18 @@ def main(argv: list[str] | None = None) -> int:
 
     total, own, inclusive = summarize(raw)
     result = loads[0] if loads else None
+    sampling = (f"py-spy, {total:,} samples at 250 Hz over {args.seconds:g} s; one worker; wrk closed loop, "
+                f"{args.connections} connections" + (f", {MIX_TOKENS:,} distinct tokens in turn" if mix else "")
+                + (f", {result.rps:,.0f} req/s during the profile" if result else ""))
     lines = [f"# {args.target} hot-path profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             f"py-spy, {total:,} samples at 250 Hz over {args.seconds:g} s; one worker; wrk closed loop, "
-             f"{args.connections} connections" + (f", {MIX_TOKENS:,} distinct tokens in turn" if mix else "")
-             + (f", {result.rps:,.0f} req/s during the profile" if result else ""),
-             "", "| self | function |", "|---:|---|"]
+             sampling, "", "| self | function |", "|---:|---|"]
     lines += [f"| {s:.1%} | `{f}` |" for f, s in own]
     lines += ["", "| inclusive | function |", "|---:|---|"]
     lines += [f"| {s:.1%} | `{f}` |" for f, s in inclusive]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / (stem + '.md')} and {raw}", file=sys.stderr)
+    svg = out / f"{stem}.svg"
+    svg.write_text(render(raw.read_text(errors="replace"), f"{args.target}: {sampling}"), encoding="utf-8")
+    print(f"wrote {out / (stem + '.md')}, {svg} and {raw}", file=sys.stderr)
     return 0
 
 
