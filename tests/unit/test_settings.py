@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from iam_proxy.core.errors import ConfigError
-from iam_proxy.settings import interpolate_env, parse_settings
+from iam_proxy.settings import interpolate_env, load_settings, parse_settings
 from support import run_cli
 
 
@@ -87,6 +87,34 @@ def test_cli_reports_yaml_syntax_errors_with_line(tmp_path):
     result = run_cli("check", "--config", str(path))
     assert result.returncode == 2
     assert f"{path}:" in result.stderr and "invalid YAML" in result.stderr
+
+
+def test_a_key_given_twice_in_one_mapping_is_an_error_with_both_lines(tmp_path):
+    # YAML keeps the last one silently: here the first `assertion:` block would be dropped
+    config = minimal()
+    text = yaml.safe_dump(config) + "identity_headers:\n  assertion: {algorithm: Ed25519}\n  assertion: {ttl_seconds: 60}\n"
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    lines = text.splitlines()
+    first, second = (n + 1 for n, line in enumerate(lines) if line.startswith("  assertion:"))
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path)
+    assert str(excinfo.value) == (f"{path}:{second}: invalid YAML (duplicate key 'assertion', first at line {first}: "
+                                  "YAML would keep only the last)")
+
+
+def test_a_merge_key_may_be_overridden_and_other_mappings_may_repeat_a_key(tmp_path):
+    path = tmp_path / "merge.yaml"
+    config = minimal()
+    del config["routes"]
+    path.write_text(yaml.safe_dump(config) + (
+        "routes:\n"
+        "  - &api {id: api, upstream: 'http://127.0.0.1:1', authenticators: [bearer], timeout_seconds: 5}\n"
+        "  - <<: *api\n"
+        "    id: api2\n"
+        "    match: {path: /v2/**}\n"))
+    settings = load_settings(path)
+    assert [(r.id, r.timeout_seconds) for r in settings.routes] == [("api", 5), ("api2", 5)]
 
 
 def test_kerberos_without_its_extra_names_the_key_and_the_install_command(monkeypatch):
