@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from iam_proxy.app import Proxy
+from iam_proxy.core.errors import ConfigError
 from iam_proxy.settings import parse_settings
 from support import run_cli
 
@@ -40,11 +41,27 @@ def test_a_config_that_validates_but_cannot_be_built_fails_check(tmp_path, confi
     key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
     config["identity_headers"] = {"assertion": {"key_file": str(key)}}
     settings = parse_settings(config)  # the settings alone accept it
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         Proxy(settings)  # what `run` builds first: it would not start
     result = check(tmp_path, config)
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1].startswith("error: the proxy cannot be built from this config: ValueError")
+    assert result.stderr.splitlines()[-1].startswith(
+        f"error: identity_headers.assertion.key_file: {key} is not a P-256 key (algorithm ES256)")
+
+
+def test_any_other_failure_to_build_the_proxy_fails_check_naming_it(tmp_path, config, monkeypatch, capsys):
+    import iam_proxy.app
+    from iam_proxy.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the signer broke")
+
+    monkeypatch.setattr(iam_proxy.app, "AssertionSigner", broken)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: the proxy cannot be built from this config: RuntimeError: the signer broke")
 
 
 def test_listener_tls_files_are_loaded(tmp_path, config):
