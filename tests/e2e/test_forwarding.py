@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -243,3 +244,27 @@ def test_an_assertion_key_that_does_not_fit_the_algorithm_stops_the_proxy_naming
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 2
     assert f"identity_headers.assertion.key_file: {key_file} is not an Ed25519 key" in result.stderr
+
+
+def test_concurrent_uncached_decisions_each_answer_their_own_request(proxy_factory, proxy_config, issuer):
+    # the engine evaluates the decisions of one turn of the event loop together: none may answer another
+    proxy_config["routes"][0]["policy"]["cache"] = False
+    proxy = proxy_factory(proxy_config)
+    callers = {"alice": issuer.token("alice", ["finance"]), "bob": issuer.token("bob", ["sales"]),
+               "carol": issuer.token("carol", ["auditors"])}
+    expected = {"alice": 200, "bob": 403, "carol": 200}  # auditors read invoices; sales do not
+    asked = [(f"c{n}-{name}", name) for n in range(20) for name in callers]
+
+    async def ask_all():
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=10,
+                                     limits=httpx.Limits(max_connections=len(asked))) as client:
+            return await asyncio.gather(*(client.get("/api/invoices/1", headers={
+                "Authorization": f"Bearer {callers[name]}", "X-Request-Id": request_id}) for request_id, name in asked))
+
+    answers = asyncio.run(ask_all())
+    assert [r.status_code for r in answers] == [expected[name] for _, name in asked]
+    for (request_id, name), answer in zip(asked, answers):
+        event = audit_event(proxy, request_id)
+        assert (event["identity"]["sub"], event["decision"]["allowed"]) == (name, expected[name] == 200)
+        if answer.status_code == 200:
+            assert upstream_headers(answer)["x-forwarded-user"] == name

@@ -14,7 +14,7 @@ import pytest
 from iam_proxy.core.errors import ConfigError
 from iam_proxy.core.extras import opa_library
 from iam_proxy.policy import opa_lib
-from iam_proxy.policy.engine import PolicyEvaluationError
+from iam_proxy.policy.engine import PolicyEvaluationError, UndefinedDecision
 from iam_proxy.policy.opa_lib import OpaLibEngine
 from iam_proxy.policy.source import PolicyLoadError, PolicySource
 from iam_proxy.settings import parse_settings
@@ -144,3 +144,55 @@ def test_inputs_reach_the_policy_as_opa_reads_them():
     weird = {"big": 2**63 - 1, "float": 1.5e-7, "text": "é\u0000\"\\😀", "nested": [[{"a": None}]],
              "flags": [True, False], "empty": {}}
     assert decide(e, "t/echoed", weird) == weird
+
+
+def test_decisions_asked_in_one_turn_of_the_loop_are_evaluated_together_each_with_its_own_answer():
+    e = engine('package t\n\nallow if input.user == "alice"\n\nhalf := input.n / 2\n\n'
+               'one := 1 if input.clash\n\none := 2 if input.clash\n', "t/allow", "t/half", "t/one")
+    turn = [0]
+    evaluated: list[tuple[int, object]] = []  # (the loop's turn, the task it ran in)
+    compiled = e._compiled
+    evaluate = compiled.evaluate
+
+    def recording(path, document):
+        evaluated.append((turn[0], asyncio.current_task()))
+        return evaluate(path, document)
+
+    compiled.evaluate = recording
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def count_turns():
+            turn[0] += 1
+            loop.call_soon(count_turns)
+
+        count_turns()
+        asked = [e.decide("t/allow", {"user": user}) for user in ("alice", "bob", "alice")]
+        asked += [e.decide("t/one", {"clash": True}), e.decide("t/half", {"n": 0.5})]
+        return await asyncio.gather(*asked, return_exceptions=True)
+
+    results = asyncio.run(main())
+    # all five in one turn, outside the requests' tasks (asking them took a turn of its own)
+    assert len(evaluated) == 5 and len({t for t, _ in evaluated}) == 1 and {task for _, task in evaluated} == {None}
+    assert results[0].value is results[2].value is True
+    assert isinstance(results[1], UndefinedDecision)  # bob: no `allow`
+    assert isinstance(results[3], PolicyEvaluationError) and "eval_conflict_error" in str(results[3])
+    assert results[4].value == 0.25
+
+
+def test_a_decision_whose_request_went_away_is_not_evaluated_and_the_rest_are():
+    e = engine('package t\n\nallow if input.user == "alice"\n', "t/allow")
+
+    async def main():
+        gone = asyncio.ensure_future(e.decide("t/allow", {"user": "alice"}))
+        kept = asyncio.ensure_future(e.decide("t/allow", {"user": "alice"}))
+        await asyncio.sleep(0)  # both have asked
+        gone.cancel()
+        return await kept, await asyncio.gather(gone, return_exceptions=True)
+
+    kept, (gone,) = asyncio.run(main())
+    assert kept.value is True
+    assert isinstance(gone, asyncio.CancelledError)
+    # a later loop (the shadow thread has its own) gets its own batch
+    assert decide(e, "t/allow", {"user": "alice"}) is True
