@@ -85,7 +85,6 @@ class AssertionSigner:
         self._key = _load_key(key_file, algorithm) if key_file is not None else ephemeral_key(algorithm)
         public = self._key.as_dict(private=False)
         self.kid = hashlib.sha256(str(sorted(public.items())).encode()).hexdigest()[:16]
-        self.algorithm = algorithm
         self._ed25519 = algorithm in ED25519
         self._public_jwk = {**public, "kid": self.kid, "use": "sig", "alg": algorithm}
         self.issuer = issuer
