@@ -150,7 +150,7 @@ class Pipeline:
             outcome.admission = await admit(ctx, identity, decision)
         assertion = None
         if not identity.anonymous:
-            assertion = self.signer.sign(identity, audience=route.settings.assertion_audience or route.id,
+            assertion = await self.signer.sign(identity, audience=route.settings.assertion_audience or route.id,
                                          jti=ctx.decision_id)
         allowed = decision if decision.allowed else Decision(allowed=False)
         outcome.upstream_headers = self.rewriter.set_headers(ctx, identity, assertion, allowed.headers)

@@ -30,6 +30,7 @@ from joserfc.jwk import ECKey, OKPKey
 from ..core.cache import ExpiringCache
 from ..core.errors import ConfigError
 from ..core.identity import Identity
+from ..core.loop_batch import TurnBatch
 
 log = logging.getLogger("iam_proxy.assertion")
 
@@ -98,23 +99,26 @@ class AssertionSigner:
         self._header_segment = _b64(orjson.dumps({"alg": algorithm, "kid": self.kid, "typ": "JWT"}))
         self.reuse_seconds = reuse_seconds
         self._reused: ExpiringCache[tuple, str] = ExpiringCache(REUSE_ENTRIES if reuse_seconds else 0, clock)
+        # Like a decision, a signature reads memory the rest of a request does not (OpenSSL's P-256
+        # tables): the signatures of one loop turn are made together (core/loop_batch.py).
+        self._signed: TurnBatch[bytes, str] = TurnBatch(self._token)
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self._public_jwk]}
 
-    def sign(self, identity: Identity, audience: str, jti: str) -> str:
+    async def sign(self, identity: Identity, audience: str, jti: str) -> str:
         """The assertion for `identity` at `audience`; `jti` names it when a new one is signed."""
         if not self.reuse_seconds:
-            return self._sign(identity, audience, jti)
+            return await self._signed.run(self._signing_input(identity, audience, jti))
         key = (audience, identity.sub, identity.method, identity.iss, identity.email, identity.username,
                identity.tenant, identity.groups, identity.roles)
         token = self._reused.get(key)
         if token is None:
-            token = self._sign(identity, audience, jti)
+            token = await self._signed.run(self._signing_input(identity, audience, jti))
             self._reused.put(key, token, self.reuse_seconds)
         return token
 
-    def _sign(self, identity: Identity, audience: str, jti: str) -> str:
+    def _signing_input(self, identity: Identity, audience: str, jti: str) -> bytes:
         now = int(self._clock())
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -133,7 +137,9 @@ class AssertionSigner:
             claims["groups"] = list(identity.groups)
         if identity.roles:
             claims["roles"] = list(identity.roles)
-        signing_input = self._header_segment + b"." + _b64(orjson.dumps(claims))
+        return self._header_segment + b"." + _b64(orjson.dumps(claims))
+
+    def _token(self, signing_input: bytes) -> str:
         return (signing_input + b"." + _b64(self._signature(signing_input))).decode()
 
     def _signature(self, signing_input: bytes) -> bytes:

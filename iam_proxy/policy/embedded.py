@@ -24,7 +24,6 @@ Guards (see docs/policies.md; each is a security requirement):
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
+from ..core.loop_batch import TurnBatch
 from . import opa_tool
 from .bounded import BoundExceeded, ChildFailed, run_bounded
 from .embedded_ast import unused_call_results
@@ -360,32 +360,20 @@ class CompiledByOpaEngine(EmbeddedEngine):
     PolicyEvaluationError itself."""
 
     # OPA's evaluator reads much of the compiled policy on every decision, and after the rest of a
-    # request has run those reads miss the CPU's caches: 30 us back to back, 120 us in a busy worker
-    # (docs/performance.md, round seven). So the decisions asked during one turn of the event loop
-    # are evaluated one after another at the start of the next turn, where all but the first run warm.
+    # request has run those reads miss the CPU's caches (docs/performance.md, round seven): the
+    # decisions of one loop turn are evaluated together (core/loop_batch.py).
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # per event loop: the shadow-policy thread runs its own (replay/shadow.py)
-        self._asked: dict[asyncio.AbstractEventLoop, list[tuple[Any, str, bytes, asyncio.Future[Any]]]] = {}
+        self._turn: TurnBatch[tuple[Any, str, bytes], Any] = TurnBatch(_evaluate_compiled)
 
     async def decide(self, path: str, policy_input: dict[str, Any]) -> EngineResult:
         compiled: Any = self._compiled
         document = orjson.dumps(project(policy_input, compiled.reads.input if compiled.reads else WHOLE))
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Any] = loop.create_future()
-        asked = self._asked.get(loop)
-        if asked is None:
-            asked = self._asked[loop] = []
-            loop.call_soon(self._evaluate_asked, loop)
-        asked.append((compiled, path, document, answer))
-        return EngineResult(value=await answer, revision=compiled.source.revision, engine=self.name)
+        value = await self._turn.run((compiled, path, document))
+        return EngineResult(value=value, revision=compiled.source.revision, engine=self.name)
 
-    def _evaluate_asked(self, loop: asyncio.AbstractEventLoop) -> None:
-        for compiled, path, document, answer in self._asked.pop(loop, []):
-            if answer.cancelled():  # the request went away while it waited
-                continue
-            try:
-                answer.set_result(compiled.evaluate(path, document))
-            except Exception as exc:  # noqa: BLE001 - this decision's own error, raised where it was asked
-                answer.set_exception(exc)
+
+def _evaluate_compiled(asked: tuple[Any, str, bytes]) -> Any:
+    compiled, path, document = asked
+    return compiled.evaluate(path, document)

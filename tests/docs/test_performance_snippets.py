@@ -4,6 +4,7 @@ settings loader)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 
@@ -71,7 +72,8 @@ def test_assertion_reuse_fragment_reuses_one_identitys_assertion(tmp_path, monke
     signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds,
                              reuse_seconds=assertion.reuse_seconds)
     alice = Identity(sub="alice", method="jwt", groups=("finance",))
-    assert signer.sign(alice, "api", "d1") == signer.sign(alice, "api", "d2") != signer.sign(alice, "billing", "d3")
+    first, again, billing = (asyncio.run(signer.sign(alice, *asked)) for asked in (("api", "d1"), ("api", "d2"), ("billing", "d3")))
+    assert first == again != billing
 
 
 def test_ed25519_fragments_make_a_key_the_proxy_signs_with(tmp_path, monkeypatch):
@@ -87,6 +89,6 @@ def test_ed25519_fragments_make_a_key_the_proxy_signs_with(tmp_path, monkeypatch
     assert (assertion.algorithm, assertion.key_file) == ("Ed25519", tmp_path / "assertion-ed25519.pem")
     signer = AssertionSigner(assertion.key_file, assertion.issuer, assertion.ttl_seconds, algorithm=assertion.algorithm)
     assert signer.jwks()["keys"][0]["crv"] == "Ed25519"
-    token = signer.sign(Identity(sub="alice", method="jwt"), "api", "d1")
+    token = asyncio.run(signer.sign(Identity(sub="alice", method="jwt"), "api", "d1"))
     verified = jwt.decode(token, KeySet.import_key_set(signer.jwks()), algorithms=["Ed25519"])
     assert (verified.header["alg"], verified.claims["sub"]) == ("Ed25519", "alice")

@@ -247,7 +247,8 @@ def test_an_assertion_key_that_does_not_fit_the_algorithm_stops_the_proxy_naming
 
 
 def test_concurrent_uncached_decisions_each_answer_their_own_request(proxy_factory, proxy_config, issuer):
-    # the engine evaluates the decisions of one turn of the event loop together: none may answer another
+    # the engine evaluates the decisions of one turn of the event loop together, and the signer signs
+    # their assertions together: none may answer another
     proxy_config["routes"][0]["policy"]["cache"] = False
     proxy = proxy_factory(proxy_config)
     callers = {"alice": issuer.token("alice", ["finance"]), "bob": issuer.token("bob", ["sales"]),
@@ -258,13 +259,16 @@ def test_concurrent_uncached_decisions_each_answer_their_own_request(proxy_facto
     async def ask_all():
         async with httpx.AsyncClient(base_url=proxy.url, timeout=10,
                                      limits=httpx.Limits(max_connections=len(asked))) as client:
-            return await asyncio.gather(*(client.get("/api/invoices/1", headers={
+            answers = await asyncio.gather(*(client.get("/api/invoices/1", headers={
                 "Authorization": f"Bearer {callers[name]}", "X-Request-Id": request_id}) for request_id, name in asked))
+            return answers, KeySet.import_key_set((await client.get("/.well-known/jwks.json")).json())
 
-    answers = asyncio.run(ask_all())
+    answers, jwks = asyncio.run(ask_all())
     assert [r.status_code for r in answers] == [expected[name] for _, name in asked]
     for (request_id, name), answer in zip(asked, answers):
         event = audit_event(proxy, request_id)
         assert (event["identity"]["sub"], event["decision"]["allowed"]) == (name, expected[name] == 200)
         if answer.status_code == 200:
-            assert upstream_headers(answer)["x-forwarded-user"] == name
+            sent = upstream_headers(answer)
+            assertion = jwt.decode(sent["x-iam-assertion"], jwks, algorithms=["ES256"]).claims
+            assert (sent["x-forwarded-user"], assertion["sub"], assertion["jti"]) == (name, name, event["decision_id"])
