@@ -1,16 +1,23 @@
 """Profile iam-proxy's hot path with py-spy while wrk drives the allowed-token request.
 
-    python -m bench.profile [--seconds 10] [--target iam-proxy|iam-proxy-nocache|iam-proxy-mix-nocache]
-                            [--out bench/results]
+    python -m bench.profile [--seconds 10] [--out bench/results]
+        [--target iam-proxy|iam-proxy-nocache|iam-proxy-mix-nocache|iam-proxy-forward-auth-nocache|
+                  envoy-ext-authz-http]
 
 Starts the shared nginx upstream and one iam-proxy process (one worker, so one profile), runs wrk
-closed-loop, and samples the proxy with `py-spy record --format raw`. Writes `<target>.txt` (the
-collapsed stacks, loadable by any flamegraph tool), `<target>.svg` (their flame graph, drawn by
-bench/flamegraph.py) and `<target>.md`, `profile` for the default target (decision cache on),
-`profile-nocache` for the engine on every request, and `profile-mix-nocache` for the engine on every
-request with the harness's mix of 10,000 distinct tokens (so each token is verified the first time
-the worker sees it): the functions with the most samples on top of the stack (self) and anywhere on
-the stack (inclusive), as shares of all samples.
+closed-loop, and samples the proxy with `py-spy record --format raw`. Writes `<stem>.txt` (the
+collapsed stacks, loadable by any flamegraph tool), `<stem>.svg` (their flame graph, drawn by
+bench/flamegraph.py) and `<stem>.md`: the functions with the most samples on top of the stack (self)
+and anywhere on the stack (inclusive), as shares of all samples. The stems (STEMS):
+
+    profile                        the default target (decision cache on)
+    profile-nocache                the engine on every request
+    profile-mix-nocache            the same with the harness's mix of 10,000 distinct tokens (each
+                                   token verified the first time the worker sees it)
+    profile-forward-auth-nocache   the checks nginx's auth_request sends, without an auth cache
+    profile-ext-authz-http         Envoy's HTTP ext_authz checks
+
+With nginx or Envoy in front, the proxy's process is the one profiled.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ from pathlib import Path
 
 from .flamegraph import render
 from .loadgen import run_wrk, write_script
-from .targets import (REPO, REQUEST_PATH, TOOLS, BenchContext, start_iam_proxy, start_iam_proxy_nocache,
-                      start_upstream)
+from .targets import (REPO, REQUEST_PATH, TOOLS, BenchContext, start_envoy_ext_authz_http,
+                      start_forward_auth_nocache, start_iam_proxy, start_iam_proxy_nocache, start_upstream)
 from .tokens import TokenMinter, distinct_tokens
 
-STEMS = {"iam-proxy": "profile", "iam-proxy-nocache": "profile-nocache", "iam-proxy-mix-nocache": "profile-mix-nocache"}
+STEMS = {"iam-proxy": "profile", "iam-proxy-nocache": "profile-nocache", "iam-proxy-mix-nocache": "profile-mix-nocache",
+         "iam-proxy-forward-auth-nocache": "profile-forward-auth-nocache", "envoy-ext-authz-http": "profile-ext-authz-http"}
+STARTS = {"iam-proxy": start_iam_proxy, "iam-proxy-nocache": start_iam_proxy_nocache,
+          "iam-proxy-mix-nocache": start_iam_proxy_nocache, "iam-proxy-forward-auth-nocache": start_forward_auth_nocache,
+          "envoy-ext-authz-http": start_envoy_ext_authz_http}
 MIX_TOKENS = 10_000
 
 
@@ -71,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample native frames too (C, Rust, Go: the crypto, the engine, the collector); "
                              "this pauses the process for each sample")
     args = parser.parse_args(argv)
-    start = start_iam_proxy if args.target == "iam-proxy" else start_iam_proxy_nocache
+    start = STARTS[args.target]
     stem = STEMS[args.target]
     key_file = REPO / "certs" / "dev-idp-key.pem"
     mix = distinct_tokens(key_file, MIX_TOKENS, TOOLS / "bench") if "mix" in args.target else None
@@ -94,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         load.start()
         time.sleep(1)
         raw = out / f"{stem}.txt"
-        subprocess.run([py_spy(), "record", "--pid", str(running.proxy_pids[0]), "--duration",
+        proxy_pid = running.proxy_pids[-1]  # a front's are [nginx or Envoy, iam-proxy]
+        subprocess.run([py_spy(), "record", "--pid", str(proxy_pid), "--duration",
                         f"{int(args.seconds)}", "--rate", "250", "--format", "raw", "--output", str(raw),
                         *(["--native"] if args.native else ["--nonblocking"])], check=True, capture_output=True, timeout=args.seconds + 60)
         load.join()
