@@ -1,7 +1,7 @@
 """Profile iam-proxy's hot path with py-spy while wrk drives the allowed-token request.
 
     python -m bench.profile [--seconds 10] [--out bench/results]
-        [--target iam-proxy|iam-proxy-nocache|iam-proxy-mix-nocache|iam-proxy-forward-auth-nocache|
+        [--target iam-proxy|iam-proxy-nocache|iam-proxy-mix|iam-proxy-mix-nocache|iam-proxy-forward-auth-nocache|
                   envoy-ext-authz-http]
 
 Starts the shared nginx upstream and one iam-proxy process (one worker, so one profile), runs wrk
@@ -14,6 +14,7 @@ and anywhere on the stack (inclusive), as shares of all samples. The stems (STEM
     profile-nocache                the engine on every request
     profile-mix-nocache            the same with the harness's mix of 10,000 distinct tokens (each
                                    token verified the first time the worker sees it)
+    profile-mix                    the mix with the decision cache on
     profile-forward-auth-nocache   the checks nginx's auth_request sends, without an auth cache
     profile-ext-authz-http         Envoy's HTTP ext_authz checks
 
@@ -38,9 +39,10 @@ from .targets import (REPO, REQUEST_PATH, TOOLS, BenchContext, start_envoy_ext_a
                       start_forward_auth_nocache, start_iam_proxy, start_iam_proxy_nocache, start_upstream)
 from .tokens import TokenMinter, distinct_tokens
 
-STEMS = {"iam-proxy": "profile", "iam-proxy-nocache": "profile-nocache", "iam-proxy-mix-nocache": "profile-mix-nocache",
+STEMS = {"iam-proxy": "profile", "iam-proxy-nocache": "profile-nocache", "iam-proxy-mix": "profile-mix",
+         "iam-proxy-mix-nocache": "profile-mix-nocache",
          "iam-proxy-forward-auth-nocache": "profile-forward-auth-nocache", "envoy-ext-authz-http": "profile-ext-authz-http"}
-STARTS = {"iam-proxy": start_iam_proxy, "iam-proxy-nocache": start_iam_proxy_nocache,
+STARTS = {"iam-proxy": start_iam_proxy, "iam-proxy-nocache": start_iam_proxy_nocache, "iam-proxy-mix": start_iam_proxy,
           "iam-proxy-mix-nocache": start_iam_proxy_nocache, "iam-proxy-forward-auth-nocache": start_forward_auth_nocache,
           "envoy-ext-authz-http": start_envoy_ext_authz_http}
 MIX_TOKENS = 10_000
