@@ -13,9 +13,9 @@ from .base import Model
 
 class AssertionSettings(Model):
     header: str = "X-Iam-Assertion"
-    # ES256 (ECDSA P-256) is what every JOSE library verifies. Ed25519 costs less CPU per request
-    # (docs/performance.md) where upstreams verify it; EdDSA is the same signature under RFC 8037's
-    # name, for verifiers that do not know RFC 9864's.
+    # ES256 (ECDSA P-256) is what every JOSE library verifies. Ed25519 is for upstreams that prefer
+    # it (under load it costs about what ES256 does: docs/performance.md); EdDSA is the same
+    # signature under RFC 8037's name, for verifiers that do not know RFC 9864's.
     algorithm: Literal["ES256", "Ed25519", "EdDSA"] = "ES256"
     # PEM private key for the algorithm (EC P-256, or Ed25519); an ephemeral key is made when absent
     key_file: Path | None = None
