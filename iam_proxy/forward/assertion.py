@@ -114,8 +114,11 @@ class AssertionSigner:
                identity.tenant, identity.groups, identity.roles)
         token = self._reused.get(key)
         if token is None:
-            token = await self._signed.run(self._signing_input(identity, audience, jti))
-            self._reused.put(key, token, self.reuse_seconds)
+            signed = await self._signed.run(self._signing_input(identity, audience, jti))
+            token = self._reused.get(key)  # a request of the same loop turn that signed first
+            if token is None:
+                token = signed
+                self._reused.put(key, token, self.reuse_seconds)
         return token
 
     def _signing_input(self, identity: Identity, audience: str, jti: str) -> bytes:

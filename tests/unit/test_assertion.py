@@ -158,3 +158,17 @@ def test_the_assertions_asked_in_one_loop_turn_are_signed_together_each_with_its
     assert signed_in == [None] * 6
     claims = [jwt.decode(token, keys, algorithms=["ES256"]).claims for token in tokens]
     assert [(c["sub"], c["aud"], c["jti"]) for c in claims] == [(f"user{n}", f"route{n}", f"d{n}") for n in range(6)]
+
+
+def test_with_reuse_concurrent_requests_of_one_identity_get_the_first_signed_assertion():
+    signer = AssertionSigner(None, "https://p", 60, clock=lambda: 1_800_000_000, reuse_seconds=10)
+    alice = Identity(sub="alice", method="jwt", groups=("finance",))
+
+    async def main():
+        return await asyncio.gather(*(signer.sign(alice, "api", f"d{n}") for n in range(3)))
+
+    tokens = asyncio.run(main())
+    assert len(set(tokens)) == 1  # all three were signed in one turn; the first one signed is kept
+    claims = jwt.decode(tokens[0], KeySet.import_key_set(signer.jwks()), algorithms=["ES256"]).claims
+    assert claims["jti"] == "d0"
+    assert signed(signer, alice, "api", "d3") == tokens[0]
