@@ -151,7 +151,7 @@ class Pipeline:
         assertion = None
         if not identity.anonymous:
             assertion = await self.signer.sign(identity, audience=route.settings.assertion_audience or route.id,
-                                         jti=ctx.decision_id)
+                                               jti=ctx.decision_id)
         allowed = decision if decision.allowed else Decision(allowed=False)
         outcome.upstream_headers = self.rewriter.set_headers(ctx, identity, assertion, allowed.headers)
         outcome.upstream_removed = frozenset({*ctx.consumed_headers,
