@@ -72,3 +72,9 @@ def test_ocsf_classes():
     assert login["status"] == "Failure" and login["status_detail"] == "token_expired" and login["severity_id"] == 3
     error = render(sample_event(outcome="error", reason="upstream_unavailable", status=502), "ocsf")
     assert error["severity_id"] == 4
+
+
+def test_non_string_keys_are_written_as_strings():
+    """Most events have only string keys and take orjson's fast path; one that does not is still written."""
+    assert to_bytes({"facts": {1: "a", "b": [2]}}) == b'{"facts":{"1":"a","b":[2]}}'
+    assert to_bytes({"facts": {"1": "a", "b": [2]}}) == b'{"facts":{"1":"a","b":[2]}}'

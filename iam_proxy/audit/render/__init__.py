@@ -31,8 +31,12 @@ _LINE_SEPARATORS = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u20
 
 def json_bytes(document: Any) -> bytes:
     """One JSON text with no raw line terminator of any kind inside it."""
-    data = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
-    if b"\xe2\x80" in data:
+    try:  # orjson's option for non-string keys doubles the cost of every event that has none
+        data = orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        data = orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
+    # isascii() is a word-at-a-time scan; a two-byte `in` over a 2 KB event cost more than encoding it
+    if not data.isascii() and b"\xe2\x80" in data:
         for raw, escaped in _LINE_SEPARATORS:
             data = data.replace(raw, escaped)
     return data
