@@ -22,8 +22,9 @@ from .envoy_input import add_envoy_fields
 
 log = logging.getLogger("iam_proxy.extauthz")
 
-# Envoy's own: pseudo-headers and Host cannot be changed by a check, forwarding headers are its edge's
-_NOT_OURS = frozenset({"host", *FORWARDED, *HOP_BY_HOP})
+# Envoy's own: pseudo-headers and Host cannot be changed by a check; forwarding headers and the
+# request id are its edge's
+_NOT_OURS = frozenset({"host", *FORWARDED, *HOP_BY_HOP, "x-request-id"})
 
 
 class NotServed(RouteNotFound):
@@ -49,7 +50,7 @@ class _Answer:
 
 def _request(check: Check, peer: str) -> RequestDescription:
     path, _, query = check.path.partition("?")
-    headers = [(as_bytes(k), as_bytes(v)) for k, v in check.headers]
+    headers = [(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for k, v in check.headers]
     if check.header("host") is None:
         headers.append((b"host", as_bytes(check.host)))
     return RequestDescription(method=check.method, scheme=check.scheme, raw_path=as_bytes(path),
@@ -59,7 +60,7 @@ def _request(check: Check, peer: str) -> RequestDescription:
 
 def _text(wire: str) -> str:
     """The pipeline's latin-1 string of a header's bytes, as the text a Check holds."""
-    return as_text(wire.encode("latin-1"))
+    return wire if wire.isascii() else as_text(wire.encode("latin-1"))
 
 
 class PipelineDecide:
@@ -118,19 +119,19 @@ class PipelineDecide:
         sent = self._doors.rewriter.upstream_request_headers(ctx, outcome.upstream_headers, outcome.upstream_removed,
                                                              preserve_host=True)
         forward = [(name.lower(), _text(value)) for name, value in sent]
-        wanted = [(name, value) for name, value in forward if _changeable(name)]
+        values: dict[str, list[str]] = {}
+        for name, value in forward:
+            if _changeable_lower(name):
+                values.setdefault(name, []).append(value)
         inbound: dict[str, list[str]] = {}
         for name, value in check.headers:
             inbound.setdefault(name, []).append(value)
-        values: dict[str, list[str]] = {}
-        for name, value in wanted:
-            values.setdefault(name, []).append(value)
-        upstream = [(name, value) for name, value in wanted if inbound.get(name) != values[name]]
+        upstream = [(name, value) for name, value in forward if name in values and inbound.get(name) != values[name]]
         # Removed even when Envoy did not show them (HTTP mode sends only its allowed_headers): the
         # policy's removals, and the identity headers the proxy owns but has no value for this time.
         named = {name.lower() for name in decision.request_headers_to_remove} if decision else set()
         remove = sorted(name for name in {*inbound, *named, *self._owned}
-                        if _changeable(name) and name not in values)
+                        if name not in values and _changeable(name))
         metadata = decision.raw.get("dynamic_metadata") if decision and isinstance(decision.raw, dict) else None
         return Verdict(allowed=True, status=200, decision_id=ctx.decision_id, upstream_headers=upstream,
                        remove_headers=remove, client_headers=[(n, _text(v)) for n, v in outcome.client_headers],
@@ -142,5 +143,8 @@ class PipelineDecide:
 
 
 def _changeable(name: str) -> bool:
-    lower = name.lower()
-    return not lower.startswith(":") and lower not in _NOT_OURS and lower != "x-request-id"
+    return _changeable_lower(name.lower())
+
+
+def _changeable_lower(name: str) -> bool:
+    return not name.startswith(":") and name not in _NOT_OURS

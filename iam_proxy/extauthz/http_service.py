@@ -64,12 +64,15 @@ class HttpCheckApp:
             await send_json(send, 413, {"status": 413, "reason": "ext_authz_body_too_large"})
             return
         query = scope.get("query_string", b"")
-        headers = [(as_text(k).lower(), as_text(v)) for k, v in scope["headers"]]
-        forwarded_for = next((v for k, v in headers if k == "x-forwarded-for"), None)
-        check = Check(method=scope["method"], host=next((v for k, v in headers if k == "host"), ""),
+        headers = [(k.decode("utf-8", "surrogateescape").lower(), v.decode("utf-8", "surrogateescape"))
+                   for k, v in scope["headers"]]
+        first: dict[str, str] = {}
+        for name, value in headers:
+            first.setdefault(name, value)
+        check = Check(method=scope["method"], host=first.get("host", ""),
                       path=path[len(self._prefix):] + (f"?{as_text(query)}" if query else ""), headers=headers,
-                      client=self._trusted.client_of(peer, forwarded_for), via=peer,
-                      scheme=next((v for k, v in headers if k == "x-forwarded-proto"), "http"),
+                      client=self._trusted.client_of(peer, first.get("x-forwarded-for")), via=peer,
+                      scheme=first.get("x-forwarded-proto", "http"),
                       protocol=f"HTTP/{scope.get('http_version', '1.1')}", body=body)
         status, out, payload = _answer(await self._decide(check))
         await send({"type": "http.response.start", "status": status,
