@@ -32,7 +32,7 @@ def test_the_commands_are_the_ones_the_page_describes():
     programs = [c.split()[0] if c.startswith(("make", "scripts/")) else " ".join(c.split()[:3]) for c in _commands()]
     assert programs == ["make", "make", "scripts/bench.sh", ".venv/bin/python -m bench.profile",
                         ".venv/bin/python -m bench.stack", ".venv/bin/python -m bench.cold",
-                        ".venv/bin/python -m bench.extauthz_floor"]
+                        ".venv/bin/python -m bench.extauthz_floor", ".venv/bin/python -m bench.inprocess"]
 
 
 def test_make_bench_and_its_quick_mode_exist():
