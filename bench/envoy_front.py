@@ -75,4 +75,4 @@ def start_envoy_ext_authz(ctx, mode: str):
         raise
     return Running(f"http://127.0.0.1:{front}", [envoy.pid, iam.pid], [iam, envoy],
                    notes=f"Envoy {_pinned('ENVOY_VERSION')} (2 worker threads), ext_authz {mode} to iam-proxy "
-                         "(embedded Rego, decision cache on; checks in worker 0 only); CPU by process: Envoy, iam-proxy")
+                         "(embedded Rego, decision cache on; every worker answers checks); CPU by process: Envoy, iam-proxy")
