@@ -1,6 +1,6 @@
 """`make bench` has the ext_authz rows: the real harness, in a tiny mode, measures Envoy with
 iam-proxy behind its ext_authz filter (gRPC and HTTP mode) next to iam-proxy as the proxy. No
-numbers are judged here (bench/results/extauthz/ holds a measured run)."""
+numbers are judged here (docs/envoy.md quotes a full run)."""
 
 from __future__ import annotations
 
